@@ -1,0 +1,59 @@
+"""Private keys on disk: created 0600 on first start, loaded afterwards, never logged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+__all__ = ["KeyFileError", "load_or_create_ec_key", "load_private_key", "write_private_key"]
+
+
+class KeyFileError(Exception):
+    """A key file exists but cannot be used (wrong permissions, wrong type, unparseable)."""
+
+
+def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
+    """Write ``key`` as unencrypted PKCS#8 PEM to a *new* file created with mode 0600.
+
+    ``O_EXCL`` makes a concurrent second start fail loudly instead of silently replacing a key
+    that may already have signed checkpoints.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_private_key(path: Path) -> PrivateKeyTypes:
+    """Load a PEM private key, refusing files that group or others can read."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: permissions {mode:o} are too open, want 600")
+    try:
+        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: not a PEM private key") from exc
+
+
+def load_or_create_ec_key(
+    path: Path, curve: ec.EllipticCurve | None = None
+) -> ec.EllipticCurvePrivateKey:
+    """Load the EC key at ``path``, generating it (P-256 by default) if the file does not exist."""
+    if not path.exists():
+        write_private_key(path, ec.generate_private_key(curve or ec.SECP256R1()))
+    key = load_private_key(path)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError(f"{path}: not an EC private key")
+    return key

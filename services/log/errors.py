@@ -1,0 +1,50 @@
+"""The log engine's error hierarchy. Each class maps to one HTTP status in the web layer."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptLog",
+    "DuplicateEntry",
+    "HeadMoved",
+    "LogError",
+    "Pushback",
+    "SequencerStopped",
+    "SequencingFailed",
+]
+
+
+class LogError(Exception):
+    """Base class of every error the log engine raises on purpose."""
+
+
+class DuplicateEntry(LogError):
+    """The leaf is already in the log (Rekor answers 409 with the existing entry's location)."""
+
+    def __init__(self, leaf_hash: bytes, index: int) -> None:
+        super().__init__(f"entry {leaf_hash.hex()} already exists at index {index}")
+        self.leaf_hash = leaf_hash
+        self.index = index
+
+
+class Pushback(LogError):
+    """Too many submissions are waiting; the client should retry later (503 + Retry-After)."""
+
+
+class SequencerStopped(LogError):
+    """The sequencer is shutting down or has stopped after a fatal error."""
+
+
+class SequencingFailed(LogError):
+    """A batch could not be committed; the entries in it were *not* appended."""
+
+
+class HeadMoved(LogError):
+    """The compare-and-swap on the tree head failed: another writer advanced the tree."""
+
+    def __init__(self, expected_size: int) -> None:
+        super().__init__(f"tree head is no longer at size {expected_size}")
+        self.expected_size = expected_size
+
+
+class CorruptLog(LogError):
+    """Stored state contradicts itself (head vs tiles). Fatal: the log refuses to continue."""

@@ -1,0 +1,84 @@
+"""SQL tables of the Merkle log engine (SQLAlchemy Core; one schema for SQLite and PostgreSQL).
+
+Every table is keyed by ``tree_id`` so the Rekor log, the CT log and later logs share one
+database. ``tiles`` holds the tree as C2SP tiles: row (level L, index N) is the concatenation of up
+to 256 hashes of tree level 8·L, positions 256·N… . A tile with 256 hashes is full and never
+changes again; the rightmost tile of each level grows in place until it is full.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from services.db import metadata
+
+__all__ = ["checkpoints", "entries", "search_keys", "tiles", "tree_heads"]
+
+tree_heads = Table(
+    "tree_heads",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("checkpoint", Text, nullable=False),
+    PrimaryKeyConstraint("tree_id"),
+    CheckConstraint("size >= 0", name="size_nonnegative"),
+)
+
+# History of every signed tree head, so an auditor can fetch any checkpoint the log ever issued
+# and check consistency between any two.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("checkpoint", Text, nullable=False),
+    PrimaryKeyConstraint("tree_id", "size"),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("integrated_time", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tree_id", "idx"),
+    # The log's dedup rule: one leaf hash appears at most once per tree.
+    UniqueConstraint("tree_id", "leaf_hash"),
+)
+
+tiles = Table(
+    "tiles",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("tree_id", "level", "idx"),
+)
+
+search_keys = Table(
+    "search_keys",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tree_id", "key", "idx"),
+)

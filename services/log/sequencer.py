@@ -1,0 +1,456 @@
+"""The sequencer: batches submissions, commits each batch atomically, then wakes the waiters.
+
+One batch is one transaction: the entries, the tiles they complete or extend, their search keys,
+the new tree head (compare-and-swap on the old size and root) and the signed checkpoint, recorded
+in the history table. Only after that transaction commits is any waiter resolved, with its index,
+an inclusion proof and the checkpoint that proves it: a resolved waiter means committed.
+
+Recovery and normal operation share one path. ``_load`` rebuilds the in-memory state (the compact
+range and the right-edge tiles) from the store and checks it against the stored head; it runs at
+start-up and again after *any* failed commit, because after a failure we cannot know whether the
+commit reached the disk (see ``_commit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from services.log import merkle
+from services.log.checkpoint import Checkpoint, CheckpointSigner
+from services.log.errors import (
+    CorruptLog,
+    DuplicateEntry,
+    HeadMoved,
+    Pushback,
+    SequencerStopped,
+    SequencingFailed,
+)
+from services.log.proofs import ProofBuilder
+from services.log.tiles import (
+    HASH_SIZE,
+    TILE_HASHES,
+    TILE_HEIGHT,
+    ExpandedTile,
+    TileCache,
+    TileKey,
+    tile_for_node,
+    tile_slot,
+)
+
+__all__ = ["Batch", "LogStore", "NewEntry", "Receipt", "Sequencer", "StoredLeaf", "TreeHead"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """A signed tree head: what the ``tree_heads`` row and each ``checkpoints`` row hold."""
+
+    size: int
+    root: bytes
+    timestamp_ms: int
+    checkpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """One leaf being appended."""
+
+    index: int
+    leaf_hash: bytes
+    leaf: bytes
+    integrated_time: int
+    search_keys: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLeaf:
+    """Where a committed leaf is."""
+
+    index: int
+    integrated_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Everything one sequencing step writes, committed all-or-nothing by ``LogStore``."""
+
+    prev_size: int
+    prev_root: bytes
+    head: TreeHead
+    entries: Sequence[NewEntry]
+    tiles: Mapping[TileKey, bytes]
+
+
+class LogStore(Protocol):
+    """The storage contract of the sequencer.
+
+    Implementations must be safe for concurrent use by readers while one writer commits, and
+    ``commit_batch`` must be atomic and durable when it returns: either every row of the batch is
+    stored or none is.
+    """
+
+    async def read_head(self, tree_id: int) -> TreeHead | None:
+        """Return the current tree head, or None if the tree was never created."""
+        ...
+
+    async def create_tree(self, tree_id: int, origin: str, head: TreeHead) -> None:
+        """Create the empty tree with its first signed head; raise ``HeadMoved`` if it exists."""
+        ...
+
+    async def read_tiles(self, tree_id: int, keys: Collection[TileKey]) -> dict[TileKey, bytes]:
+        """Return the stored data of each requested tile that exists."""
+        ...
+
+    async def find_leaves(
+        self, tree_id: int, leaf_hashes: Collection[bytes]
+    ) -> dict[bytes, StoredLeaf]:
+        """Return where each given leaf hash that is already in the tree is stored."""
+        ...
+
+    async def commit_batch(self, tree_id: int, batch: Batch) -> None:
+        """Atomically append ``batch`` if the stored head is still ``(prev_size, prev_root)``.
+
+        Raises ``HeadMoved`` (and stores nothing) if the head has changed.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a committed submission gets back: its place in the log and the proof of it."""
+
+    index: int
+    leaf_hash: bytes
+    integrated_time: int
+    head: TreeHead
+    proof: list[bytes]
+
+
+@dataclass(slots=True)
+class _Pending:
+    leaf: bytes
+    leaf_hash: bytes
+    search_keys: frozenset[str]
+    future: asyncio.Future[Receipt] = field(repr=False)
+
+
+class Sequencer:
+    """Owns the write path of one tree.
+
+    ``submit`` enqueues and awaits; a background task drains the queue in batches of at most
+    ``batch_max_size`` entries, waiting at most ``batch_max_age`` seconds after the first entry of
+    a batch arrives. More than ``max_pending`` waiting entries is answered with ``Pushback``.
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        tree_id: int,
+        origin: str,
+        signer: CheckpointSigner,
+        clock: Callable[[], float] = time.time,
+        batch_max_size: int = 256,
+        batch_max_age: float = 0.05,
+        max_pending: int = 10_000,
+        cache: TileCache | None = None,
+    ) -> None:
+        if batch_max_size < 1:
+            raise ValueError(f"batch_max_size must be at least 1, not {batch_max_size}")
+        self._store = store
+        self.tree_id = tree_id
+        self.origin = origin
+        self._signer = signer
+        self._clock = clock
+        self._batch_max_size = batch_max_size
+        self._batch_max_age = batch_max_age
+        self._max_pending = max_pending
+        self.proofs = ProofBuilder(store, tree_id, cache)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._fatal: BaseException | None = None
+        # Owned by the sequencing task once started; rebuilt only by _load.
+        self._range = merkle.CompactRange()
+        self._edge: dict[TileKey, bytes] = {}
+        self._head: TreeHead | None = None
+        self._stale = False
+
+    @property
+    def head(self) -> TreeHead:
+        """The latest committed tree head this sequencer knows."""
+        if self._head is None:
+            raise SequencerStopped("sequencer not started")
+        return self._head
+
+    async def start(self) -> None:
+        """Create or load the tree, check it, and start sequencing."""
+        await self._load()
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name=f"sequencer-{self.tree_id}")
+
+    async def stop(self) -> None:
+        """Stop accepting, commit what is already queued, then stop the task."""
+        self._accepting = False
+        if self._task is None:
+            return
+        # Wake the task if it is idle: an empty entry is skipped, and the loop exits once it is
+        # not accepting and the queue is empty, so everything queued before this is committed.
+        self._queue.put_nowait(
+            _Pending(b"", b"", frozenset(), asyncio.get_running_loop().create_future())
+        )
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def submit(self, leaf: bytes, search_keys: Collection[str] = ()) -> Receipt:
+        """Append ``leaf`` and return once it is committed and covered by a signed checkpoint.
+
+        Raises ``DuplicateEntry`` if the leaf is already logged, ``Pushback`` when overloaded,
+        ``SequencingFailed`` if its batch could not be committed (it was not appended).
+        """
+        if self._fatal is not None:
+            raise SequencerStopped("sequencer stopped after a fatal error") from self._fatal
+        if not self._accepting:
+            raise SequencerStopped("sequencer is not accepting entries")
+        if self._queue.qsize() >= self._max_pending:
+            raise Pushback(f"{self._queue.qsize()} entries are already waiting")
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(
+            _Pending(leaf, merkle.hash_leaf(leaf), frozenset(search_keys), future)
+        )
+        return await future
+
+    # -- state -----------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        """Rebuild the compact range and edge tiles from the store and check them.
+
+        This is the recovery path *and* the start-up path. It trusts only what is committed.
+        """
+        head = await self._store.read_head(self.tree_id)
+        if head is None:
+            head = self._sign_head(0, merkle.EMPTY_ROOT, 0)
+            try:
+                await self._store.create_tree(self.tree_id, self.origin, head)
+            except HeadMoved:
+                # Another process created it first; use theirs.
+                head = await self._store.read_head(self.tree_id)
+                if head is None:
+                    raise CorruptLog(f"tree {self.tree_id} vanished while being created") from None
+        size = head.size
+        ids = merkle.CompactRange.node_ids(size)
+        edge_keys = _edge_tile_keys(size)
+        wanted = {tile_for_node(node)[0] for node in ids} | set(edge_keys)
+        stored = await self._store.read_tiles(self.tree_id, wanted)
+        for key, width in edge_keys.items():
+            data = stored.get(key)
+            if data is None or len(data) != width * HASH_SIZE:
+                have = None if data is None else len(data) // HASH_SIZE
+                raise CorruptLog(
+                    f"tree {self.tree_id} at size {size}: "
+                    f"tile {key} has {have} hashes, want {width}"
+                )
+        try:
+            hashes = [ExpandedTile(stored[key]).node(a, b) for key, a, b in map(tile_for_node, ids)]
+        except (KeyError, LookupError) as exc:
+            raise CorruptLog(f"tree {self.tree_id} at size {size}: missing tile data") from exc
+        compact = merkle.CompactRange(size, hashes)
+        if compact.root() != head.root:
+            raise CorruptLog(
+                f"tree {self.tree_id} at size {size}: tiles give root {compact.root().hex()}, "
+                f"head says {head.root.hex()}"
+            )
+        self._range = compact
+        self._edge = {key: stored[key] for key in edge_keys}
+        self._head = head
+
+    def _sign_head(self, size: int, root: bytes, timestamp_ms: int) -> TreeHead:
+        note = self._signer.sign_checkpoint(Checkpoint(self.origin, size, root))
+        return TreeHead(size, root, timestamp_ms, note)
+
+    # -- sequencing ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = loop.time() + self._batch_max_age
+            while len(batch) < self._batch_max_size:
+                timeout = deadline - loop.time()
+                if timeout <= 0 and self._queue.empty():
+                    break
+                try:
+                    batch.append(
+                        self._queue.get_nowait()
+                        if not self._queue.empty()
+                        else await asyncio.wait_for(self._queue.get(), timeout)
+                    )
+                except TimeoutError:
+                    break
+            live = [p for p in batch if p.leaf_hash]
+            if live:
+                try:
+                    await self._sequence(live)
+                except CorruptLog as exc:
+                    # The log cannot prove what it stores: refuse all further work.
+                    self._fatal = exc
+                    self._accepting = False
+                    _logger.critical("sequencer for tree %d stopped: %s", self.tree_id, exc)
+                    self._fail_all(live, SequencerStopped(str(exc)))
+                    self._drain(SequencerStopped(str(exc)))
+                    return
+                except Exception as exc:
+                    # Even recovery failed (database unreachable?): nobody may wait forever, and
+                    # the next batch must start from whatever the store then says.
+                    _logger.exception("tree %d: batch and recovery failed", self.tree_id)
+                    self._stale = True
+                    self._fail_all(live, SequencingFailed(f"entries not appended: {exc!r}"))
+            if not self._accepting and self._queue.empty():
+                return
+
+    def _fail_all(self, pending: Sequence[_Pending], exc: BaseException) -> None:
+        for p in pending:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _drain(self, exc: BaseException) -> None:
+        while not self._queue.empty():
+            self._fail_all([self._queue.get_nowait()], exc)
+
+    async def _sequence(self, pending: list[_Pending]) -> None:
+        """Commit one batch and resolve its waiters; re-sequence if another writer moved on."""
+        if self._stale:
+            await self._load()
+            self._stale = False
+        for attempt in range(3):
+            try:
+                await self._commit(pending)
+                return
+            except HeadMoved:
+                # Another replica appended first (scale-out on PostgreSQL): nothing of ours was
+                # stored, so reload and sequence the same entries again on top of its head.
+                _logger.info(
+                    "tree %d head moved; re-sequencing (attempt %d)", self.tree_id, attempt
+                )
+                await self._load()
+            except CorruptLog:
+                raise
+            except Exception as exc:
+                _logger.warning("tree %d batch failed: %r", self.tree_id, exc)
+                await self._recover(pending, exc)
+                return
+        self._fail_all(pending, SequencingFailed("tree head kept moving; entries not appended"))
+
+    async def _commit(self, pending: list[_Pending]) -> None:
+        head = self.head
+        known = await self._store.find_leaves(self.tree_id, [p.leaf_hash for p in pending])
+        now = self._clock()
+        integrated_time = int(now)
+        # Time never goes backwards in the log even if the clock does.
+        timestamp_ms = max(int(now * 1000), head.timestamp_ms)
+
+        staged = self._range.copy()
+        edge = dict(self._edge)
+        changed: dict[TileKey, bytes] = {}
+
+        def visit(node: merkle.NodeID, node_hash: bytes) -> None:
+            slot = tile_slot(node)
+            if slot is None:
+                return
+            key, position = slot
+            data = edge.get(key, b"")
+            if len(data) != position * HASH_SIZE:  # invariant of append-only tiles
+                raise CorruptLog(f"tile {key} has {len(data) // HASH_SIZE} hashes, slot {position}")
+            data += node_hash
+            changed[key] = data
+            if position == TILE_HASHES - 1:
+                edge.pop(key, None)
+            else:
+                edge[key] = data
+
+        accepted: list[tuple[_Pending, NewEntry]] = []
+        in_batch: dict[bytes, int] = {}
+        repeats: list[_Pending] = []
+        for p in pending:
+            if p.future.done():
+                continue
+            stored = known.get(p.leaf_hash)
+            if stored is not None:
+                p.future.set_exception(DuplicateEntry(p.leaf_hash, stored.index))
+                continue
+            if p.leaf_hash in in_batch:
+                # Its index is only final once this batch commits; answer after the commit.
+                repeats.append(p)
+                continue
+            index = staged.size
+            staged.append(p.leaf_hash, visit)
+            in_batch[p.leaf_hash] = index
+            entry = NewEntry(index, p.leaf_hash, p.leaf, integrated_time, p.search_keys)
+            accepted.append((p, entry))
+        if not accepted:
+            return
+
+        new_head = self._sign_head(staged.size, staged.root(), timestamp_ms)
+        batch = Batch(head.size, head.root, new_head, [e for _, e in accepted], changed)
+        # Crash point: until commit_batch returns, nothing of this batch is visible and the
+        # in-memory state is untouched; a crash here loses only unacknowledged submissions.
+        await self._store.commit_batch(self.tree_id, batch)
+        # Committed. From here on a crash is harmless: the next start loads this head.
+        self._range, self._edge, self._head = staged, edge, new_head
+        overlay = {key: ExpandedTile(data) for key, data in changed.items()}
+        for p, entry in accepted:
+            proof = await self.proofs.inclusion(entry.index, new_head.size, overlay)
+            p.future.set_result(
+                Receipt(entry.index, entry.leaf_hash, integrated_time, new_head, proof)
+            )
+        for p in repeats:
+            p.future.set_exception(DuplicateEntry(p.leaf_hash, in_batch[p.leaf_hash]))
+
+    async def _recover(self, pending: list[_Pending], cause: BaseException) -> None:
+        """After a failed commit: reload committed state, then resolve waiters by what it holds.
+
+        The failure may have happened before the commit (nothing stored) or after it reached the
+        disk (everything stored, only the acknowledgement was lost). The store is the truth: an
+        entry it holds is committed and its waiter gets a receipt; the others get an error and
+        were not appended.
+        """
+        await self._load()
+        head = self.head
+        waiting = [p for p in pending if not p.future.done()]
+        found = await self._store.find_leaves(self.tree_id, [p.leaf_hash for p in waiting])
+        answered: set[bytes] = set()
+        for p in waiting:
+            stored = found.get(p.leaf_hash)
+            if stored is None:
+                p.future.set_exception(SequencingFailed(f"entry not appended: {cause!r}"))
+            elif p.leaf_hash in answered:
+                p.future.set_exception(DuplicateEntry(p.leaf_hash, stored.index))
+            else:
+                answered.add(p.leaf_hash)
+                proof = await self.proofs.inclusion(stored.index, head.size)
+                p.future.set_result(
+                    Receipt(stored.index, p.leaf_hash, stored.integrated_time, head, proof)
+                )
+
+
+def _edge_tile_keys(size: int) -> dict[TileKey, int]:
+    """Return the partial (rightmost, not full) tile of each level at ``size``, with its width."""
+    keys: dict[TileKey, int] = {}
+    level = 0
+    count = size
+    while count:
+        width = count % TILE_HASHES
+        if width:
+            keys[(level, count // TILE_HASHES)] = width
+        count >>= TILE_HEIGHT
+        level += 1
+    return keys

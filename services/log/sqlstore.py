@@ -1,0 +1,301 @@
+"""The SQLAlchemy implementation of the log storage contract, for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import func, literal_column, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.expression import Executable
+
+from services.log.errors import HeadMoved
+from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
+from services.log.sequencer import Batch, StoredLeaf, TreeHead
+from services.log.tiles import TileKey
+
+__all__ = ["FaultHook", "SQLLogStore", "StoredEntry"]
+
+FaultHook = Callable[[str, bool], None]
+"""Test-only: called as ``hook(step, after)`` around each write step of ``commit_batch``."""
+
+# SQLite caps bound parameters per statement (32766 since 3.32); chunk IN lists well below it.
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """A committed entry as read back."""
+
+    index: int
+    leaf_hash: bytes
+    leaf: bytes
+    integrated_time: int
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int = _CHUNK) -> list[Sequence[_T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class SQLLogStore:
+    """Log storage in one SQL database (the ``LogStore`` contract of ``services.log.sequencer``).
+
+    ``commit_batch`` writes everything in one transaction and starts with the compare-and-swap on
+    the tree head. On PostgreSQL that UPDATE takes the head row's lock, so concurrent writers for
+    one tree serialise there and the loser sees the new size and gets ``HeadMoved``; on SQLite
+    ``BEGIN IMMEDIATE`` (see ``services.db``) serialises writers for the whole database.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, fault: FaultHook | None = None) -> None:
+        self._engine = engine
+        self.fault = fault
+        self._upsert = _tile_upsert(engine.dialect.name)
+
+    def _step(self, name: str, after: bool) -> None:
+        if self.fault is not None:
+            self.fault(name, after)
+
+    async def read_head(self, tree_id: int) -> TreeHead | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(tree_heads).where(tree_heads.c.tree_id == tree_id))
+            ).first()
+        if row is None:
+            return None
+        return TreeHead(row.size, row.root, row.timestamp_ms, row.checkpoint)
+
+    async def create_tree(self, tree_id: int, origin: str, head: TreeHead) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    tree_heads.insert().values(
+                        tree_id=tree_id,
+                        origin=origin,
+                        size=head.size,
+                        root=head.root,
+                        timestamp_ms=head.timestamp_ms,
+                        checkpoint=head.checkpoint,
+                    )
+                )
+                await _record_checkpoint(conn, tree_id, head)
+        except IntegrityError as exc:
+            raise HeadMoved(head.size) from exc
+
+    async def read_tiles(self, tree_id: int, keys: Collection[TileKey]) -> dict[TileKey, bytes]:
+        out: dict[TileKey, bytes] = {}
+        if not keys:
+            return out
+        async with self._engine.connect() as conn:
+            for chunk in _chunks(list(keys)):
+                rows = await conn.execute(
+                    select(tiles.c.level, tiles.c.idx, tiles.c.data).where(
+                        tiles.c.tree_id == tree_id,
+                        tuple_(tiles.c.level, tiles.c.idx).in_(chunk),
+                    )
+                )
+                for level, idx, data in rows:
+                    out[(level, idx)] = data
+        return out
+
+    async def find_leaves(
+        self, tree_id: int, leaf_hashes: Collection[bytes]
+    ) -> dict[bytes, StoredLeaf]:
+        out: dict[bytes, StoredLeaf] = {}
+        if not leaf_hashes:
+            return out
+        async with self._engine.connect() as conn:
+            for chunk in _chunks(list(leaf_hashes)):
+                rows = await conn.execute(
+                    select(entries.c.leaf_hash, entries.c.idx, entries.c.integrated_time).where(
+                        entries.c.tree_id == tree_id, entries.c.leaf_hash.in_(chunk)
+                    )
+                )
+                for leaf_hash, idx, integrated_time in rows:
+                    out[leaf_hash] = StoredLeaf(idx, integrated_time)
+        return out
+
+    async def commit_batch(self, tree_id: int, batch: Batch) -> None:
+        head = batch.head
+        expected = range(batch.prev_size, head.size)
+        if [e.index for e in batch.entries] != list(expected):
+            raise ValueError(
+                f"batch indices are not contiguous from {batch.prev_size} to {head.size}"
+            )
+        async with self._engine.begin() as conn:
+            # Crash point: every statement below is inside one transaction, so a crash anywhere
+            # before COMMIT leaves the previous head, tiles and entries exactly as they were.
+            self._step("head", False)
+            result = await conn.execute(
+                update(tree_heads)
+                .where(
+                    tree_heads.c.tree_id == tree_id,
+                    tree_heads.c.size == batch.prev_size,
+                    tree_heads.c.root == batch.prev_root,
+                )
+                .values(
+                    size=head.size,
+                    root=head.root,
+                    timestamp_ms=head.timestamp_ms,
+                    checkpoint=head.checkpoint,
+                )
+            )
+            if result.rowcount != 1:
+                raise HeadMoved(batch.prev_size)
+            self._step("head", True)
+
+            self._step("entries", False)
+            await conn.execute(
+                entries.insert(),
+                [
+                    {
+                        "tree_id": tree_id,
+                        "idx": e.index,
+                        "leaf_hash": e.leaf_hash,
+                        "leaf": e.leaf,
+                        "integrated_time": e.integrated_time,
+                    }
+                    for e in batch.entries
+                ],
+            )
+            self._step("entries", True)
+
+            self._step("tiles", False)
+            if batch.tiles:
+                await conn.execute(
+                    self._upsert,
+                    [
+                        {"tree_id": tree_id, "level": level, "idx": idx, "data": data}
+                        for (level, idx), data in batch.tiles.items()
+                    ],
+                )
+            self._step("tiles", True)
+
+            self._step("search_keys", False)
+            keys = [
+                {"tree_id": tree_id, "key": key, "idx": e.index}
+                for e in batch.entries
+                for key in sorted(e.search_keys)
+            ]
+            if keys:
+                await conn.execute(search_keys.insert(), keys)
+            self._step("search_keys", True)
+
+            self._step("checkpoint", False)
+            await _record_checkpoint(conn, tree_id, head)
+            self._step("checkpoint", True)
+
+            self._step("commit", False)
+        # Crash point: past the context manager's COMMIT the batch is durable; a failure
+        # reported from here on ("commit", after) means committed but unacknowledged, which the
+        # sequencer's recovery detects by reading the entries back.
+        self._step("commit", True)
+
+    # -- reads for the API layers ------------------------------------------------------------
+
+    async def read_entries(self, tree_id: int, indices: Collection[int]) -> dict[int, StoredEntry]:
+        """Return the committed entries at ``indices`` that exist."""
+        out: dict[int, StoredEntry] = {}
+        if not indices:
+            return out
+        async with self._engine.connect() as conn:
+            for chunk in _chunks(list(indices)):
+                rows = await conn.execute(
+                    select(entries).where(entries.c.tree_id == tree_id, entries.c.idx.in_(chunk))
+                )
+                for row in rows:
+                    out[row.idx] = _stored_entry(row)
+        return out
+
+    async def read_entries_by_leaf_hash(
+        self, tree_id: int, leaf_hashes: Collection[bytes]
+    ) -> dict[bytes, StoredEntry]:
+        """Return the committed entries with the given leaf hashes."""
+        out: dict[bytes, StoredEntry] = {}
+        if not leaf_hashes:
+            return out
+        async with self._engine.connect() as conn:
+            for chunk in _chunks(list(leaf_hashes)):
+                rows = await conn.execute(
+                    select(entries).where(
+                        entries.c.tree_id == tree_id, entries.c.leaf_hash.in_(chunk)
+                    )
+                )
+                for row in rows:
+                    out[row.leaf_hash] = _stored_entry(row)
+        return out
+
+    async def search(self, tree_id: int, keys: Collection[str], *, match_all: bool) -> list[int]:
+        """Return the indices that carry any (``match_all``: every) one of ``keys``, ascending."""
+        if not keys:
+            return []
+        wanted = sorted(set(keys))
+        query = (
+            select(search_keys.c.idx)
+            .where(search_keys.c.tree_id == tree_id, search_keys.c.key.in_(wanted))
+            .group_by(search_keys.c.idx)
+            .order_by(search_keys.c.idx)
+        )
+        if match_all:
+            query = query.having(func.count(search_keys.c.key) == len(wanted))
+        async with self._engine.connect() as conn:
+            return [idx for (idx,) in await conn.execute(query)]
+
+    async def read_checkpoints(
+        self, tree_id: int, *, min_size: int = 0, limit: int = 100
+    ) -> list[TreeHead]:
+        """Return recorded signed tree heads from ``min_size`` upwards (the auditors' history)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(checkpoints)
+                .where(checkpoints.c.tree_id == tree_id, checkpoints.c.size >= min_size)
+                .order_by(checkpoints.c.size)
+                .limit(limit)
+            )
+            return [TreeHead(r.size, r.root, r.timestamp_ms, r.checkpoint) for r in rows]
+
+
+def _stored_entry(row: Row[tuple[object, ...]]) -> StoredEntry:
+    m = row._mapping
+    return StoredEntry(
+        int(m["idx"]), bytes(m["leaf_hash"]), bytes(m["leaf"]), int(m["integrated_time"])
+    )
+
+
+async def _record_checkpoint(conn: AsyncConnection, tree_id: int, head: TreeHead) -> None:
+    await conn.execute(
+        checkpoints.insert().values(
+            tree_id=tree_id,
+            size=head.size,
+            root=head.root,
+            timestamp_ms=head.timestamp_ms,
+            checkpoint=head.checkpoint,
+        )
+    )
+
+
+def _tile_upsert(dialect: str) -> Executable:
+    """INSERT … ON CONFLICT DO UPDATE for tiles; a full tile is never rewritten."""
+    # The guard makes a stale writer's shorter tile a no-op instead of truncating history.
+    guard = func.length(tiles.c.data) < func.length(literal_column("excluded.data"))
+    if dialect == "sqlite":
+        lite = sqlite.insert(tiles)
+        return lite.on_conflict_do_update(
+            index_elements=[tiles.c.tree_id, tiles.c.level, tiles.c.idx],
+            set_={"data": lite.excluded.data},
+            where=guard,
+        )
+    if dialect == "postgresql":
+        pg = postgresql.insert(tiles)
+        return pg.on_conflict_do_update(
+            index_elements=[tiles.c.tree_id, tiles.c.level, tiles.c.idx],
+            set_={"data": pg.excluded.data},
+            where=guard,
+        )
+    raise ValueError(f"unsupported database dialect {dialect!r}")

@@ -1,0 +1,116 @@
+"""C2SP tlog-tiles geometry: which tile holds a node, and node hashes from tile contents. Pure.
+
+A tile at tile-level L, index N holds the hashes of tree level 8·L at positions
+[256·N, 256·N + width). A perfect node at tree level l = 8·L + k (0 ≤ k < 8) is the root of 2^k
+consecutive hashes inside exactly one such tile, so every stored node is one tile read plus at
+most 127 hashes, and a full tile, once expanded, answers every node under it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from services.log.merkle import NodeID, hash_children
+
+__all__ = [
+    "TILE_HASHES",
+    "TILE_HEIGHT",
+    "ExpandedTile",
+    "TileCache",
+    "TileKey",
+    "tile_for_node",
+    "tile_slot",
+]
+
+TILE_HEIGHT = 8
+TILE_HASHES = 1 << TILE_HEIGHT
+HASH_SIZE = 32
+
+TileKey = tuple[int, int]
+"""(tile level, tile index)."""
+
+
+def tile_for_node(node: NodeID) -> tuple[TileKey, int, int]:
+    """Return the tile holding ``node`` and the ``[start, end)`` slots whose root it is."""
+    k = node.level % TILE_HEIGHT
+    base = node.index << k
+    start = base % TILE_HASHES
+    return (node.level // TILE_HEIGHT, base // TILE_HASHES), start, start + (1 << k)
+
+
+def tile_slot(node: NodeID) -> tuple[TileKey, int] | None:
+    """Return where a node is *stored* (tile and slot), or None for levels held only implicitly."""
+    if node.level % TILE_HEIGHT:
+        return None
+    return (node.level // TILE_HEIGHT, node.index // TILE_HASHES), node.index % TILE_HASHES
+
+
+class ExpandedTile:
+    """A tile with all its internal nodes computed, for O(1) node lookups.
+
+    ``levels[k][j]`` is the root of slots ``[j·2^k, (j+1)·2^k)``; only perfect subtrees within
+    the tile's current width exist, so a partial tile answers exactly the nodes it can prove.
+    """
+
+    __slots__ = ("levels", "width")
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % HASH_SIZE or len(data) > TILE_HASHES * HASH_SIZE:
+            raise ValueError(f"tile data of {len(data)} bytes is not 0..256 hashes")
+        self.width = len(data) // HASH_SIZE
+        level = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+        self.levels = [level]
+        while len(level) > 1:
+            it = iter(level)
+            level = [hash_children(left, right) for left, right in zip(it, it, strict=False)]
+            self.levels.append(level)
+
+    @property
+    def full(self) -> bool:
+        """True once the tile holds 256 hashes: it is then immutable."""
+        return self.width == TILE_HASHES
+
+    def node(self, start: int, end: int) -> bytes:
+        """Return the root of the perfect subtree over slots ``[start, end)``."""
+        span = end - start
+        k = span.bit_length() - 1
+        if span != 1 << k or start % span or end > self.width:
+            raise LookupError(f"tile of width {self.width} has no perfect node [{start}, {end})")
+        return self.levels[k][start >> k]
+
+
+class TileCache:
+    """A bounded LRU of expanded *full* tiles, which are immutable and so never go stale."""
+
+    __slots__ = ("_capacity", "_tiles", "hits", "misses")
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self._capacity = capacity
+        self._tiles: OrderedDict[tuple[int, int, int], ExpandedTile] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, tree_id: int, key: TileKey) -> ExpandedTile | None:
+        """Return a cached full tile, or None."""
+        tile = self._tiles.get((tree_id, *key))
+        if tile is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._tiles.move_to_end((tree_id, *key))
+        return tile
+
+    def put(self, tree_id: int, key: TileKey, tile: ExpandedTile) -> None:
+        """Cache ``tile`` if it is full; partial tiles still grow and are never cached."""
+        if not tile.full or self._capacity <= 0:
+            return
+        self._tiles[(tree_id, *key)] = tile
+        self._tiles.move_to_end((tree_id, *key))
+        while len(self._tiles) > self._capacity:
+            self._tiles.popitem(last=False)
+
+    def put_all(self, tree_id: int, tiles: Iterable[tuple[TileKey, ExpandedTile]]) -> None:
+        """Cache several tiles."""
+        for key, tile in tiles:
+            self.put(tree_id, key, tile)

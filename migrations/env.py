@@ -13,7 +13,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from services.db import create_engine
+from services.db import Database
 from services.schema import metadata
 
 config = context.config
@@ -32,13 +32,11 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_engine(url)
+    db = Database(url)
     try:
-        async with engine.connect() as conn:
-            await conn.run_sync(_run)
-            await conn.commit()
+        await db.write(_run)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def run_migrations_online() -> None:

@@ -1,24 +1,38 @@
-"""Database engine factory and the one MetaData every service's tables hang off.
+"""One database handle for SQLite (the embedded default) and PostgreSQL (scale-out).
 
-SQLite (the embedded default) and PostgreSQL (scale-out) are both first-class: every storage test
-runs on both. The URL decides; nothing else branches on the dialect except the connection set-up
-below.
+Store code is written once, as plain functions of a synchronous SQLAlchemy ``Connection``, and
+``Database`` runs them the cheapest way each database allows:
+
+- PostgreSQL: on the asyncpg async engine through ``AsyncConnection.run_sync`` (greenlets, no
+  threads; every statement is one network round trip anyway).
+- SQLite: on a synchronous pysqlite engine. Writes run on one dedicated writer thread; reads run
+  inline on the event loop, because a read of a few pages costs tens of microseconds while a hop
+  to another thread costs ~0.25 ms on these machines (measured: bench/bench_log.py), and aiosqlite
+  pays that hop for every statement.
+
+Every storage test runs on both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["create_engine", "metadata", "sqlite_url"]
+__all__ = ["Database", "metadata", "sqlite_url"]
 
 _logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Named constraints keep later migrations independent of what each database would have called
 # them (alembic's "The Importance of Naming Constraints").
@@ -34,37 +48,92 @@ metadata = MetaData(
 
 
 def sqlite_url(path: Path) -> str:
-    """Return the SQLAlchemy URL of the SQLite database file at ``path``."""
-    return f"sqlite+aiosqlite:///{path}"
+    """Return the database URL of the SQLite file at ``path``."""
+    return f"sqlite:///{path}"
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine for ``url`` with the settings sigstead relies on.
+def _sqlite_engine(url: str) -> Engine:
+    engine = sa.create_engine(
+        url,
+        # Connections move between the loop thread (reads) and the writer thread; the pool
+        # hands each to one thread at a time.
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=8,
+        # Reads run in autocommit mode and writes end their own transaction, so the pool's
+        # rollback-on-checkin would be a wasted round trip on every read.
+        pool_reset_on_return=None,
+    )
 
-    On SQLite: WAL (readers never block the writer), ``synchronous=FULL`` (a committed batch
-    survives power loss: a 201 means committed), a busy timeout, and ``BEGIN IMMEDIATE`` so a
-    write transaction takes the write lock up front instead of failing on upgrade mid-batch.
-    """
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, **kwargs)
-        sync_engine = engine.sync_engine
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
+        # Autocommit at the driver level; transactions are begun explicitly below, so reads are
+        # single statements that never take a lock, and writes take the lock up front.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed batch survives power loss, because a 201 means committed.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
 
-        @event.listens_for(sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-            # Hand transaction control to SQLAlchemy's "begin" event below; pysqlite's own
-            # implicit BEGIN is deferred and would upgrade to a write lock too late.
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=10000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(sync_engine, "begin")
-        def _on_begin(conn: Connection) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("sigstead_write"):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    return engine
+
+
+class Database:
+    """A database URL made usable from asyncio; see the module docstring for the strategy."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        self._async: AsyncEngine | None = None
+        self._sync: Engine | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        if self.dialect == "sqlite":
+            self._sync = _sqlite_engine(parsed.set(drivername="sqlite").render_as_string(False))
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        elif self.dialect == "postgresql":
+            engine_kwargs.setdefault("pool_pre_ping", True)
+            async_url = parsed.set(drivername="postgresql+asyncpg")
+            self._async = create_async_engine(async_url, **engine_kwargs)
+        else:
+            raise ValueError(
+                f"unsupported database {parsed.drivername!r}: use sqlite or postgresql"
+            )
+
+    async def read(self, fn: Callable[[Connection], _T]) -> _T:
+        """Run ``fn`` on a connection for reading (no transaction is committed)."""
+        if self._sync is not None:
+            with self._sync.connect() as conn:
+                return fn(conn)
+        assert self._async is not None
+        async with self._async.connect() as aconn:
+            return await aconn.run_sync(fn)
+
+    async def write(self, fn: Callable[[Connection], _T]) -> _T:
+        """Run ``fn`` in one write transaction; commit if it returns, roll back if it raises."""
+        if self._sync is not None:
+            assert self._writer is not None
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer, self._write_sync, fn)
+        assert self._async is not None
+        async with self._async.begin() as aconn:
+            return await aconn.run_sync(fn)
+
+    def _write_sync(self, fn: Callable[[Connection], _T]) -> _T:
+        assert self._sync is not None
+        with self._sync.connect().execution_options(sigstead_write=True) as conn, conn.begin():
+            return fn(conn)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection and the writer thread."""
+        if self._async is not None:
+            await self._async.dispose()
+        if self._sync is not None:
+            self._sync.dispose()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)

@@ -9,9 +9,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
+from services.db import Database
 
 __all__ = ["SchemaNotAtHead", "alembic_config", "check_at_head", "upgrade"]
 
@@ -40,13 +40,11 @@ def _check(conn: Connection) -> None:
         raise SchemaNotAtHead(f"database is at {sorted(current)}, code expects {sorted(heads)}")
 
 
-async def upgrade(engine: AsyncEngine) -> None:
+async def upgrade(db: Database) -> None:
     """Apply every pending migration in one transaction."""
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    await db.write(_upgrade)
 
 
-async def check_at_head(engine: AsyncEngine) -> None:
+async def check_at_head(db: Database) -> None:
     """Raise ``SchemaNotAtHead`` unless the database is fully migrated."""
-    async with engine.connect() as conn:
-        await conn.run_sync(_check)
+    await db.read(_check)

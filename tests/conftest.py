@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.db import create_engine, sqlite_url
+from services.db import Database, sqlite_url
 from services.migrate import upgrade
 
 POSTGRES_URL = os.environ.get(
@@ -19,38 +19,38 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-async def _postgres_engine() -> AsyncIterator[AsyncEngine]:
+async def _postgres_db() -> AsyncIterator[Database]:
     # One throwaway schema per test keeps tests independent without the cost of CREATE DATABASE.
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
+    admin = create_async_engine(POSTGRES_URL)
     async with admin.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
+    db = Database(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
     try:
-        await upgrade(engine)
-        yield engine
+        await upgrade(db)
+        yield db
     finally:
-        await engine.dispose()
+        await db.dispose()
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
 
 
-async def _sqlite_engine(path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(sqlite_url(path))
+async def _sqlite_db(path: Path) -> AsyncIterator[Database]:
+    db = Database(sqlite_url(path))
     try:
-        await upgrade(engine)
-        yield engine
+        await upgrade(db)
+        yield db
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """A freshly migrated database engine, once on SQLite and once on PostgreSQL."""
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A freshly migrated database, once on SQLite and once on the real PostgreSQL."""
     if request.param == "sqlite":
-        async for e in _sqlite_engine(tmp_path / "sigstead.db"):
-            yield e
+        async for d in _sqlite_db(tmp_path / "sigstead.db"):
+            yield d
     else:
-        async for e in _postgres_engine():
-            yield e
+        async for d in _postgres_db():
+            yield d

@@ -43,13 +43,16 @@ class ProofBuilder:
 
         ``overlay`` supplies tiles the caller already holds (the sequencer's just-committed batch).
         """
-        wanted = {tile_for_node(node)[0] for node in ids}
+        located = [tile_for_node(node) for node in ids]
+        need: dict[TileKey, int] = {}
+        for key, _, end in located:
+            need[key] = max(end, need.get(key, 0))
         tiles: dict[TileKey, ExpandedTile] = {}
         missing: list[TileKey] = []
-        for key in wanted:
+        for key, width in need.items():
             tile = overlay.get(key) if overlay else None
             if tile is None:
-                tile = self._cache.get(self._tree_id, key)
+                tile = self._cache.get(self._tree_id, key, width)
             if tile is None:
                 missing.append(key)
             else:
@@ -60,14 +63,10 @@ class ProofBuilder:
                 tile = ExpandedTile(data)
                 self._cache.put(self._tree_id, key, tile)
                 tiles[key] = tile
-        out: list[bytes] = []
-        for node in ids:
-            key, start, end = tile_for_node(node)
-            tile = tiles.get(key)
-            if tile is None:
-                raise LookupError(f"tile {key} for node {node} is not stored")
-            out.append(tile.node(start, end))
-        return out
+        try:
+            return [tiles[key].node(start, end) for key, start, end in located]
+        except KeyError as exc:
+            raise LookupError(f"tile {exc.args[0]} is not stored") from None
 
     async def inclusion(
         self, index: int, size: int, overlay: Mapping[TileKey, ExpandedTile] | None = None

@@ -8,10 +8,10 @@ most 127 hashes, and a full tile, once expanded, answers every node under it.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable
 
-from services.log.merkle import NodeID, hash_children
+from services.log.merkle import NodeID
 
 __all__ = [
     "TILE_HASHES",
@@ -26,6 +26,7 @@ __all__ = [
 TILE_HEIGHT = 8
 TILE_HASHES = 1 << TILE_HEIGHT
 HASH_SIZE = 32
+_NODE_PREFIX = hashlib.sha256(b"\x01")
 
 TileKey = tuple[int, int]
 """(tile level, tile index)."""
@@ -61,9 +62,15 @@ class ExpandedTile:
         self.width = len(data) // HASH_SIZE
         level = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
         self.levels = [level]
+        copy = _NODE_PREFIX.copy
         while len(level) > 1:
+            nxt = []
             it = iter(level)
-            level = [hash_children(left, right) for left, right in zip(it, it, strict=False)]
+            for left, right in zip(it, it, strict=False):
+                h = copy()
+                h.update(left + right)
+                nxt.append(h.digest())
+            level = nxt
             self.levels.append(level)
 
     @property
@@ -81,7 +88,12 @@ class ExpandedTile:
 
 
 class TileCache:
-    """A bounded LRU of expanded *full* tiles, which are immutable and so never go stale."""
+    """A bounded LRU of expanded tiles.
+
+    Full tiles are immutable, so a cached one never goes stale. A partial tile is cached too, with
+    its width: its first ``width`` hashes never change either, so it answers every node inside
+    that width, and ``get`` reports a miss when a caller needs a wider version.
+    """
 
     __slots__ = ("_capacity", "_tiles", "hits", "misses")
 
@@ -91,26 +103,26 @@ class TileCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, tree_id: int, key: TileKey) -> ExpandedTile | None:
-        """Return a cached full tile, or None."""
-        tile = self._tiles.get((tree_id, *key))
-        if tile is None:
+    def get(self, tree_id: int, key: TileKey, min_width: int = TILE_HASHES) -> ExpandedTile | None:
+        """Return a cached tile holding at least ``min_width`` hashes, or None."""
+        ck = (tree_id, *key)
+        tile = self._tiles.get(ck)
+        if tile is None or tile.width < min_width:
             self.misses += 1
             return None
         self.hits += 1
-        self._tiles.move_to_end((tree_id, *key))
+        self._tiles.move_to_end(ck)
         return tile
 
     def put(self, tree_id: int, key: TileKey, tile: ExpandedTile) -> None:
-        """Cache ``tile`` if it is full; partial tiles still grow and are never cached."""
-        if not tile.full or self._capacity <= 0:
+        """Cache ``tile`` unless a wider version of it is already cached."""
+        if self._capacity <= 0:
             return
-        self._tiles[(tree_id, *key)] = tile
-        self._tiles.move_to_end((tree_id, *key))
+        ck = (tree_id, *key)
+        old = self._tiles.get(ck)
+        if old is not None and old.width >= tile.width:
+            return
+        self._tiles[ck] = tile
+        self._tiles.move_to_end(ck)
         while len(self._tiles) > self._capacity:
             self._tiles.popitem(last=False)
-
-    def put_all(self, tree_id: int, tiles: Iterable[tuple[TileKey, ExpandedTile]]) -> None:
-        """Cache several tiles."""
-        for key, tile in tiles:
-            self.put(tree_id, key, tile)

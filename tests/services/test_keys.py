@@ -1,0 +1,41 @@
+"""Key files: created 0600, refused when readable by others, never replaced."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from services.keys import KeyFileError, load_or_create_ec_key, write_private_key
+
+
+def test_created_0600_and_reloaded(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "log.pem"
+    key = load_or_create_ec_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = load_or_create_ec_key(path)
+    assert again.private_numbers() == key.private_numbers()
+
+
+def test_refuses_group_readable_key(tmp_path: Path) -> None:
+    path = tmp_path / "log.pem"
+    load_or_create_ec_key(path)
+    os.chmod(path, 0o640)
+    with pytest.raises(KeyFileError, match="too open"):
+        load_or_create_ec_key(path)
+
+
+def test_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "log.pem"
+    load_or_create_ec_key(path)
+    with pytest.raises(FileExistsError):
+        write_private_key(path, ec.generate_private_key(ec.SECP256R1()))
+
+
+def test_wrong_key_type(tmp_path: Path) -> None:
+    path = tmp_path / "ed.pem"
+    write_private_key(path, ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(KeyFileError, match="not an EC private key"):
+        load_or_create_ec_key(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from services.log.tiles import (
     tile_for_node,
     tile_slot,
 )
+
+_MAX_HEAD_RETRIES = 50
 
 __all__ = ["Batch", "LogStore", "NewEntry", "Receipt", "Sequencer", "StoredLeaf", "TreeHead"]
 
@@ -252,12 +255,16 @@ class Sequencer:
         stored = await self._store.read_tiles(self.tree_id, wanted)
         for key, width in edge_keys.items():
             data = stored.get(key)
-            if data is None or len(data) != width * HASH_SIZE:
+            # A tile may be *wider* than this head says: another writer can commit between our
+            # reads of the head and of the tiles (read committed). Perfect nodes never change,
+            # so the prefix is still exactly the tree at our head; only a narrower tile is wrong.
+            if data is None or len(data) < width * HASH_SIZE:
                 have = None if data is None else len(data) // HASH_SIZE
                 raise CorruptLog(
                     f"tree {self.tree_id} at size {size}: "
                     f"tile {key} has {have} hashes, want {width}"
                 )
+            stored[key] = data[: width * HASH_SIZE]
         try:
             hashes = [ExpandedTile(stored[key]).node(a, b) for key, a, b in map(tile_for_node, ids)]
         except (KeyError, LookupError) as exc:
@@ -331,20 +338,21 @@ class Sequencer:
         if self._stale:
             await self._load()
             self._stale = False
-        for attempt in range(3):
+        for attempt in range(_MAX_HEAD_RETRIES):
             try:
                 await self._commit(pending)
                 return
             except HeadMoved:
                 # Another replica appended first (scale-out on PostgreSQL): nothing of ours was
-                # stored, so reload and sequence the same entries again on top of its head.
-                _logger.info(
-                    "tree %d head moved; re-sequencing (attempt %d)", self.tree_id, attempt
-                )
+                # stored, so reload and sequence the same entries again on top of its head. Each
+                # lost race means the other writer progressed, so the log as a whole never
+                # livelocks; the jitter keeps two writers from colliding in lockstep.
+                _logger.info("tree %d head moved; re-sequencing (try %d)", self.tree_id, attempt)
                 await self._load()
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
             except CorruptLog:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # any storage failure takes the recovery path
                 _logger.warning("tree %d batch failed: %r", self.tree_id, exc)
                 await self._recover(pending, exc)
                 return

@@ -8,7 +8,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 
+from aiohttp import web
+
+from clients.cli import add_log_parser, run_log
+from services.app import DEFAULT_MAX_BODY, Settings, create_app
 from services.db import Database
 from services.migrate import upgrade
 
@@ -36,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="sqlite:///PATH or postgresql://USER@HOST/DB",
     )
+    run = sub.add_parser("up", help="run every sigstead service on one port")
+    run.add_argument("--data-dir", type=Path, default=Path("sigstead-data"), help="keys + SQLite")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=3000)
+    run.add_argument(
+        "--public-url",
+        help="the URL clients use (default http://HOST:PORT); its host names the checkpoints",
+    )
+    run.add_argument(
+        "--database-url", help="default: SQLite in the data dir; or postgresql://USER@HOST/DB"
+    )
+    run.add_argument(
+        "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body limit in bytes"
+    )
+    add_log_parser(sub)
     return parser
 
 
@@ -47,6 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "up":
+        public_url = args.public_url or f"http://{args.host}:{args.port}"
+        settings = Settings(
+            data_dir=args.data_dir,
+            public_url=public_url,
+            database_url=args.database_url,
+            max_body=args.max_body,
+        )
+        # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
+        # the cleanup contexts: the sequencer commits what is queued and the database closes.
+        web.run_app(create_app(settings), host=args.host, port=args.port, print=None)
+        return 0
+    if args.command == "log":
+        return run_log(args)
     if args.command == "db" and args.db_command == "upgrade":
         asyncio.run(_db_upgrade(args.database_url))
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.db import Database, sqlite_url
 from services.migrate import upgrade
+from tests.serverproc import Server, start_server, stop_server
 
 POSTGRES_URL = os.environ.get(
     "SIGSTEAD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -54,3 +55,14 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     else:
         async for d in _postgres_db():
             yield d
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """A freshly created ``sigstead up`` on SQLite in a temporary data directory."""
+    s = start_server(tmp_path / "data")
+    try:
+        yield s
+    finally:
+        if s.process.poll() is None:
+            stop_server(s)

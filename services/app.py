@@ -1,0 +1,137 @@
+"""``sigstead up``: every service on one port, with SQLite (or PostgreSQL) and keys in DIR."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from sqlalchemy import text
+
+from services.db import Database, sqlite_url
+from services.keys import load_or_create_ec_key
+from services.log.checkpoint import CheckpointSigner
+from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middleware
+from services.log.sequencer import Sequencer
+from services.log.sqlstore import SQLLogStore
+from services.migrate import upgrade
+
+__all__ = ["Settings", "create_app", "tree_id_for_key"]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``create_app`` needs; see ``sigstead up --help`` for each field."""
+
+    data_dir: Path
+    public_url: str
+    database_url: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    batch_max_size: int = 256
+    batch_max_age: float = 0.05
+    max_pending: int = 10_000
+    clock: Callable[[], float] | None = field(default=None, repr=False)
+
+    @property
+    def hostname(self) -> str:
+        """The public URL's host: the checkpoint key name and origin prefix."""
+        host = urlsplit(self.public_url).hostname
+        if not host:
+            raise ValueError(f"public URL {self.public_url!r} has no host")
+        return host
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or sqlite_url(self.data_dir / "sigstead.db")
+
+
+def tree_id_for_key(key_id: bytes) -> int:
+    """Derive the Rekor tree ID from the log key's ID.
+
+    Stable across restarts and replicas without any extra state, and a second log with another
+    key can never write into this tree (cf. Sunlight keying its lock entries by log ID).
+    """
+    tree_id = int.from_bytes(hashlib.sha256(b"sigstead tree id\x00" + key_id).digest()[:8], "big")
+    return (tree_id & ((1 << 63) - 1)) or 1
+
+
+DATABASE = web.AppKey("database", Database)
+
+
+def _log_context(
+    settings: Settings, database: Database | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = database or Database(settings.resolved_database_url())
+        try:
+            await upgrade(db)
+            key = load_or_create_ec_key(settings.data_dir / "keys" / "rekor.pem")
+            signer = CheckpointSigner(settings.hostname, key)
+            tree_id = tree_id_for_key(signer.key_id)
+            store = SQLLogStore(db)
+            extra = {"clock": settings.clock} if settings.clock else {}
+            sequencer = Sequencer(
+                store,
+                tree_id=tree_id,
+                origin=f"{settings.hostname} - {tree_id}",
+                signer=signer,
+                batch_max_size=settings.batch_max_size,
+                batch_max_age=settings.batch_max_age,
+                max_pending=settings.max_pending,
+                **extra,  # type: ignore[arg-type]
+            )
+            await sequencer.start()
+            app[DATABASE] = db
+            app[REKOR_LOG] = RekorLog(sequencer=sequencer, store=store, signer=signer)
+            _logger.info(
+                "transparency log ready: tree %d at size %d, log ID %s",
+                tree_id,
+                sequencer.head.size,
+                signer.key_id.hex(),
+            )
+            try:
+                yield
+            finally:
+                # Graceful shutdown: commit what is queued, then close the database.
+                await sequencer.stop()
+        finally:
+            if database is None:
+                await db.dispose()
+
+    return ctx
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 once the database answers and the log is sequencing."""
+    app = request.app
+    if DATABASE not in app or REKOR_LOG not in app:
+        return web.json_response({"status": "starting"}, status=503)
+    try:
+        await app[DATABASE].read(lambda conn: conn.execute(text("SELECT 1")).scalar())
+        app[REKOR_LOG].sequencer.head  # noqa: B018 -- raises if the sequencer stopped
+    except Exception as exc:
+        _logger.warning("health check failed: %r", exc)
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def create_app(settings: Settings, *, database: Database | None = None) -> web.Application:
+    """Build the application; the only constructor, used by ``sigstead up`` and the tests.
+
+    ``database`` lets a caller that owns a ``Database`` (the tests) share it; otherwise one is
+    opened from the settings and closed on shutdown.
+    """
+    app = web.Application(client_max_size=settings.max_body, middlewares=[error_middleware])
+    app.cleanup_ctx.append(_log_context(settings, database))
+    app.router.add_get("/healthz", healthz)
+    add_routes(app)
+    return app

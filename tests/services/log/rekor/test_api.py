@@ -31,6 +31,7 @@ from sigstore_models.common import v1 as common_v1
 from clients.merkle import verify_consistency
 from services.app import Settings, create_app
 from services.db import Database
+from tests.services.log.rekor import material
 
 AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
 
@@ -400,3 +401,31 @@ async def test_unknown_route_and_method(client: TestClient[Any, Any]) -> None:
     resp = await client.delete("/api/v1/log")
     assert resp.status == 405
     assert "GET" in resp.headers["Allow"]
+
+
+async def test_intoto_from_sigstore_js_is_logged_and_found_by_subject(
+    client: TestClient[Any, Any],
+) -> None:
+    """intoto 0.0.2 exactly as sigstore-js's CLI builds it; the image digest finds it."""
+    signer = Signer()
+    image = hashlib.sha256(b"image for intoto").hexdigest()
+    payload = material.statement([image])
+    payload_type = "application/vnd.in-toto+json"
+    sig = signer.key.sign(material.pae(payload_type, payload), ec.ECDSA(hashes.SHA256()))
+    cert_pem = signer.cert.public_bytes(serialization.Encoding.PEM)
+    body = material.intoto_body(payload, payload_type, sig, cert_pem)
+    resp = await client.post(
+        "/api/v1/log/entries", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 201, await resp.text()
+    created = await resp.json()
+    (entry_id,) = created
+    leaf = json.loads(base64.b64decode(created[entry_id]["body"]))
+    assert leaf["kind"] == "intoto"
+    assert "payload" not in leaf["spec"]["content"]["envelope"]
+    found = await (await client.post("/api/v1/index/retrieve", json={"hash": image})).json()
+    assert found == [entry_id]
+    again = await client.post(
+        "/api/v1/log/entries", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert again.status == 409

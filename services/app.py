@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +21,10 @@ from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middle
 from services.log.sequencer import Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.migrate import upgrade
+from services.tsa import keys as tsa_keys
+from services.tsa.app import TSA, TSA_CLOCK
+from services.tsa.app import add_routes as tsa_routes
+from services.tsa.authority import TimestampAuthority
 
 __all__ = ["Settings", "create_app", "tree_id_for_key"]
 
@@ -110,6 +116,21 @@ def _log_context(
     return ctx
 
 
+def _tsa_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        clock = settings.clock or time.time
+
+        def now() -> datetime:
+            return datetime.fromtimestamp(clock(), UTC)
+
+        key, chain = tsa_keys.load_or_create(settings.data_dir / "tsa", now())
+        app[TSA] = TimestampAuthority(key, chain)
+        app[TSA_CLOCK] = now
+        yield
+
+    return ctx
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 once the database answers and the log is sequencing."""
     app = request.app
@@ -132,6 +153,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> web.A
     """
     app = web.Application(client_max_size=settings.max_body, middlewares=[error_middleware])
     app.cleanup_ctx.append(_log_context(settings, database))
+    app.cleanup_ctx.append(_tsa_context(settings))
     app.router.add_get("/healthz", healthz)
     add_routes(app)
+    tsa_routes(app)
     return app

@@ -1,0 +1,29 @@
+"""sigstore-python's own TSA client against the TSA served by ``sigstead up``."""
+
+from __future__ import annotations
+
+import requests
+from cryptography import x509
+from rfc3161_client import VerifierBuilder
+from sigstore._internal.timestamp import TimestampAuthorityClient
+
+from tests.serverproc import Server
+
+
+def test_sigstore_python_timestamps_and_verifies(server: Server) -> None:
+    chain_pem = requests.get(f"{server.url}/api/v1/timestamp/certchain", timeout=10).content
+    chain = x509.load_pem_x509_certificates(chain_pem)
+    assert len(chain) >= 2  # clients.md: the trusted root needs leaf..root
+    signature = b"\x30\x45" + b"\x01" * 69
+    response = TimestampAuthorityClient(f"{server.url}/api/v1/timestamp").request_timestamp(
+        signature
+    )
+    verifier = (
+        VerifierBuilder()
+        .add_root_certificate(chain[-1])
+        .tsa_certificate(chain[0])
+        .nonce(response.tst_info.nonce)
+        .policy_id(x509.ObjectIdentifier("1.3.6.1.4.1.57264.2"))
+        .build()
+    )
+    verifier.verify_message(response, signature)

@@ -145,16 +145,40 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> web.Application:
-    """Build the application; the only constructor, used by ``sigstead up`` and the tests.
+COMPONENTS = ("log", "tsa")
 
-    ``database`` lets a caller that owns a ``Database`` (the tests) share it; otherwise one is
-    opened from the settings and closed on shutdown.
+
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    components: tuple[str, ...] = COMPONENTS,
+) -> web.Application:
+    """Build the application; the only constructor, used by ``sigstead up``/``serve`` and tests.
+
+    ``components`` picks the services (all of them for ``sigstead up``, one for ``sigstead
+    serve NAME``); their paths are disjoint, so any subset shares one origin. ``database`` lets a
+    caller that owns a ``Database`` (the tests) share it; otherwise one is opened from the
+    settings and closed on shutdown.
     """
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown components {sorted(unknown)}; choose from {COMPONENTS}")
     app = web.Application(client_max_size=settings.max_body, middlewares=[error_middleware])
-    app.cleanup_ctx.append(_log_context(settings, database))
-    app.cleanup_ctx.append(_tsa_context(settings))
-    app.router.add_get("/healthz", healthz)
-    add_routes(app)
-    tsa_routes(app)
+    if "log" in components:
+        app.cleanup_ctx.append(_log_context(settings, database))
+        add_routes(app)
+        app.router.add_get("/healthz", healthz)
+    if "tsa" in components:
+        app.cleanup_ctx.append(_tsa_context(settings))
+        tsa_routes(app)
+        if "log" not in components:
+            app.router.add_get("/healthz", _tsa_healthz)
     return app
+
+
+async def _tsa_healthz(request: web.Request) -> web.Response:
+    ready = TSA in request.app
+    return web.json_response(
+        {"status": "ok" if ready else "starting"}, status=200 if ready else 503
+    )

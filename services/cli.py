@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from clients.cli import add_log_parser, run_log
-from services.app import DEFAULT_MAX_BODY, Settings, create_app
+from services.app import COMPONENTS, DEFAULT_MAX_BODY, Settings, create_app
 from services.db import Database
 from services.migrate import upgrade
 
@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body limit in bytes"
     )
+    serve = sub.add_parser("serve", help="run one service alone (production layout)")
+    serve.add_argument("component", choices=COMPONENTS)
+    for action in run._actions:
+        if action.dest != "help":
+            serve._add_action(action)
     add_log_parser(sub)
     return parser
 
@@ -67,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "up":
+    if args.command in ("up", "serve"):
         public_url = args.public_url or f"http://{args.host}:{args.port}"
         settings = Settings(
             data_dir=args.data_dir,
@@ -77,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
         # the cleanup contexts: the sequencer commits what is queued and the database closes.
-        web.run_app(create_app(settings), host=args.host, port=args.port, print=None)
+        components = COMPONENTS if args.command == "up" else (args.component,)
+        app = create_app(settings, components=components)
+        web.run_app(app, host=args.host, port=args.port, print=None)
         return 0
     if args.command == "log":
         return run_log(args)

@@ -29,7 +29,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(data_dir: Path, *extra: str) -> Server:
+def start_server(data_dir: Path, *extra: str, command: tuple[str, ...] = ("up",)) -> Server:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (data_dir.parent / f"sigstead-{port}.log").open("wb")
@@ -38,7 +38,7 @@ def start_server(data_dir: Path, *extra: str) -> Server:
             sys.executable,
             "-m",
             "services.cli",
-            "up",
+            *command,
             "--data-dir",
             str(data_dir),
             "--host",

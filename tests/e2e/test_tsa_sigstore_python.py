@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import requests
 from cryptography import x509
 from rfc3161_client import VerifierBuilder
 from sigstore._internal.timestamp import TimestampAuthorityClient
 
-from tests.serverproc import Server
+from tests.serverproc import Server, start_server, stop_server
 
 
 def test_sigstore_python_timestamps_and_verifies(server: Server) -> None:
@@ -27,3 +29,16 @@ def test_sigstore_python_timestamps_and_verifies(server: Server) -> None:
         .build()
     )
     verifier.verify_message(response, signature)
+
+
+def test_tsa_served_alone(tmp_path: Path) -> None:
+    """``sigstead serve tsa``: the production layout, one service per process."""
+    alone = start_server(tmp_path / "tsa-only", command=("serve", "tsa"))
+    try:
+        assert requests.get(f"{alone.url}/api/v1/log", timeout=10).status_code == 404
+        response = TimestampAuthorityClient(f"{alone.url}/api/v1/timestamp").request_timestamp(
+            b"sig"
+        )
+        assert response.tst_info.nonce is not None
+    finally:
+        assert stop_server(alone) == 0

@@ -134,6 +134,11 @@ def main() -> None:
             wrk = wrk_rate(server.url, _der_body(), 5, args.concurrency)
         finally:
             stop_server(server)
+        pool = start_server(workdir / "data", command=("serve", "tsa", "--workers", "2"))
+        try:
+            wrk2 = wrk_rate(pool.url, _der_body(), 5, args.concurrency)
+        finally:
+            stop_server(pool)
     print(f"{'path':<48}{'per second':>12}{'x floor':>9}")
     print(f"{'ECDSA P-256 sign (floor, 1 core)':<48}{floor:>12,.0f}{1:>9.2f}")
     print(f"{'TimestampAuthority.stamp() in process':<48}{stamped:>12,.0f}{stamped / floor:>9.2f}")
@@ -142,8 +147,11 @@ def main() -> None:
     if wrk is None:
         print("HTTP via wrk: not installed (apt-get install wrk)")
     else:
-        label = f"HTTP, wrk -t1 -c{args.concurrency} -d5s"
+        label = f"HTTP, wrk -t1 -c{args.concurrency} -d5s, sigstead up"
         print(f"{label:<48}{wrk:>12,.0f}{wrk / floor:>9.2f}")
+    if wrk2 is not None:
+        label = "HTTP, wrk, sigstead serve tsa --workers 2"
+        print(f"{label:<48}{wrk2:>12,.0f}{wrk2 / floor:>9.2f}")
 
 
 if __name__ == "__main__":

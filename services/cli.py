@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from clients.cli import add_log_parser, run_log
 from services.app import COMPONENTS, DEFAULT_MAX_BODY, Settings, create_app
 from services.db import Database
 from services.migrate import upgrade
+from services.tsa import keys as tsa_keys
 
 __all__ = ["main"]
 
@@ -57,11 +62,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve = sub.add_parser("serve", help="run one service alone (production layout)")
     serve.add_argument("component", choices=COMPONENTS)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="tsa only: processes sharing the port (SO_REUSEPORT); the TSA is stateless",
+    )
     for action in run._actions:
         if action.dest != "help":
             serve._add_action(action)
     add_log_parser(sub)
     return parser
+
+
+def _serve_one(settings: Settings, host: str, port: int) -> None:
+    app = create_app(settings, components=("tsa",))
+    web.run_app(app, host=host, port=port, print=None, reuse_port=True)
+
+
+def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Run ``workers`` TSA processes on one port; SIGTERM/SIGINT stop them all."""
+    # Create the key material once, before forking, so first start cannot race on it.
+    tsa_keys.load_or_create(settings.data_dir / "tsa", datetime.now(UTC))
+    procs = [
+        multiprocessing.Process(target=_serve_one, args=(settings, host, port), daemon=True)
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
         # the cleanup contexts: the sequencer commits what is queued and the database closes.
         components = COMPONENTS if args.command == "up" else (args.component,)
+        workers = getattr(args, "workers", 1)
+        if workers > 1:
+            if components != ("tsa",):
+                raise SystemExit("--workers applies to `serve tsa` only (the log has one writer)")
+            return _serve_workers(settings, args.host, args.port, workers)
         app = create_app(settings, components=components)
         web.run_app(app, host=args.host, port=args.port, print=None)
         return 0

@@ -42,3 +42,15 @@ def test_tsa_served_alone(tmp_path: Path) -> None:
         assert response.tst_info.nonce is not None
     finally:
         assert stop_server(alone) == 0
+
+
+def test_tsa_worker_pool_shares_one_port(tmp_path: Path) -> None:
+    pool = start_server(tmp_path / "pool", command=("serve", "tsa", "--workers", "2"))
+    try:
+        chains = {
+            requests.get(f"{pool.url}/api/v1/timestamp/certchain", timeout=10).content
+            for _ in range(10)
+        }
+        assert len(chains) == 1  # every worker signs with the same key and chain
+    finally:
+        assert stop_server(pool) == 0

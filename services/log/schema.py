@@ -59,6 +59,8 @@ entries = Table(
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("leaf", LargeBinary, nullable=False),
     Column("integrated_time", BigInteger, nullable=False),
+    # Data a personality keeps beside the leaf but outside the tree (CT: the chain, extra_data).
+    Column("extra", LargeBinary, nullable=True),
     PrimaryKeyConstraint("tree_id", "idx"),
     # The log's dedup rule: one leaf hash appears at most once per tree.
     UniqueConstraint("tree_id", "leaf_hash"),

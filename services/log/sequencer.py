@@ -70,6 +70,7 @@ class NewEntry:
     leaf: bytes
     integrated_time: int
     search_keys: frozenset[str]
+    extra: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ class _Pending:
     leaf_hash: bytes
     search_keys: frozenset[str]
     future: asyncio.Future[Receipt] = field(repr=False)
+    extra: bytes | None = None
 
 
 class Sequencer:
@@ -213,7 +215,9 @@ class Sequencer:
             await self._task
         self._task = None
 
-    async def submit(self, leaf: bytes, search_keys: Collection[str] = ()) -> Receipt:
+    async def submit(
+        self, leaf: bytes, search_keys: Collection[str] = (), *, extra: bytes | None = None
+    ) -> Receipt:
         """Append ``leaf`` and return once it is committed and covered by a signed checkpoint.
 
         Raises ``DuplicateEntry`` if the leaf is already logged, ``Pushback`` when overloaded,
@@ -227,7 +231,7 @@ class Sequencer:
             raise Pushback(f"{self._queue.qsize()} entries are already waiting")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(
-            _Pending(leaf, merkle.hash_leaf(leaf), frozenset(search_keys), future)
+            _Pending(leaf, merkle.hash_leaf(leaf), frozenset(search_keys), future, extra)
         )
         return await future
 
@@ -402,7 +406,9 @@ class Sequencer:
             index = staged.size
             staged.append(p.leaf_hash, visit)
             in_batch[p.leaf_hash] = index
-            entry = NewEntry(index, p.leaf_hash, p.leaf, integrated_time, p.search_keys)
+            entry = NewEntry(
+                index, p.leaf_hash, p.leaf, integrated_time, p.search_keys, p.extra
+            )
             accepted.append((p, entry))
         if not accepted:
             return

@@ -47,6 +47,7 @@ class StoredEntry:
     leaf_hash: bytes
     leaf: bytes
     integrated_time: int
+    extra: bytes | None = None
 
 
 _T = TypeVar("_T")
@@ -204,6 +205,7 @@ class SQLLogStore:
                     "leaf_hash": e.leaf_hash,
                     "leaf": e.leaf,
                     "integrated_time": e.integrated_time,
+                    "extra": e.extra,
                 }
                 for e in batch.entries
             ],
@@ -301,8 +303,13 @@ class SQLLogStore:
 
 def _stored_entry(row: Row[tuple[object, ...]]) -> StoredEntry:
     m = row._mapping
+    extra = m["extra"]
     return StoredEntry(
-        int(m["idx"]), bytes(m["leaf_hash"]), bytes(m["leaf"]), int(m["integrated_time"])
+        int(m["idx"]),
+        bytes(m["leaf_hash"]),
+        bytes(m["leaf"]),
+        int(m["integrated_time"]),
+        None if extra is None else bytes(extra),
     )
 
 

@@ -1,0 +1,320 @@
+"""The RFC 6962 CT log personality over the Merkle engine, and its HTTP API (fulcio.md §5.4).
+
+Every certificate the CA issues goes through ``add-pre-chain`` here. The SCT is issued *after*
+the entry is committed (Sunlight's zero merge delay), so each SCT the CA embeds refers to an
+entry that is already in the tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from services.log.checkpoint import CheckpointSigner
+from services.log.ct import rfc6962
+from services.log.ct.rfc6962 import EntryType, TimestampedEntry
+from services.log.errors import DuplicateEntry, LogError
+from services.log.merkle import ProofRangeError
+from services.log.sequencer import Sequencer
+from services.log.sqlstore import SQLLogStore
+
+__all__ = ["CT_LOG", "SCT", "CTError", "CTLog", "add_routes"]
+
+_logger = logging.getLogger(__name__)
+MAX_ENTRIES = 1000
+_POISON_VALUE = b"\x05\x00"
+
+
+class CTError(Exception):
+    """A request the CT log refuses; ctfe answers these as plain text with the status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class SCT:
+    """A signed certificate timestamp as add-(pre-)chain returns it."""
+
+    log_id: bytes
+    timestamp_ms: int
+    signature: bytes  # ECDSA DER
+
+    def to_json(self) -> dict[str, Any]:
+        """The add-chain response body."""
+        return {
+            "sct_version": 0,
+            "id": base64.b64encode(self.log_id).decode(),
+            "timestamp": self.timestamp_ms,
+            "extensions": "",
+            "signature": base64.b64encode(rfc6962.digitally_signed(self.signature)).decode(),
+        }
+
+    def to_bytes(self) -> bytes:
+        """The serialised SCT (for the certificate's SCT list extension)."""
+        return rfc6962.sct_bytes(self.log_id, self.timestamp_ms, self.signature)
+
+
+def _has_poison(cert: x509.Certificate) -> bool:
+    for ext in cert.extensions:
+        if ext.oid.dotted_string == rfc6962.POISON_OID:
+            if not ext.critical:
+                raise CTError(400, "precertificate poison extension is not critical")
+            return True
+    return False
+
+
+class CTLog:
+    """One CT log: its own tree and key on the shared engine, accepting chains to ``roots``."""
+
+    def __init__(
+        self,
+        *,
+        sequencer: Sequencer,
+        store: SQLLogStore,
+        signer: CheckpointSigner,
+        roots: Sequence[x509.Certificate],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sequencer = sequencer
+        self.store = store
+        self.signer = signer
+        self.roots = list(roots)
+        self._clock = clock
+
+    def _validate(self, chain: list[x509.Certificate], *, precert: bool) -> list[x509.Certificate]:
+        """Return the chain up to and including a configured root, or raise ``CTError(400)``."""
+        if not chain:
+            raise CTError(400, "empty chain")
+        if _has_poison(chain[0]) != precert:
+            want = "a precertificate" if precert else "not a precertificate"
+            raise CTError(400, f"chain[0] must be {want}")
+        root_ders = {r.public_bytes(serialization.Encoding.DER): r for r in self.roots}
+        path = [chain[0]]
+        for cert in chain[1:]:
+            if cert.public_bytes(serialization.Encoding.DER) in root_ders:
+                break
+            path.append(cert)
+        # Walk up: every certificate must be signed by the next; the last by a root.
+        for child, parent in itertools.pairwise(path):
+            _check_issued(child, parent)
+        top = path[-1]
+        for root in self.roots:
+            try:
+                _check_issued(top, root)
+            except CTError:
+                continue
+            return [*path, root]
+        raise CTError(400, "chain does not verify to a trusted root")
+
+    async def add(self, raw_chain: Sequence[str], *, precert: bool) -> SCT:
+        """Validate, log and return the SCT for a chain (duplicates get their original SCT)."""
+        try:
+            ders = [base64.b64decode(c, validate=True) for c in raw_chain]
+            chain = [x509.load_der_x509_certificate(d) for d in ders]
+        except (binascii.Error, ValueError, TypeError):
+            raise CTError(400, "chain is not a list of base64 DER certificates") from None
+        full = self._validate(chain, precert=precert)
+        leaf_der = ders[0]
+        dedup_key = "ct-cert:sha256:" + hashlib.sha256(leaf_der).hexdigest()
+        existing = await self.store.search(self.sequencer.tree_id, [dedup_key], match_all=False)
+        if existing:
+            stored = (await self.store.read_entries(self.sequencer.tree_id, existing[:1]))[
+                existing[0]
+            ]
+            return self._sct_for_leaf(stored.leaf)
+        above = [c.public_bytes(serialization.Encoding.DER) for c in full[1:]]
+        if precert:
+            try:
+                tbs = rfc6962.precert_tbs(leaf_der)
+            except ValueError as exc:
+                raise CTError(400, str(exc)) from None
+            entry = TimestampedEntry(
+                int(self._clock() * 1000), EntryType.PRECERT, tbs, rfc6962.issuer_key_hash(full[1])
+            )
+            extra = rfc6962.precert_chain_entry(leaf_der, above)
+        else:
+            entry = TimestampedEntry(int(self._clock() * 1000), EntryType.X509, leaf_der)
+            extra = rfc6962.certificate_chain(above)
+        leaf = entry.merkle_tree_leaf()
+        try:
+            await self.sequencer.submit(leaf, {dedup_key}, extra=extra)
+        except DuplicateEntry:
+            pass  # the very same leaf (same millisecond): its SCT is the same
+        except LogError as exc:
+            raise CTError(503, f"could not log the certificate: {exc}") from None
+        return self._sct_for_leaf(leaf)
+
+    def _sct_for_leaf(self, leaf: bytes) -> SCT:
+        timestamp_ms = int.from_bytes(leaf[2:10], "big")
+        signature = self.signer.sign(leaf)  # == the SCT signed input, see rfc6962
+        return SCT(self.signer.key_id, timestamp_ms, signature)
+
+    def sth(self) -> dict[str, Any]:
+        """get-sth: the current signed tree head."""
+        head = self.sequencer.head
+        sig = self.signer.sign(rfc6962.tree_head_input(head.timestamp_ms, head.size, head.root))
+        return {
+            "tree_size": head.size,
+            "timestamp": head.timestamp_ms,
+            "sha256_root_hash": base64.b64encode(head.root).decode(),
+            "tree_head_signature": base64.b64encode(rfc6962.digitally_signed(sig)).decode(),
+        }
+
+
+def _check_issued(child: x509.Certificate, parent: x509.Certificate) -> None:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CTError(400, "chain does not verify to a trusted root") from None
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+CT_LOG = web.AppKey("ct_log", CTLog)
+
+
+def _json(data: object) -> web.Response:
+    return web.Response(text=json.dumps(data), content_type="application/json")
+
+
+@web.middleware
+async def _ct_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CTError as exc:
+        # ctfe's http.Error: the status text, a newline, the message, as plain text.
+        return web.Response(status=exc.status, text=f"{exc.message}\n")
+
+
+def _int_param(request: web.Request, name: str, minimum: int = 0) -> int:
+    raw = request.query.get(name)
+    try:
+        value = int(raw) if raw is not None else None
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise CTError(400, f"{name} parameter must be an integer >= {minimum}")
+    return value
+
+
+async def _chain_body(request: web.Request) -> list[str]:
+    try:
+        body = json.loads(await request.read())
+        chain = body["chain"]
+        if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise CTError(400, 'body must be {"chain": ["<base64 DER>", ...]}') from None
+    return chain
+
+
+async def add_chain(request: web.Request) -> web.Response:
+    """POST /ct/v1/add-chain."""
+    sct = await request.app[CT_LOG].add(await _chain_body(request), precert=False)
+    return _json(sct.to_json())
+
+
+async def add_pre_chain(request: web.Request) -> web.Response:
+    """POST /ct/v1/add-pre-chain."""
+    sct = await request.app[CT_LOG].add(await _chain_body(request), precert=True)
+    return _json(sct.to_json())
+
+
+async def get_sth(request: web.Request) -> web.Response:
+    """GET /ct/v1/get-sth."""
+    return _json(request.app[CT_LOG].sth())
+
+
+async def get_sth_consistency(request: web.Request) -> web.Response:
+    """GET /ct/v1/get-sth-consistency?first=&second=."""
+    log = request.app[CT_LOG]
+    first, second = _int_param(request, "first"), _int_param(request, "second")
+    if first > second or second > log.sequencer.head.size:
+        raise CTError(400, f"invalid range first={first} second={second}")
+    try:
+        proof = await log.sequencer.proofs.consistency(first, second)
+    except ProofRangeError as exc:
+        raise CTError(400, str(exc)) from None
+    return _json({"consistency": [base64.b64encode(h).decode() for h in proof]})
+
+
+async def get_proof_by_hash(request: web.Request) -> web.Response:
+    """GET /ct/v1/get-proof-by-hash?hash=&tree_size=."""
+    log = request.app[CT_LOG]
+    size = _int_param(request, "tree_size", minimum=1)
+    if size > log.sequencer.head.size:
+        raise CTError(400, f"tree_size {size} is beyond the current tree")
+    try:
+        leaf_hash = base64.b64decode(request.query.get("hash", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise CTError(400, "hash parameter must be base64") from None
+    found = await log.store.find_leaves(log.sequencer.tree_id, [leaf_hash])
+    if leaf_hash not in found or found[leaf_hash].index >= size:
+        raise CTError(404, "no such leaf in a tree of that size")
+    index = found[leaf_hash].index
+    proof = await log.sequencer.proofs.inclusion(index, size)
+    return _json({"leaf_index": index, "audit_path": [base64.b64encode(h).decode() for h in proof]})
+
+
+async def get_entries(request: web.Request) -> web.Response:
+    """GET /ct/v1/get-entries?start=&end= (inclusive; at most 1000 per answer)."""
+    log = request.app[CT_LOG]
+    start, end = _int_param(request, "start"), _int_param(request, "end")
+    size = log.sequencer.head.size
+    if start > end or start >= size:
+        raise CTError(400, f"invalid range start={start} end={end} for tree size {size}")
+    end = min(end, size - 1, start + MAX_ENTRIES - 1)
+    found = await log.store.read_entries(log.sequencer.tree_id, range(start, end + 1))
+    entries = [
+        {
+            "leaf_input": base64.b64encode(found[i].leaf).decode(),
+            "extra_data": base64.b64encode(found[i].extra or b"").decode(),
+        }
+        for i in range(start, end + 1)
+        if i in found
+    ]
+    return _json({"entries": entries})
+
+
+async def get_roots(request: web.Request) -> web.Response:
+    """GET /ct/v1/get-roots."""
+    roots = request.app[CT_LOG].roots
+    return _json(
+        {
+            "certificates": [
+                base64.b64encode(r.public_bytes(serialization.Encoding.DER)).decode() for r in roots
+            ]
+        }
+    )
+
+
+def add_routes(app: web.Application) -> web.Application:
+    """Return a sub-application with the RFC 6962 API, to mount at ``/ct``."""
+    sub = web.Application(middlewares=[_ct_errors])
+    sub.router.add_post("/v1/add-chain", add_chain)
+    sub.router.add_post("/v1/add-pre-chain", add_pre_chain)
+    sub.router.add_get("/v1/get-sth", get_sth)
+    sub.router.add_get("/v1/get-sth-consistency", get_sth_consistency)
+    sub.router.add_get("/v1/get-proof-by-hash", get_proof_by_hash)
+    sub.router.add_get("/v1/get-entries", get_entries)
+    sub.router.add_get("/v1/get-roots", get_roots)
+    app.add_subapp("/ct", sub)
+    return sub

@@ -406,9 +406,7 @@ class Sequencer:
             index = staged.size
             staged.append(p.leaf_hash, visit)
             in_batch[p.leaf_hash] = index
-            entry = NewEntry(
-                index, p.leaf_hash, p.leaf, integrated_time, p.search_keys, p.extra
-            )
+            entry = NewEntry(index, p.leaf_hash, p.leaf, integrated_time, p.search_keys, p.extra)
             accepted.append((p, entry))
         if not accepted:
             return

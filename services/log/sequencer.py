@@ -144,6 +144,7 @@ class _Pending:
     search_keys: frozenset[str]
     future: asyncio.Future[Receipt] = field(repr=False)
     extra: bytes | None = None
+    want_proof: bool = True
 
 
 class Sequencer:
@@ -216,7 +217,12 @@ class Sequencer:
         self._task = None
 
     async def submit(
-        self, leaf: bytes, search_keys: Collection[str] = (), *, extra: bytes | None = None
+        self,
+        leaf: bytes,
+        search_keys: Collection[str] = (),
+        *,
+        extra: bytes | None = None,
+        want_proof: bool = True,
     ) -> Receipt:
         """Append ``leaf`` and return once it is committed and covered by a signed checkpoint.
 
@@ -231,7 +237,9 @@ class Sequencer:
             raise Pushback(f"{self._queue.qsize()} entries are already waiting")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(
-            _Pending(leaf, merkle.hash_leaf(leaf), frozenset(search_keys), future, extra)
+            _Pending(
+                leaf, merkle.hash_leaf(leaf), frozenset(search_keys), future, extra, want_proof
+            )
         )
         return await future
 
@@ -420,7 +428,12 @@ class Sequencer:
         self._range, self._edge, self._head = staged, edge, new_head
         overlay = {key: ExpandedTile(data) for key, data in changed.items()}
         for p, entry in accepted:
-            proof = await self.proofs.inclusion(entry.index, new_head.size, overlay)
+            # A CT log answers with an SCT, not a proof: don't build what nobody reads.
+            proof = (
+                await self.proofs.inclusion(entry.index, new_head.size, overlay)
+                if p.want_proof
+                else []
+            )
             p.future.set_result(
                 Receipt(entry.index, entry.leaf_hash, integrated_time, new_head, proof)
             )

@@ -153,7 +153,7 @@ class CTLog:
             extra = rfc6962.certificate_chain(above)
         leaf = entry.merkle_tree_leaf()
         try:
-            await self.sequencer.submit(leaf, {dedup_key}, extra=extra)
+            await self.sequencer.submit(leaf, {dedup_key}, extra=extra, want_proof=False)
         except DuplicateEntry:
             pass  # the very same leaf (same millisecond): its SCT is the same
         except LogError as exc:

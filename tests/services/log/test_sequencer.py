@@ -389,3 +389,11 @@ async def test_integrated_time_comes_from_the_injected_clock(db: Database) -> No
         assert r2.head.timestamp_ms == 1_900_000_123_750
     finally:
         await s.stop()
+
+
+async def test_receipt_without_proof_is_still_committed(db: Database, seq: Sequencer) -> None:
+    r = await seq.submit(b"no proof wanted", want_proof=False)
+    assert r.proof == []
+    assert r.head.size == 1
+    stored = await SQLLogStore(db).read_entries(TREE, [r.index])
+    assert stored[r.index].leaf == b"no proof wanted"

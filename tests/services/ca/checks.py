@@ -1,0 +1,80 @@
+"""A minimal SCT signer for tests (the real CT log lives elsewhere), and the verifiers that
+sigstore-python applies to a Fulcio certificate: its chain policy and its SCT check."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
+from sigstore._internal.sct import verify_sct
+from sigstore._internal.trust import CTKeyring, Keyring
+from sigstore_models.common.v1 import PublicKey
+
+from services.ca.certificate import precert_signed_entry
+from services.ca.keys import CAKeyMaterial
+from services.ca.sct import (
+    LogEntryType,
+    SignedCertificateTimestamp,
+    certificate_timestamp_input,
+)
+
+LOG_KEY = ec.generate_private_key(ec.SECP256R1())
+LOG_SPKI = LOG_KEY.public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+)
+LOG_ID = hashlib.sha256(LOG_SPKI).digest()
+
+
+def sign_precert(
+    precert: x509.Certificate, ca: CAKeyMaterial, timestamp_ms: int
+) -> SignedCertificateTimestamp:
+    """What add-pre-chain answers: an SCT over the precert entry, signed by ``LOG_KEY``."""
+    entry = precert_signed_entry(precert.tbs_certificate_bytes, ca.issuer_key_hash)
+    data = certificate_timestamp_input(
+        timestamp=timestamp_ms, entry_type=LogEntryType.PRECERT_ENTRY, signed_entry=entry
+    )
+    return SignedCertificateTimestamp(
+        log_id=LOG_ID,
+        timestamp=timestamp_ms,
+        signature=LOG_KEY.sign(data, ec.ECDSA(hashes.SHA256())),
+    )
+
+
+def sigstore_verify_sct(cert: x509.Certificate, ca: CAKeyMaterial) -> None:
+    """sigstore-python's own SCT verification, with our test log's key as the only CT key."""
+    key = PublicKey.model_validate_json(
+        json.dumps(
+            {
+                "rawBytes": base64.b64encode(LOG_SPKI).decode(),
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+            }
+        )
+    )
+    verify_sct(cert, list(ca.chain), CTKeyring(Keyring([key])))
+
+
+def pyca_verify_chain(
+    cert: x509.Certificate, ca: CAKeyMaterial, at: datetime.datetime
+) -> list[x509.Certificate]:
+    """pyca's client verifier with the root as the only store and sigstore-python's policy
+    (WebPKI defaults, EKU relaxed because Fulcio leaves carry codeSigning); returns the chain."""
+    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+    )
+    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+    )
+    verifier = (
+        PolicyBuilder()
+        .store(Store([ca.root]))
+        .time(at)
+        .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+        .build_client_verifier()
+    )
+    return verifier.verify(cert, list(ca.chain[:-1])).chain

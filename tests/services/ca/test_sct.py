@@ -1,0 +1,80 @@
+"""RFC 6962 TLS encodings: round trips, exact layouts, strict parsing."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from services.ca.sct import (
+    LogEntryType,
+    SignedCertificateTimestamp,
+    certificate_timestamp_input,
+    encode_sct_list,
+    precert_signed_entry_from_parts,
+    sct_list_extension_value,
+    x509_signed_entry,
+)
+
+SCT = SignedCertificateTimestamp(
+    log_id=bytes(range(32)), timestamp=1_700_000_000_123, signature=b"\x30\x06sig!!", extensions=b""
+)
+
+
+def test_sct_tls_layout_and_round_trip() -> None:
+    tls = SCT.to_tls()
+    assert tls[0] == 0
+    assert tls[1:33] == bytes(range(32))
+    assert struct.unpack("!Q", tls[33:41])[0] == 1_700_000_000_123
+    assert tls[41:43] == b"\x00\x00"  # empty extensions
+    assert tls[43:47] == b"\x04\x03\x00\x07"  # SHA-256, ECDSA, u16 length
+    assert SignedCertificateTimestamp.from_tls(tls) == SCT
+    with pytest.raises(ValueError, match="trailing"):
+        SignedCertificateTimestamp.from_tls(tls + b"\x00")
+    for cut in (0, 10, 42, len(tls) - 1):
+        with pytest.raises(ValueError, match="truncated"):
+            SignedCertificateTimestamp.from_tls(tls[:cut])
+
+
+def test_add_chain_response_round_trip() -> None:
+    doc = SCT.to_add_chain_response()
+    assert set(doc) == {"sct_version", "id", "timestamp", "extensions", "signature"}
+    assert SignedCertificateTimestamp.from_add_chain_response(doc) == SCT
+    with pytest.raises(ValueError, match="malformed"):
+        SignedCertificateTimestamp.from_add_chain_response({**doc, "timestamp": "1"})
+
+
+def test_invalid_scts_are_refused() -> None:
+    with pytest.raises(ValueError, match="log id"):
+        SignedCertificateTimestamp(log_id=b"x", timestamp=1, signature=b"s")
+    with pytest.raises(ValueError, match="u64"):
+        SignedCertificateTimestamp(log_id=bytes(32), timestamp=-1, signature=b"s")
+    with pytest.raises(ValueError, match="v1"):
+        SignedCertificateTimestamp(log_id=bytes(32), timestamp=1, signature=b"s", version=1)
+
+
+def test_signed_input_layout() -> None:
+    entry = precert_signed_entry_from_parts(b"\xaa" * 32, b"TBS")
+    assert entry == b"\xaa" * 32 + b"\x00\x00\x03TBS"
+    data = certificate_timestamp_input(
+        timestamp=5, entry_type=LogEntryType.PRECERT_ENTRY, signed_entry=entry
+    )
+    assert data == b"\x00\x00" + (5).to_bytes(8, "big") + b"\x00\x01" + entry + b"\x00\x00"
+    assert x509_signed_entry(b"DER") == b"\x00\x00\x03DER"
+    with pytest.raises(ValueError, match="32"):
+        precert_signed_entry_from_parts(b"short", b"TBS")
+
+
+def test_sct_list_is_double_wrapped() -> None:
+    tls = SCT.to_tls()
+    listed = encode_sct_list([SCT])
+    assert listed == struct.pack("!HH", len(tls) + 2, len(tls)) + tls
+    value = sct_list_extension_value([SCT])
+    assert value[0] == 0x04
+    assert value[2:] == listed
+    big = SignedCertificateTimestamp(log_id=bytes(32), timestamp=1, signature=b"s" * 300)
+    big_value = sct_list_extension_value([big])
+    assert big_value[:2] == b"\x04\x82"
+    assert big_value[4:] == encode_sct_list([big])
+    with pytest.raises(ValueError, match="at least one"):
+        encode_sct_list([])

@@ -14,9 +14,16 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from sqlalchemy import text
 
+from services.ca import keys as ca_keys
+from services.ca.api import CA, CertificateAuthority
+from services.ca.api import add_routes as ca_routes
+from services.ca.config import load_config
+from services.ca.oidc import TokenVerifier
 from services.db import Database, sqlite_url
 from services.keys import load_or_create_ec_key
 from services.log.checkpoint import CheckpointSigner
+from services.log.ct.log import CT_LOG, CTLog
+from services.log.ct.log import add_routes as add_ct_routes
 from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middleware
 from services.log.sequencer import Sequencer
 from services.log.sqlstore import SQLLogStore
@@ -44,6 +51,7 @@ class Settings:
     batch_max_size: int = 256
     batch_max_age: float = 0.05
     max_pending: int = 10_000
+    oidc_config: Path | None = None
     clock: Callable[[], float] | None = field(default=None, repr=False)
 
     @property
@@ -131,6 +139,55 @@ def _tsa_context(settings: Settings) -> Callable[[web.Application], AsyncIterato
     return ctx
 
 
+def _ca_context(
+    settings: Settings, database: Database | None, ct_app: web.Application
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The CA and its CT log (its own tree and key on the same engine and database)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        assert settings.oidc_config is not None
+        clock = settings.clock or time.time
+
+        def now() -> datetime:
+            return datetime.fromtimestamp(clock(), UTC)
+
+        config = load_config(settings.oidc_config)
+        ca = ca_keys.load_or_create(settings.data_dir / "ca", now())
+        db = database or Database(settings.resolved_database_url())
+        verifier = TokenVerifier(config)
+        try:
+            await upgrade(db)
+            key = load_or_create_ec_key(settings.data_dir / "keys" / "ctlog.pem")
+            signer = CheckpointSigner(settings.hostname, key)
+            tree_id = tree_id_for_key(signer.key_id)
+            store = SQLLogStore(db)
+            sequencer = Sequencer(
+                store,
+                tree_id=tree_id,
+                origin=f"{settings.hostname}/ct - {tree_id}",
+                signer=signer,
+                batch_max_size=settings.batch_max_size,
+                batch_max_age=settings.batch_max_age,
+                max_pending=settings.max_pending,
+                **({"clock": settings.clock} if settings.clock else {}),  # type: ignore[arg-type]
+            )
+            await sequencer.start()
+            ct_log = CTLog(sequencer=sequencer, store=store, signer=signer, roots=[ca.root])
+            ct_app[CT_LOG] = ct_log
+            app[CA] = CertificateAuthority(config, verifier, ca, ct_log, now)
+            _logger.info("CA ready: CT log tree %d, log ID %s", tree_id, signer.key_id.hex())
+            try:
+                yield
+            finally:
+                await sequencer.stop()
+        finally:
+            await verifier.close()
+            if database is None:
+                await db.dispose()
+
+    return ctx
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 once the database answers and the log is sequencing."""
     app = request.app
@@ -145,7 +202,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-COMPONENTS = ("log", "tsa")
+COMPONENTS = ("log", "tsa", "ca")
 
 
 def create_app(
@@ -169,6 +226,10 @@ def create_app(
         app.cleanup_ctx.append(_log_context(settings, database))
         add_routes(app)
         app.router.add_get("/healthz", healthz)
+    if "ca" in components and settings.oidc_config is not None:
+        ct_app = add_ct_routes(app)
+        app.cleanup_ctx.append(_ca_context(settings, database, ct_app))
+        ca_routes(app)
     if "tsa" in components:
         app.cleanup_ctx.append(_tsa_context(settings))
         tsa_routes(app)

@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body limit in bytes"
     )
+    run.add_argument(
+        "--oidc-config",
+        type=Path,
+        help="Fulcio-format OIDC issuer config (JSON or YAML); enables the CA and its CT log",
+    )
     serve = sub.add_parser("serve", help="run one service alone (production layout)")
     serve.add_argument("component", choices=COMPONENTS)
     serve.add_argument(
@@ -118,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             public_url=public_url,
             database_url=args.database_url,
             max_body=args.max_body,
+            oidc_config=args.oidc_config,
         )
         # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
         # the cleanup contexts: the sequencer commits what is queued and the database closes.

@@ -126,9 +126,16 @@ class CTLog:
         """Validate, log and return the SCT for a chain (duplicates get their original SCT)."""
         try:
             ders = [base64.b64decode(c, validate=True) for c in raw_chain]
-            chain = [x509.load_der_x509_certificate(d) for d in ders]
         except (binascii.Error, ValueError, TypeError):
             raise CTError(400, "chain is not a list of base64 DER certificates") from None
+        return await self.add_ders(ders, precert=precert)
+
+    async def add_ders(self, ders: Sequence[bytes], *, precert: bool) -> SCT:
+        """``add`` for a chain already in DER (the CA's in-process path)."""
+        try:
+            chain = [x509.load_der_x509_certificate(d) for d in ders]
+        except ValueError:
+            raise CTError(400, "chain is not a list of DER certificates") from None
         full = self._validate(chain, precert=precert)
         leaf_der = ders[0]
         dedup_key = "ct-cert:sha256:" + hashlib.sha256(leaf_der).hexdigest()

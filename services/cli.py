@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body limit in bytes"
     )
+    run.add_argument("--access-log", action="store_true", help="log every request")
     run.add_argument(
         "--oidc-config",
         type=Path,
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve_one(settings: Settings, host: str, port: int) -> None:
     app = create_app(settings, components=("tsa",))
-    web.run_app(app, host=host, port=port, print=None, reuse_port=True)
+    web.run_app(app, host=host, port=port, print=None, reuse_port=True, access_log=None)
 
 
 def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -134,7 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit("--workers applies to `serve tsa` only (the log has one writer)")
             return _serve_workers(settings, args.host, args.port, workers)
         app = create_app(settings, components=components)
-        web.run_app(app, host=args.host, port=args.port, print=None)
+        # Per-request access lines cost about a third of TSA throughput (bench/bench_tsa.py);
+        # they are opt-in.
+        access_log = logging.getLogger("aiohttp.access") if args.access_log else None
+        web.run_app(app, host=args.host, port=args.port, print=None, access_log=access_log)
         return 0
     if args.command == "log":
         return run_log(args)

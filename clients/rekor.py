@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from clients.errors import ClientError
 from clients.merkle import ProofVerificationError, verify_consistency, verify_inclusion
 
 __all__ = [
@@ -34,10 +35,6 @@ __all__ = [
 ]
 
 _TIMEOUT = 30
-
-
-class ClientError(Exception):
-    """The log could not be reached or answered with an error."""
 
 
 class VerificationFailed(ClientError):

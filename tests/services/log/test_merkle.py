@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.merkle import verify_consistency, verify_inclusion
+from clients.merkle import ProofVerificationError, verify_consistency, verify_inclusion
 from services.log import merkle
 from services.log.merkle import CompactRange, NodeID, ProofRangeError, range_nodes
 from tests import merkle_reference as ref
@@ -18,100 +20,283 @@ from tests.vectors.generate import leaves
 
 VECTORS = Path(__file__).parents[2] / "vectors"
 
+Case = dict[str, Any]
+
 
 def getter(hs: list[bytes]) -> Callable[[NodeID], bytes]:
+    """A store of the perfect nodes over ``hs``: the reference MTH of each node's leaf range.
+
+    Memoised through the MTH recursion (for a perfect range it splits at the middle), so large
+    trees stay cheap; ``test_getter_is_the_reference_mth`` holds it to ``ref.mth`` directly.
+    Refuses nodes a prover has no business asking for.
+    """
+
+    @cache
     def get(node: NodeID) -> bytes:
         begin, end = node.coverage()
-        assert end <= len(hs), f"prover asked for {node}, beyond size {len(hs)}"
-        assert end - begin == 1 << node.level
-        return ref.mth(hs[begin:end])
+        assert node.level >= 0, node
+        assert begin >= 0, node
+        assert end <= len(hs), f"prover asked for {node}, beyond tree size {len(hs)}"
+        if node.level == 0:
+            return hs[node.index]
+        return ref.node_hash(
+            get(NodeID(node.level - 1, 2 * node.index)),
+            get(NodeID(node.level - 1, 2 * node.index + 1)),
+        )
 
     return get
 
 
+@cache
+def vector_tree(n: int) -> tuple[list[bytes], Callable[[NodeID], bytes], Callable[[int], str]]:
+    """The vector leaves' hashes for tree size n, a node store over them, and the server's
+    ``root()`` of each prefix (hex, memoised: the mutations reuse a handful of sizes)."""
+    hs = [ref.leaf_hash(x) for x in leaves(n)]
+    return hs, getter(hs), cache(lambda size: merkle.root(hs[:size]).hex())
+
+
+def vector_files(kind: str) -> Iterator[tuple[int, list[Case]]]:
+    """(tree size, cases) for each file of one vector family."""
+    for f in sorted((VECTORS / kind).glob("*.json")):
+        doc = json.loads(f.read_text())
+        yield doc["tree_size"], doc["cases"]
+
+
+def all_perfect_nodes(begin: int, end: int) -> set[NodeID]:
+    """Every perfect node whose coverage lies inside ``[begin, end)``, by brute force."""
+    nodes = set()
+    level = 0
+    while (1 << level) <= end - begin:
+        for index in range(begin >> level, end >> level):
+            lo, hi = NodeID(level, index).coverage()
+            if begin <= lo and hi <= end:
+                nodes.add(NodeID(level, index))
+        level += 1
+    return nodes
+
+
+def test_getter_is_the_reference_mth() -> None:
+    hs, get, _ = vector_tree(64)
+    for node in all_perfect_nodes(0, 64):
+        begin, end = node.coverage()
+        assert get(node) == ref.mth(hs[begin:end])
+    hs, get, _ = vector_tree(4097)
+    assert get(NodeID(12, 0)) == ref.mth(hs[:4096])
+    assert get(NodeID(7, 17)) == ref.mth(hs[17 * 128 : 18 * 128])
+
+
 def test_rfc6962_known_root() -> None:
     hs = [merkle.hash_leaf(x) for x in leaves(8)]
-    assert merkle.root(hs).hex() == (
-        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+    assert hs == [ref.leaf_hash(x) for x in leaves(8)]
+    want = "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+    assert merkle.root(hs).hex() == want
+    compact = CompactRange()
+    compact.extend(hs)
+    assert compact.root().hex() == want
+    assert merkle.root([]) == merkle.EMPTY_ROOT == ref.mth([]) == CompactRange().root()
+
+
+def test_hash_functions_match_the_reference() -> None:
+    for data in (b"", b"\x00", b"x" * 1000):
+        assert merkle.hash_leaf(data) == ref.leaf_hash(data)
+    left, right = ref.leaf_hash(b"l"), ref.leaf_hash(b"r")
+    assert merkle.hash_children(left, right) == ref.node_hash(left, right)
+
+
+def test_prover_reproduces_every_honest_inclusion_vector_and_agrees_with_the_verifier() -> None:
+    """For every case, the server's answer is the truth the vector claims, and the verifier's."""
+    for n, cases in vector_files("inclusion"):
+        hs, get, root_hex = vector_tree(n)
+        proofs: dict[tuple[int, int], list[str]] = {}
+        for c in cases:
+            i, size = c["leaf_index"], c["tree_size"]
+            server_says_true = False
+            if 0 <= i < size <= n:
+                if (i, size) not in proofs:
+                    proofs[i, size] = [h.hex() for h in merkle.inclusion_proof(i, size, get)]
+                server_says_true = (
+                    c["proof"] == proofs[i, size]
+                    and c["leaf_hash"] == hs[i].hex()
+                    and c["root"] == root_hex(size)
+                )
+            assert server_says_true == (not c["want_error"]), (n, c["desc"], i, size)
+            proof = [bytes.fromhex(h) for h in c["proof"]]
+            args = (bytes.fromhex(c["leaf_hash"]), i, size, proof, bytes.fromhex(c["root"]))
+            if server_says_true:
+                verify_inclusion(*args)
+            else:
+                with pytest.raises(ProofVerificationError):
+                    verify_inclusion(*args)
+
+
+def test_prover_reproduces_every_honest_consistency_vector_and_agrees_with_the_verifier() -> None:
+    for n, cases in vector_files("consistency"):
+        _, get, root_hex = vector_tree(n)
+        proofs: dict[tuple[int, int], list[str]] = {}
+        for c in cases:
+            m, size = c["size1"], c["size2"]
+            server_says_true = False
+            if 0 <= m <= size <= n:
+                if (m, size) not in proofs:
+                    proofs[m, size] = [h.hex() for h in merkle.consistency_proof(m, size, get)]
+                server_says_true = (
+                    c["proof"] == proofs[m, size]
+                    and c["root1"] == root_hex(m)
+                    and c["root2"] == root_hex(size)
+                )
+            assert server_says_true == (not c["want_error"]), (n, c["desc"], m, size)
+            proof = [bytes.fromhex(h) for h in c["proof"]]
+            args = (m, size, proof, bytes.fromhex(c["root1"]), bytes.fromhex(c["root2"]))
+            if server_says_true:
+                verify_consistency(*args)
+            else:
+                with pytest.raises(ProofVerificationError):
+                    verify_consistency(*args)
+
+
+@st.composite
+def tree_sizes(draw: st.DrawFn) -> int:
+    """Tree sizes with the edges (powers of two and their neighbours) drawn often."""
+    k = draw(st.integers(0, 11))
+    return draw(
+        st.one_of(
+            st.integers(1, 2000),
+            st.sampled_from([max(1, (1 << k) - 1), 1 << k, (1 << k) + 1]),
+        )
     )
-    assert merkle.root([]) == merkle.EMPTY_ROOT == ref.mth([])
 
 
-def test_prover_reproduces_every_honest_vector() -> None:
-    for f in sorted((VECTORS / "inclusion").glob("*.json")):
-        doc = json.loads(f.read_text())
-        n = doc["tree_size"]
-        hs = [ref.leaf_hash(x) for x in leaves(n)]
-        get = getter(hs)
-        for c in doc["cases"]:
-            if c["desc"] == "happy-path":
-                proof = merkle.inclusion_proof(c["leaf_index"], n, get)
-                assert [h.hex() for h in proof] == c["proof"]
-                verify_inclusion(hs[c["leaf_index"]], c["leaf_index"], n, proof, merkle.root(hs))
-    for f in sorted((VECTORS / "consistency").glob("*.json")):
-        doc = json.loads(f.read_text())
-        n = doc["tree_size"]
-        hs = [ref.leaf_hash(x) for x in leaves(n)]
-        get = getter(hs)
-        for c in doc["cases"]:
-            if c["desc"] == "happy-path":
-                m = c["size1"]
-                proof = merkle.consistency_proof(m, n, get)
-                assert [h.hex() for h in proof] == c["proof"]
-                verify_consistency(m, n, proof, merkle.root(hs[:m]), merkle.root(hs))
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(1, 600), st.data())
+@settings(max_examples=150, deadline=None)
+@given(tree_sizes(), st.data())
 def test_prover_matches_reference(n: int, data: st.DataObject) -> None:
     hs = [ref.leaf_hash(b"x%d" % i) for i in range(n)]
     get = getter(hs)
-    index = data.draw(st.integers(0, n - 1))
-    assert merkle.inclusion_proof(index, n, get) == ref.path(index, hs)
-    m = data.draw(st.integers(1, n))
-    assert merkle.consistency_proof(m, n, get) == ref.proof(m, hs)
-    assert merkle.root(hs) == ref.mth(hs)
+    root = ref.mth(hs)
+    assert merkle.root(hs) == root
+    for index in {data.draw(st.integers(0, n - 1), label="index"), 0, n - 1}:
+        proof = merkle.inclusion_proof(index, n, get)
+        assert proof == ref.path(index, hs)
+        verify_inclusion(hs[index], index, n, proof, root)
+    for m in {data.draw(st.integers(1, n), label="size1"), 1, n}:
+        proof = merkle.consistency_proof(m, n, get)
+        assert proof == ref.proof(m, hs)
+        verify_consistency(m, n, proof, ref.mth(hs[:m]), root)
+    assert merkle.consistency_proof(0, n, get) == []
 
 
-def test_root_and_compact_range_agree_for_small_sizes() -> None:
-    hs = [ref.leaf_hash(b"%d" % i) for i in range(300)]
+def test_root_and_compact_range_agree_for_sizes_up_to_300() -> None:
+    hs = [ref.leaf_hash(b"%d" % i) for i in range(301)]
     compact = CompactRange()
     for n in range(301):
-        assert merkle.root(hs[:n]) == compact.root() == ref.mth(hs[:n])
-        if n < 300:
-            compact.append(hs[n])
+        assert compact.size == n
+        assert merkle.root(hs[:n]) == compact.root() == ref.mth(hs[:n]), n
+        compact.append(hs[n])
 
 
-def test_compact_range_reports_each_perfect_node_once() -> None:
+@settings(max_examples=25, deadline=None)
+@given(st.integers(301, 40_000))
+def test_root_and_compact_range_agree_for_larger_sizes(n: int) -> None:
+    hs = [ref.leaf_hash(b"%d" % i) for i in range(n)]
+    compact = CompactRange()
+    compact.extend(hs)
+    assert merkle.root(hs) == compact.root() == ref.mth(hs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 700), st.integers(0, 300))
+def test_compact_range_reports_each_perfect_node_once(begin: int, count: int) -> None:
+    """Appending [begin, end) reports exactly the nodes that become perfect, with their hashes."""
+    end = begin + count
+    hs = [ref.leaf_hash(b"%d" % i) for i in range(end)]
+    get = getter(hs)
+    compact = CompactRange(begin, [get(node) for node in range_nodes(0, begin)])
+    seen: list[tuple[NodeID, bytes]] = []
+    compact.extend(hs[begin:end], lambda node, h: seen.append((node, h)))
+
+    nodes = [node for node, _ in seen]
+    assert len(nodes) == len(set(nodes))
+    # A node becomes perfect when its last leaf arrives: its coverage ends inside (begin, end].
+    want = all_perfect_nodes(0, end) - all_perfect_nodes(0, begin)
+    assert set(nodes) == want
+    for node, h in seen:
+        assert h == get(node), node
+    assert compact.size == end
+    assert CompactRange.node_ids(end) == range_nodes(0, end)
+    assert list(compact.hashes) == [get(node) for node in range_nodes(0, end)]
+    assert compact.root() == ref.mth(hs)
+
+
+def test_compact_range_from_empty_counts_2n_minus_popcount_nodes() -> None:
     seen: list[NodeID] = []
     compact = CompactRange()
     compact.extend((ref.leaf_hash(b"%d" % i) for i in range(1000)), lambda n, _h: seen.append(n))
     assert len(seen) == len(set(seen)) == 2 * 1000 - (1000).bit_count()
-    rebuilt = CompactRange(compact.size, compact.hashes)
-    assert rebuilt.root() == compact.root()
     assert [n.level for n in CompactRange.node_ids(1000)] == [9, 8, 7, 6, 5, 3]
 
 
+def test_compact_range_copy_is_independent() -> None:
+    compact = CompactRange()
+    compact.extend(ref.leaf_hash(b"%d" % i) for i in range(5))
+    staged = compact.copy()
+    staged.append(ref.leaf_hash(b"5"))
+    assert (compact.size, staged.size) == (5, 6)
+    assert compact.root() == ref.mth([ref.leaf_hash(b"%d" % i) for i in range(5)])
+    rebuilt = CompactRange(compact.size, compact.hashes)
+    assert rebuilt.root() == compact.root()
+
+
+def _greedy_tiling(begin: int, end: int) -> list[NodeID]:
+    """The obvious minimal tiling: from the left, the largest aligned block that fits."""
+    out = []
+    pos = begin
+    while pos < end:
+        level = (pos & -pos).bit_length() - 1 if pos else (end - pos).bit_length() - 1
+        while (1 << level) > end - pos:
+            level -= 1
+        out.append(NodeID(level, pos >> level))
+        pos += 1 << level
+    return out
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 1 << 40), st.integers(0, 1 << 20))
+@given(
+    st.one_of(st.integers(0, 1 << 40), st.integers(0, 70)),
+    st.one_of(st.integers(0, 1 << 20), st.integers(0, 70)),
+)
 def test_range_nodes_tile_the_range_exactly(begin: int, length: int) -> None:
     end = begin + length
+    nodes = range_nodes(begin, end)
     pos = begin
-    for node in range_nodes(begin, end):
+    for node in nodes:
         lo, hi = node.coverage()
-        assert lo == pos
+        assert lo == pos, (node, pos)
+        assert hi - lo == 1 << node.level
         pos = hi
     assert pos == end
+    assert nodes == _greedy_tiling(begin, end)
+
+
+def test_node_id_navigation() -> None:
+    node = NodeID(2, 5)
+    assert node.coverage() == (20, 24)
+    assert node.parent() == NodeID(3, 2)
+    assert node.sibling() == NodeID(2, 4)
+    assert node.sibling().sibling() == node
+    assert node.parent().coverage()[0] <= node.coverage()[0]
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: merkle.inclusion(8, 8), "index 8 out of range for tree size 8"),
-        (lambda: merkle.inclusion(-1, 8), "index -1 out of range"),
-        (lambda: merkle.consistency(9, 8), "size1 9, size2 8"),
-        (lambda: range_nodes(5, 4), r"invalid range \[5, 4\)"),
-        (lambda: merkle.inclusion(0, 2).rehash([]), "got 0 hashes for 1 nodes"),
+        (lambda: merkle.inclusion(8, 8), r"^index 8 out of range for tree size 8$"),
+        (lambda: merkle.inclusion(-1, 8), r"^index -1 out of range for tree size 8$"),
+        (lambda: merkle.inclusion(0, 0), r"^index 0 out of range for tree size 0$"),
+        (lambda: merkle.consistency(9, 8), r"size1 9, size2 8$"),
+        (lambda: merkle.consistency(-1, 8), r"size1 -1, size2 8$"),
+        (lambda: range_nodes(5, 4), r"^invalid range \[5, 4\)$"),
+        (lambda: range_nodes(-1, 4), r"^invalid range \[-1, 4\)$"),
+        (lambda: merkle.inclusion(0, 2).rehash([]), r"^got 0 hashes for 1 nodes$"),
+        (lambda: merkle.consistency(3, 5).rehash([b"x" * 32]), r"^got 1 hashes for 4 nodes$"),
     ],
 )
 def test_bad_input_raises(call: Callable[[], object], message: str) -> None:
@@ -119,6 +304,21 @@ def test_bad_input_raises(call: Callable[[], object], message: str) -> None:
         call()
 
 
+def test_proof_functions_check_ranges_before_fetching() -> None:
+    def get(node: NodeID) -> bytes:
+        raise AssertionError(f"fetched {node} for an impossible proof")
+
+    with pytest.raises(ProofRangeError):
+        merkle.inclusion_proof(5, 5, get)
+    with pytest.raises(ProofRangeError):
+        merkle.consistency_proof(6, 5, get)
+    assert merkle.consistency_proof(5, 5, get) == []
+    assert merkle.consistency_proof(0, 5, get) == []
+    assert merkle.inclusion_proof(0, 1, get) == []
+
+
 def test_compact_range_rejects_inconsistent_state() -> None:
     with pytest.raises(ValueError, match="needs 2 hashes"):
         CompactRange(3, [b"x" * 32])
+    with pytest.raises(ValueError, match="size -1"):
+        CompactRange(-1, [])

@@ -80,6 +80,28 @@ def tree_id_for_key(key_id: bytes) -> int:
 DATABASE = web.AppKey("database", Database)
 
 
+def _tree(
+    settings: Settings, db: Database, key_file: str, origin_suffix: str
+) -> tuple[Sequencer, SQLLogStore, CheckpointSigner]:
+    """One log tree on the shared engine: its key (created 0600 on first start), its tree ID
+    derived from that key, and its sequencer (not yet started)."""
+    key = load_or_create_ec_key(settings.data_dir / "keys" / key_file)
+    signer = CheckpointSigner(settings.hostname, key)
+    tree_id = tree_id_for_key(signer.key_id)
+    store = SQLLogStore(db)
+    sequencer = Sequencer(
+        store,
+        tree_id=tree_id,
+        origin=f"{settings.hostname}{origin_suffix} - {tree_id}",
+        signer=signer,
+        clock=settings.clock or time.time,
+        batch_max_size=settings.batch_max_size,
+        batch_max_age=settings.batch_max_age,
+        max_pending=settings.max_pending,
+    )
+    return sequencer, store, signer
+
+
 def _log_context(
     settings: Settings, database: Database | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -88,27 +110,13 @@ def _log_context(
         db = database or Database(settings.resolved_database_url())
         try:
             await upgrade(db)
-            key = load_or_create_ec_key(settings.data_dir / "keys" / "rekor.pem")
-            signer = CheckpointSigner(settings.hostname, key)
-            tree_id = tree_id_for_key(signer.key_id)
-            store = SQLLogStore(db)
-            extra = {"clock": settings.clock} if settings.clock else {}
-            sequencer = Sequencer(
-                store,
-                tree_id=tree_id,
-                origin=f"{settings.hostname} - {tree_id}",
-                signer=signer,
-                batch_max_size=settings.batch_max_size,
-                batch_max_age=settings.batch_max_age,
-                max_pending=settings.max_pending,
-                **extra,  # type: ignore[arg-type]
-            )
+            sequencer, store, signer = _tree(settings, db, "rekor.pem", "")
             await sequencer.start()
             app[DATABASE] = db
             app[REKOR_LOG] = RekorLog(sequencer=sequencer, store=store, signer=signer)
             _logger.info(
                 "transparency log ready: tree %d at size %d, log ID %s",
-                tree_id,
+                sequencer.tree_id,
                 sequencer.head.size,
                 signer.key_id.hex(),
             )
@@ -157,25 +165,14 @@ def _ca_context(
         verifier = TokenVerifier(config)
         try:
             await upgrade(db)
-            key = load_or_create_ec_key(settings.data_dir / "keys" / "ctlog.pem")
-            signer = CheckpointSigner(settings.hostname, key)
-            tree_id = tree_id_for_key(signer.key_id)
-            store = SQLLogStore(db)
-            sequencer = Sequencer(
-                store,
-                tree_id=tree_id,
-                origin=f"{settings.hostname}/ct - {tree_id}",
-                signer=signer,
-                batch_max_size=settings.batch_max_size,
-                batch_max_age=settings.batch_max_age,
-                max_pending=settings.max_pending,
-                **({"clock": settings.clock} if settings.clock else {}),  # type: ignore[arg-type]
-            )
+            sequencer, store, signer = _tree(settings, db, "ctlog.pem", "/ct")
             await sequencer.start()
             ct_log = CTLog(sequencer=sequencer, store=store, signer=signer, roots=[ca.root])
             ct_app[CT_LOG] = ct_log
             app[CA] = CertificateAuthority(config, verifier, ca, ct_log, now)
-            _logger.info("CA ready: CT log tree %d, log ID %s", tree_id, signer.key_id.hex())
+            _logger.info(
+                "CA ready: CT log tree %d, log ID %s", sequencer.tree_id, signer.key_id.hex()
+            )
             try:
                 yield
             finally:

@@ -20,7 +20,6 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from services.ca import sct as ca_sct
 from services.ca.certificate import build_final_certificate, build_precertificate
 from services.ca.config import FulcioConfig
 from services.ca.errors import CAError, CTLogError, MalformedRequest
@@ -67,8 +66,7 @@ class CertificateAuthority:
             )
         except CTError as exc:
             raise CTLogError(exc.message) from None
-        embedded = ca_sct.SignedCertificateTimestamp(sct.log_id, sct.timestamp_ms, sct.signature)
-        final = build_final_certificate(precert, ca=self.ca, sct=embedded)
+        final = build_final_certificate(precert, ca=self.ca, sct=sct)
         return [final, *self.ca.chain]
 
 

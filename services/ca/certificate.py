@@ -25,9 +25,10 @@ from services.ca.errors import CABackendError
 from services.ca.identity import Principal
 from services.ca.keys import CAKeyMaterial
 from services.ca.pop import LeafPublicKey
-from services.ca.sct import (
+from services.log.ct.rfc6962 import (
+    EntryType,
     SignedCertificateTimestamp,
-    precert_signed_entry_from_parts,
+    TimestampedEntry,
     sct_list_extension_value,
 )
 
@@ -37,7 +38,7 @@ __all__ = [
     "build_certificate",
     "build_final_certificate",
     "build_precertificate",
-    "precert_signed_entry",
+    "precert_entry",
     "strip_poison",
 ]
 
@@ -111,7 +112,7 @@ def _leaf_builder(
 
 def _sign(builder: x509.CertificateBuilder, ca: CAKeyMaterial) -> x509.Certificate:
     try:
-        return builder.sign(ca.key, ca.signature_hash)
+        return ca.sign(builder)
     except (ValueError, TypeError) as exc:
         raise CABackendError(f"signing failed: {exc}") from exc
 
@@ -274,11 +275,15 @@ def strip_poison(tbs: bytes) -> bytes:
     return _der_header(0x30, len(inner)) + inner
 
 
-def precert_signed_entry(precert_tbs: bytes, issuer_key_hash: bytes) -> bytes:
-    """The RFC 6962 PreCert ``signed_entry`` for a precertificate's TBS (poison still in it).
+def precert_entry(
+    precert_tbs: bytes, issuer_key_hash: bytes, timestamp_ms: int
+) -> TimestampedEntry:
+    """The CT log's entry for a precertificate's TBS (poison still in it) at ``timestamp_ms``.
 
     ``issuer_key_hash`` is SHA-256 of the issuing CA certificate's SPKI
-    (``CAKeyMaterial.issuer_key_hash``). Feed the result to
-    ``sct.certificate_timestamp_input(entry_type=PRECERT_ENTRY, ...)`` to get what the log signs.
+    (``CAKeyMaterial.issuer_key_hash``); ``sct_signed_input()`` of the result is what an SCT for
+    this precertificate signs.
     """
-    return precert_signed_entry_from_parts(issuer_key_hash, strip_poison(precert_tbs))
+    return TimestampedEntry(
+        timestamp_ms, EntryType.PRECERT, strip_poison(precert_tbs), issuer_key_hash
+    )

@@ -10,7 +10,8 @@ renamed to ``ca/`` in one step, so a crash leaves either no CA or a complete one
 
 Every chain, generated or loaded, passes ``validate_chain``: the rules Fulcio enforces at start-up
 (``ca.VerifyCertChain``) plus what sigstore clients need to verify leaves (clients.md §3).
-PKCS#11/KMS backends are not implemented here.
+A key held in a PKCS#11 token (``services.ca.pkcs11``) plugs in as a ``CertificateSigner``: it
+passes the same ``validate_chain`` and signs through ``CAKeyMaterial.sign`` like an in-process key.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import hashlib
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -33,17 +36,24 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from services.keys import write_private_key
 
 __all__ = [
+    "CAHash",
+    "CAKey",
     "CAKeyError",
     "CAKeyMaterial",
     "CAKeyType",
     "CAPrivateKey",
+    "CAPublicKey",
+    "CertificateSigner",
     "generate",
     "load",
+    "load_chain",
     "load_or_create",
+    "read_secret",
     "validate_chain",
 ]
 
 CAPrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+CAPublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 CAHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 
@@ -56,6 +66,31 @@ _EC_HASHES: dict[str, CAHash] = {
 
 class CAKeyError(Exception):
     """The CA key or chain is unusable; the message names the rule it breaks."""
+
+
+class CertificateSigner(Protocol):
+    """A CA key held outside this process (a PKCS#11 token).
+
+    pyca/cryptography signs only with keys it holds itself, so such a key signs whole certificate
+    builders instead; ``services.ca.pkcs11.Pkcs11Signer`` is the implementation.
+    """
+
+    def public_key(self) -> CAPublicKey:
+        """The key's public half (what the signing certificate must carry)."""
+        ...
+
+    def sign_certificate(
+        self, builder: x509.CertificateBuilder, algorithm: CAHash
+    ) -> x509.Certificate:
+        """``builder`` signed with this key and ``algorithm``; verified before it is returned."""
+        ...
+
+    def close(self) -> None:
+        """Release the token session; the signer cannot sign afterwards."""
+        ...
+
+
+CAKey = CAPrivateKey | CertificateSigner
 
 
 class CAKeyType(enum.StrEnum):
@@ -75,17 +110,18 @@ class CAKeyType(enum.StrEnum):
         return rsa.generate_private_key(65537, 3072 if self is CAKeyType.RSA_3072 else 4096)
 
 
-def _spki(key: CAPrivateKey | x509.Certificate) -> bytes:
+def _spki(key: CAKey | x509.Certificate) -> bytes:
     public = key.public_key()
     return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def signature_hash(key: CAPrivateKey) -> CAHash:
+def signature_hash(key: CAKey) -> CAHash:
     """The hash Fulcio pairs with a CA key: by curve for ECDSA, SHA-256 for RSA."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return _EC_HASHES[key.curve.name]
+    public = key.public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return _EC_HASHES[public.curve.name]
     return hashes.SHA256()
 
 
@@ -93,7 +129,7 @@ def signature_hash(key: CAPrivateKey) -> CAHash:
 class CAKeyMaterial:
     """A validated signing key and its chain (signing certificate first, root last)."""
 
-    key: CAPrivateKey
+    key: CAKey
     chain: tuple[x509.Certificate, ...]
 
     def __repr__(self) -> str:
@@ -120,25 +156,37 @@ class CAKeyMaterial:
         """The hash used when this CA signs (ecdsa-with-SHA256/384/512 or sha256WithRSA)."""
         return signature_hash(self.key)
 
+    def sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        """``builder`` signed by this CA with ``signature_hash``, in process or in the token."""
+        if isinstance(self.key, CAPrivateKey):
+            return builder.sign(self.key, self.signature_hash)
+        return self.key.sign_certificate(builder, self.signature_hash)
+
+    def close(self) -> None:
+        """Release an external key's token session; nothing to do for an in-process key."""
+        if not isinstance(self.key, CAPrivateKey):
+            self.key.close()
+
     def chain_pem(self) -> list[str]:
         """Each chain certificate as PEM text (with its trailing newline), signing cert first."""
         return [c.public_bytes(serialization.Encoding.PEM).decode() for c in self.chain]
 
 
-def _check_key_type(key: object, where: str) -> None:
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+def _check_key_type(public: object, where: str) -> None:
+    """Judge a key by its public half, which in-process and token keys alike can show."""
+    if isinstance(public, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         raise CAKeyError(
             f"{where}: EdDSA CA keys are refused (sigstore clients cannot verify SCTs under them)"
         )
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name not in _EC_HASHES:
-            raise CAKeyError(f"{where}: curve {key.curve.name} is not P-256, P-384 or P-521")
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.name not in _EC_HASHES:
+            raise CAKeyError(f"{where}: curve {public.curve.name} is not P-256, P-384 or P-521")
         return
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < 2048:
-            raise CAKeyError(f"{where}: RSA key of {key.key_size} bits, want at least 2048")
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < 2048:
+            raise CAKeyError(f"{where}: RSA key of {public.key_size} bits, want at least 2048")
         return
-    raise CAKeyError(f"{where}: key type {type(key).__name__} cannot be a CA key")
+    raise CAKeyError(f"{where}: key type {type(public).__name__} cannot be a CA key")
 
 
 def _ca_key_usage() -> x509.KeyUsage:
@@ -214,13 +262,11 @@ def generate(
     return root_key, ca_key, (intermediate, root)
 
 
-def validate_chain(
-    key: CAPrivateKey, chain: tuple[x509.Certificate, ...], now: datetime.datetime
-) -> None:
+def validate_chain(key: CAKey, chain: tuple[x509.Certificate, ...], now: datetime.datetime) -> None:
     """Raise ``CAKeyError`` unless ``key`` and ``chain`` (signing cert first) can issue leaves."""
     if not chain:
         raise CAKeyError("the chain is empty; want signing certificate ... root")
-    _check_key_type(key, "CA key")
+    _check_key_type(key.public_key(), "CA key")
     if _spki(key) != _spki(chain[0]):
         raise CAKeyError("the CA key does not match the first certificate of the chain")
     for i, cert in enumerate(chain):
@@ -281,9 +327,48 @@ def _load_key(path: Path, password: bytes | None) -> CAPrivateKey:
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         # The exception text says whether a password was missing or wrong; never the key.
         raise CAKeyError(f"{path}: cannot load the private key: {exc}") from None
-    _check_key_type(key, str(path))
+    _check_key_type(key.public_key(), str(path))
     assert isinstance(key, CAPrivateKey)
     return key
+
+
+def load_chain(chain_path: Path) -> tuple[x509.Certificate, ...]:
+    """The PEM certificates of ``chain_path`` in file order (signing certificate first)."""
+    try:
+        return tuple(x509.load_pem_x509_certificates(chain_path.read_bytes()))
+    except OSError as exc:
+        raise CAKeyError(f"{chain_path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CAKeyError(f"{chain_path}: not a PEM certificate chain: {exc}") from None
+
+
+def read_secret(
+    path: Path | None, env_var: str, environ: Mapping[str, str] | None = None
+) -> bytes | None:
+    """A PIN or password from ``path`` (0600 or stricter) or else the ``env_var`` variable.
+
+    Never from the command line, where every local user can read it in ``ps``. One trailing
+    newline is dropped from the file (``echo PIN > file``). ``None`` when neither is given.
+    Error messages name the file or variable, never the secret.
+    """
+    if path is not None:
+        try:
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise CAKeyError(f"{path}: permissions {mode:o} are too open, want 600")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CAKeyError(f"{path}: {exc.strerror}") from None
+        secret = data.removesuffix(b"\n").removesuffix(b"\r")
+        if not secret:
+            raise CAKeyError(f"{path}: the file is empty")
+        return secret
+    value = (os.environ if environ is None else environ).get(env_var)
+    if value is None:
+        return None
+    if not value:
+        raise CAKeyError(f"{env_var} is set but empty")
+    return value.encode()
 
 
 def load(
@@ -295,12 +380,7 @@ def load(
 ) -> CAKeyMaterial:
     """Load an operator's PEM key (optionally encrypted, like fileca) and PEM chain, validated."""
     key = _load_key(key_path, password)
-    try:
-        chain = tuple(x509.load_pem_x509_certificates(chain_path.read_bytes()))
-    except OSError as exc:
-        raise CAKeyError(f"{chain_path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise CAKeyError(f"{chain_path}: not a PEM certificate chain: {exc}") from None
+    chain = load_chain(chain_path)
     validate_chain(key, chain, now)
     return CAKeyMaterial(key, chain)
 

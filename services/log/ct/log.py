@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -25,13 +24,13 @@ from cryptography.hazmat.primitives import serialization
 
 from services.log.checkpoint import CheckpointSigner
 from services.log.ct import rfc6962
-from services.log.ct.rfc6962 import EntryType, TimestampedEntry
+from services.log.ct.rfc6962 import EntryType, SignedCertificateTimestamp, TimestampedEntry
 from services.log.errors import DuplicateEntry, LogError
 from services.log.merkle import ProofRangeError
 from services.log.sequencer import Sequencer
 from services.log.sqlstore import SQLLogStore
 
-__all__ = ["CT_LOG", "SCT", "CTError", "CTLog", "add_routes"]
+__all__ = ["CT_LOG", "CTError", "CTLog", "add_routes"]
 
 _logger = logging.getLogger(__name__)
 MAX_ENTRIES = 1000
@@ -45,29 +44,6 @@ class CTError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class SCT:
-    """A signed certificate timestamp as add-(pre-)chain returns it."""
-
-    log_id: bytes
-    timestamp_ms: int
-    signature: bytes  # ECDSA DER
-
-    def to_json(self) -> dict[str, Any]:
-        """The add-chain response body."""
-        return {
-            "sct_version": 0,
-            "id": base64.b64encode(self.log_id).decode(),
-            "timestamp": self.timestamp_ms,
-            "extensions": "",
-            "signature": base64.b64encode(rfc6962.digitally_signed(self.signature)).decode(),
-        }
-
-    def to_bytes(self) -> bytes:
-        """The serialised SCT (for the certificate's SCT list extension)."""
-        return rfc6962.sct_bytes(self.log_id, self.timestamp_ms, self.signature)
 
 
 def _has_poison(cert: x509.Certificate) -> bool:
@@ -122,7 +98,7 @@ class CTLog:
             return [*path, root]
         raise CTError(400, "chain does not verify to a trusted root")
 
-    async def add(self, raw_chain: Sequence[str], *, precert: bool) -> SCT:
+    async def add(self, raw_chain: Sequence[str], *, precert: bool) -> SignedCertificateTimestamp:
         """Validate, log and return the SCT for a chain (duplicates get their original SCT)."""
         try:
             ders = [base64.b64decode(c, validate=True) for c in raw_chain]
@@ -130,8 +106,8 @@ class CTLog:
             raise CTError(400, "chain is not a list of base64 DER certificates") from None
         return await self.add_ders(ders, precert=precert)
 
-    async def add_ders(self, ders: Sequence[bytes], *, precert: bool) -> SCT:
-        """``add`` for a chain already in DER (the CA's in-process path)."""
+    async def add_ders(self, ders: Sequence[bytes], *, precert: bool) -> SignedCertificateTimestamp:
+        """``add`` for a chain already in DER (the CA's in-process path, which embeds the SCT)."""
         try:
             chain = [x509.load_der_x509_certificate(d) for d in ders]
         except ValueError:
@@ -167,10 +143,11 @@ class CTLog:
             raise CTError(503, f"could not log the certificate: {exc}") from None
         return self._sct_for_leaf(leaf)
 
-    def _sct_for_leaf(self, leaf: bytes) -> SCT:
+    def _sct_for_leaf(self, leaf: bytes) -> SignedCertificateTimestamp:
         timestamp_ms = int.from_bytes(leaf[2:10], "big")
         signature = self.signer.sign(leaf)  # == the SCT signed input, see rfc6962
-        return SCT(self.signer.key_id, timestamp_ms, signature)
+        # The log key is ECDSA P-256 and signs SHA-256: the SCT's default algorithms.
+        return SignedCertificateTimestamp(self.signer.key_id, timestamp_ms, signature)
 
     def sth(self) -> dict[str, Any]:
         """get-sth: the current signed tree head."""
@@ -236,13 +213,13 @@ async def _chain_body(request: web.Request) -> list[str]:
 async def add_chain(request: web.Request) -> web.Response:
     """POST /ct/v1/add-chain."""
     sct = await request.app[CT_LOG].add(await _chain_body(request), precert=False)
-    return _json(sct.to_json())
+    return _json(sct.to_add_chain_response())
 
 
 async def add_pre_chain(request: web.Request) -> web.Response:
     """POST /ct/v1/add-pre-chain."""
     sct = await request.app[CT_LOG].add(await _chain_body(request), precert=True)
-    return _json(sct.to_json())
+    return _json(sct.to_add_chain_response())
 
 
 async def get_sth(request: web.Request) -> web.Response:

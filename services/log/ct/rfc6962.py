@@ -1,34 +1,53 @@
-"""RFC 6962 TLS encodings (fulcio.md §5.2-§5.4): leaves, SCTs, tree head signatures. Pure."""
+"""RFC 6962 TLS encodings (fulcio.md §5.2-§5.4): log entries and what an SCT signs, SCTs, SCT
+lists, tree head signatures. Pure.
+
+The one home of these encodings: the CT log appends ``TimestampedEntry.merkle_tree_leaf()``,
+signs ``sct_signed_input()`` and answers with a ``SignedCertificateTimestamp``, which the CA embeds
+as it is with ``sct_list_extension_value``. Widths (fulcio.md §5.2, §9.1): u24 for certificates
+and TBS, u16 for extensions and signatures, u64 milliseconds for timestamps.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 __all__ = [
+    "HASH_SHA256",
     "POISON_OID",
     "SCT_LIST_OID",
+    "SIGNATURE_ECDSA",
+    "SIGNATURE_RSA",
     "EntryType",
+    "SignedCertificateTimestamp",
     "TimestampedEntry",
     "certificate_chain",
     "digitally_signed",
+    "encode_sct_list",
     "issuer_key_hash",
     "precert_chain_entry",
     "precert_tbs",
-    "sct_bytes",
     "sct_list_extension_value",
     "tree_head_input",
 ]
 
 POISON_OID = "1.3.6.1.4.1.11129.2.4.3"
 SCT_LIST_OID = "1.3.6.1.4.1.11129.2.4.2"
-_HASH_SHA256 = 4
-_SIG_ECDSA = 3
+# TLS HashAlgorithm and SignatureAlgorithm codes (RFC 5246 §7.4.1.4.1).
+HASH_SHA256 = 4
+SIGNATURE_RSA = 1
+SIGNATURE_ECDSA = 3
+_U16 = 0xFFFF
+_U24 = 0xFFFFFF
 
 
 class EntryType(IntEnum):
@@ -38,16 +57,16 @@ class EntryType(IntEnum):
     PRECERT = 1
 
 
-def _u24(data: bytes) -> bytes:
-    if len(data) >= 1 << 24:
-        raise ValueError(f"{len(data)} bytes do not fit a 24-bit length")
+def _u24(data: bytes, what: str) -> bytes:
+    if len(data) > _U24:
+        raise ValueError(f"{what} is {len(data)} bytes, more than a u24 length allows")
     return len(data).to_bytes(3, "big") + data
 
 
-def _u16(data: bytes) -> bytes:
-    if len(data) >= 1 << 16:
-        raise ValueError(f"{len(data)} bytes do not fit a 16-bit length")
-    return len(data).to_bytes(2, "big") + data
+def _u16(data: bytes, what: str) -> bytes:
+    if len(data) > _U16:
+        raise ValueError(f"{what} is {len(data)} bytes, more than a u16 length allows")
+    return struct.pack("!H", len(data)) + data
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,21 +76,28 @@ class TimestampedEntry:
     timestamp_ms: int
     entry_type: EntryType
     body: bytes  # x509: the certificate DER; precert: the TBS without the poison
-    issuer_key_hash: bytes = b""
+    issuer_key_hash: bytes = b""  # precert only: SHA-256 of the issuer's SPKI
+    extensions: bytes = b""  # CtExtensions; none are defined, so always empty here
 
-    def _signed_entry(self) -> bytes:
+    def __post_init__(self) -> None:
+        if not 0 <= self.timestamp_ms < 1 << 64:
+            raise ValueError(f"timestamp {self.timestamp_ms} does not fit a u64")
+        if self.entry_type is EntryType.PRECERT and len(self.issuer_key_hash) != 32:
+            n = len(self.issuer_key_hash)
+            raise ValueError(f"a precert entry needs the 32-byte issuer key hash, not {n} bytes")
+
+    def signed_entry(self) -> bytes:
+        """x509: ``u24 len + certificate``; precert: ``issuer_key_hash(32) + u24 len + TBS``."""
         if self.entry_type is EntryType.X509:
-            return _u24(self.body)
-        if len(self.issuer_key_hash) != 32:
-            raise ValueError("a precert entry needs the 32-byte issuer key hash")
-        return self.issuer_key_hash + _u24(self.body)
+            return _u24(self.body, "certificate")
+        return self.issuer_key_hash + _u24(self.body, "TBSCertificate")
 
     def merkle_tree_leaf(self) -> bytes:
-        """MerkleTreeLeaf: version 0, leaf type timestamped_entry, the entry, no extensions."""
+        """MerkleTreeLeaf: version 0, leaf type timestamped_entry, the entry."""
         return (
             struct.pack(">BBQH", 0, 0, self.timestamp_ms, self.entry_type)
-            + self._signed_entry()
-            + _u16(b"")
+            + self.signed_entry()
+            + _u16(self.extensions, "CT extensions")
         )
 
     def sct_signed_input(self) -> bytes:
@@ -83,29 +109,128 @@ class TimestampedEntry:
         return self.merkle_tree_leaf()
 
 
-def digitally_signed(ecdsa_der_signature: bytes) -> bytes:
-    """TLS DigitallySigned for an ECDSA-SHA256 signature."""
-    return bytes((_HASH_SHA256, _SIG_ECDSA)) + _u16(ecdsa_der_signature)
+def digitally_signed(
+    signature: bytes,
+    *,
+    hash_algorithm: int = HASH_SHA256,
+    signature_algorithm: int = SIGNATURE_ECDSA,
+) -> bytes:
+    """TLS ``DigitallySigned``: ``hash(u8) | sig(u8) | u16 len | signature``; ECDSA-SHA256 unless
+    told otherwise (the STH and this log's SCTs)."""
+    return bytes((hash_algorithm, signature_algorithm)) + _u16(signature, "signature")
 
 
-def sct_bytes(log_id: bytes, timestamp_ms: int, ecdsa_der_signature: bytes) -> bytes:
-    """A serialised SignedCertificateTimestamp (v1, no extensions)."""
-    return (
-        b"\x00"
-        + log_id
-        + struct.pack(">Q", timestamp_ms)
-        + _u16(b"")
-        + digitally_signed(ecdsa_der_signature)
-    )
+@dataclass(frozen=True, slots=True)
+class SignedCertificateTimestamp:
+    """One v1 SCT. ``signature`` is the raw signature (DER ECDSA or RSA PKCS#1 v1.5)."""
+
+    log_id: bytes
+    timestamp: int
+    signature: bytes
+    signature_algorithm: int = SIGNATURE_ECDSA
+    hash_algorithm: int = HASH_SHA256
+    extensions: bytes = b""
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        if self.version != 0:
+            raise ValueError(f"SCT version {self.version} is not v1 (0)")
+        if len(self.log_id) != 32:
+            raise ValueError(f"log id is {len(self.log_id)} bytes, want 32")
+        if not 0 <= self.timestamp < 1 << 64:
+            raise ValueError(f"timestamp {self.timestamp} does not fit a u64")
+        if not (0 <= self.hash_algorithm <= 255 and 0 <= self.signature_algorithm <= 255):
+            raise ValueError("hash and signature algorithm must be u8")
+        if len(self.extensions) > _U16 or len(self.signature) > _U16:
+            raise ValueError("SCT extensions and signature must fit a u16 length")
+
+    def digitally_signed(self) -> bytes:
+        """The TLS ``DigitallySigned`` of this SCT's signature."""
+        return digitally_signed(
+            self.signature,
+            hash_algorithm=self.hash_algorithm,
+            signature_algorithm=self.signature_algorithm,
+        )
+
+    def to_tls(self) -> bytes:
+        """TLS encoding of the SCT, as it sits in an SCT list."""
+        return (
+            bytes([self.version])
+            + self.log_id
+            + struct.pack("!Q", self.timestamp)
+            + _u16(self.extensions, "SCT extensions")
+            + self.digitally_signed()
+        )
+
+    @classmethod
+    def from_tls(cls, data: bytes) -> SignedCertificateTimestamp:
+        """Parse one TLS-encoded SCT; raise ``ValueError`` on any malformation or trailing data."""
+        try:
+            version = data[0]
+            log_id = data[1:33]
+            (timestamp,) = struct.unpack("!Q", data[33:41])
+            (ext_len,) = struct.unpack("!H", data[41:43])
+            extensions = data[43 : 43 + ext_len]
+            pos = 43 + ext_len
+            hash_alg, sig_alg = data[pos], data[pos + 1]
+            (sig_len,) = struct.unpack("!H", data[pos + 2 : pos + 4])
+            signature = data[pos + 4 : pos + 4 + sig_len]
+        except (IndexError, struct.error):
+            raise ValueError("truncated SCT") from None
+        if len(extensions) != ext_len or len(signature) != sig_len:
+            raise ValueError("truncated SCT")
+        if pos + 4 + sig_len != len(data):
+            raise ValueError("trailing bytes after SCT")
+        return cls(log_id, timestamp, signature, sig_alg, hash_alg, extensions, version)
+
+    def to_add_chain_response(self) -> dict[str, Any]:
+        """ctfe's ``AddChainResponse`` JSON object for this SCT (the add-(pre-)chain answer)."""
+        return {
+            "sct_version": self.version,
+            "id": base64.b64encode(self.log_id).decode(),
+            "timestamp": self.timestamp,
+            "extensions": base64.b64encode(self.extensions).decode(),
+            "signature": base64.b64encode(self.digitally_signed()).decode(),
+        }
+
+    @classmethod
+    def from_add_chain_response(cls, doc: Mapping[str, Any]) -> SignedCertificateTimestamp:
+        """Parse ctfe's ``AddChainResponse`` JSON; raise ``ValueError`` if malformed."""
+        try:
+            version = doc["sct_version"]
+            timestamp = doc["timestamp"]
+            if type(version) is not int or type(timestamp) is not int:
+                raise ValueError("sct_version and timestamp must be integers")
+            log_id = base64.b64decode(doc["id"], validate=True)
+            extensions = base64.b64decode(doc.get("extensions") or "", validate=True)
+            signed = base64.b64decode(doc["signature"], validate=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed AddChainResponse: {exc}") from None
+        if len(signed) < 4 or struct.unpack("!H", signed[2:4])[0] != len(signed) - 4:
+            raise ValueError("malformed DigitallySigned in AddChainResponse")
+        return cls(log_id, timestamp, signed[4:], signed[1], signed[0], extensions, version)
 
 
-def sct_list_extension_value(scts: list[bytes]) -> bytes:
-    """The DER OCTET STRING wrapping a TLS SignedCertificateTimestampList (RFC 6962 §3.3)."""
-    tls = _u16(b"".join(_u16(s) for s in scts))
-    if len(tls) < 0x80:
-        return b"\x04" + bytes([len(tls)]) + tls
-    length = len(tls).to_bytes((len(tls).bit_length() + 7) // 8, "big")
-    return b"\x04" + bytes([0x80 | len(length)]) + length + tls
+def encode_sct_list(scts: Sequence[SignedCertificateTimestamp]) -> bytes:
+    """TLS ``SignedCertificateTimestampList``: ``u16 total | (u16 len + sct)*``."""
+    if not scts:
+        raise ValueError("an SCT list needs at least one SCT")
+    body = b"".join(_u16(s.to_tls(), "SCT") for s in scts)
+    return _u16(body, "SCT list")
+
+
+def sct_list_extension_value(scts: Sequence[SignedCertificateTimestamp]) -> bytes:
+    """The SCT-list extension's value: DER OCTET STRING wrapping the TLS list (RFC 6962 §3.3).
+
+    The certificate's ``extnValue`` adds the second OCTET STRING; pass this to
+    ``x509.UnrecognizedExtension(PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS, value)``.
+    """
+    tls = encode_sct_list(scts)
+    n = len(tls)
+    if n < 0x80:
+        return b"\x04" + bytes([n]) + tls
+    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\x04" + bytes([0x80 | len(octets)]) + octets + tls
 
 
 def tree_head_input(timestamp_ms: int, tree_size: int, root: bytes) -> bytes:
@@ -115,8 +240,6 @@ def tree_head_input(timestamp_ms: int, tree_size: int, root: bytes) -> bytes:
 
 def issuer_key_hash(issuer: x509.Certificate) -> bytes:
     """SHA-256 of the issuer's SubjectPublicKeyInfo DER."""
-    import hashlib
-
     spki = issuer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -142,9 +265,9 @@ def precert_tbs(precert_der: bytes) -> bytes:
 
 def certificate_chain(chain_ders: list[bytes]) -> bytes:
     """extra_data of an x509 entry: the chain above the leaf."""
-    return _u24(b"".join(_u24(c) for c in chain_ders))
+    return _u24(b"".join(_u24(c, "certificate") for c in chain_ders), "certificate chain")
 
 
 def precert_chain_entry(precert_der: bytes, chain_ders: list[bytes]) -> bytes:
     """extra_data of a precert entry: the full precertificate, then the chain above it."""
-    return _u24(precert_der) + certificate_chain(chain_ders)
+    return _u24(precert_der, "precertificate") + certificate_chain(chain_ders)

@@ -16,13 +16,9 @@ from sigstore._internal.sct import verify_sct
 from sigstore._internal.trust import CTKeyring, Keyring
 from sigstore_models.common.v1 import PublicKey
 
-from services.ca.certificate import precert_signed_entry
+from services.ca.certificate import precert_entry
 from services.ca.keys import CAKeyMaterial
-from services.ca.sct import (
-    LogEntryType,
-    SignedCertificateTimestamp,
-    certificate_timestamp_input,
-)
+from services.log.ct.rfc6962 import SignedCertificateTimestamp
 
 LOG_KEY = ec.generate_private_key(ec.SECP256R1())
 LOG_SPKI = LOG_KEY.public_key().public_bytes(
@@ -35,10 +31,8 @@ def sign_precert(
     precert: x509.Certificate, ca: CAKeyMaterial, timestamp_ms: int
 ) -> SignedCertificateTimestamp:
     """What add-pre-chain answers: an SCT over the precert entry, signed by ``LOG_KEY``."""
-    entry = precert_signed_entry(precert.tbs_certificate_bytes, ca.issuer_key_hash)
-    data = certificate_timestamp_input(
-        timestamp=timestamp_ms, entry_type=LogEntryType.PRECERT_ENTRY, signed_entry=entry
-    )
+    entry = precert_entry(precert.tbs_certificate_bytes, ca.issuer_key_hash, timestamp_ms)
+    data = entry.sct_signed_input()
     return SignedCertificateTimestamp(
         log_id=LOG_ID,
         timestamp=timestamp_ms,

@@ -110,7 +110,7 @@ def check_chain(pems: list[str], data: Path) -> x509.Certificate:
     assert san.critical
     assert san.value.get_values_for_type(x509.RFC822Name) == ["dev@example.com"]
     verify_sct(leaf, chain[1:], ct_keyring(data))
-    ca = load_ca(data / "ca", datetime.datetime.now(datetime.UTC))
+    ca = load_ca(data, datetime.datetime.now(datetime.UTC))
     assert chain[1:] == list(ca.chain)
     return leaf
 
@@ -221,7 +221,7 @@ async def test_trust_bundle_and_configuration(
     bundle = await (await client.get("/api/v2/trustBundle")).json()
     (chain,) = bundle["chains"]
     certs = [x509.load_pem_x509_certificate(p.encode()) for p in chain["certificates"]]
-    ca = load_ca(data / "ca", datetime.datetime.now(datetime.UTC))
+    ca = load_ca(data, datetime.datetime.now(datetime.UTC))
     assert certs == list(ca.chain)
     conf = await (await client.get("/api/v2/configuration")).json()
     (entry,) = conf["issuers"]

@@ -20,14 +20,14 @@ from services.ca.certificate import (
     build_certificate,
     build_final_certificate,
     build_precertificate,
-    precert_signed_entry,
+    precert_entry,
     strip_poison,
 )
 from services.ca.config import IssuerType, OIDCIssuer
 from services.ca.errors import CABackendError
 from services.ca.identity import Principal, principal_from_claims
 from services.ca.oidc import Claims
-from services.ca.sct import SignedCertificateTimestamp
+from services.log.ct.rfc6962 import SignedCertificateTimestamp
 from tests.services.ca.checks import LOG_ID, pyca_verify_chain, sign_precert, sigstore_verify_sct
 from tests.services.ca.conftest import NOW, config_json
 
@@ -224,11 +224,12 @@ def test_ca_must_cover_the_leaf(tmp_path: Any) -> None:
         )
 
 
-def test_precert_signed_entry(ca_p384: keys.CAKeyMaterial) -> None:
+def test_precert_entry(ca_p384: keys.CAKeyMaterial) -> None:
     precert, final = _issue(ca_p384)
-    entry = precert_signed_entry(precert.tbs_certificate_bytes, ca_p384.issuer_key_hash)
+    entry = precert_entry(precert.tbs_certificate_bytes, ca_p384.issuer_key_hash, TS)
     tbs = final.tbs_precertificate_bytes
-    assert entry == ca_p384.issuer_key_hash + len(tbs).to_bytes(3, "big") + tbs
+    assert entry.timestamp_ms == TS
+    assert entry.signed_entry() == ca_p384.issuer_key_hash + len(tbs).to_bytes(3, "big") + tbs
 
 
 def test_strip_poison_refuses_what_it_cannot_strip(ca_p384: keys.CAKeyMaterial) -> None:

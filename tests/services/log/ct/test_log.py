@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +132,11 @@ def ct_keyring(signer: CheckpointSigner) -> CTKeyring:
     )
 
 
-def parse_sct(body: dict[str, Any]) -> bytes:
-    """Turn add-chain JSON back into a serialised SCT."""
-    sig = base64.b64decode(body["signature"])
-    assert sig[:2] == b"\x04\x03"  # SHA-256, ECDSA
-    (length,) = struct.unpack(">H", sig[2:4])
-    return rfc6962.sct_bytes(base64.b64decode(body["id"]), body["timestamp"], sig[4 : 4 + length])
+def parse_sct(body: dict[str, Any]) -> rfc6962.SignedCertificateTimestamp:
+    """Turn add-chain JSON back into an SCT."""
+    sct = rfc6962.SignedCertificateTimestamp.from_add_chain_response(body)
+    assert (sct.hash_algorithm, sct.signature_algorithm) == (4, 3)  # SHA-256, ECDSA
+    return sct
 
 
 async def test_precert_flow_sct_verifies_in_sigstore_python(

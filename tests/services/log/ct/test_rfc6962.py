@@ -6,14 +6,13 @@ import struct
 
 import pytest
 
-from services.ca.sct import (
-    LogEntryType,
+from services.log.ct.rfc6962 import (
+    EntryType,
     SignedCertificateTimestamp,
-    certificate_timestamp_input,
+    TimestampedEntry,
+    digitally_signed,
     encode_sct_list,
-    precert_signed_entry_from_parts,
     sct_list_extension_value,
-    x509_signed_entry,
 )
 
 SCT = SignedCertificateTimestamp(
@@ -38,10 +37,25 @@ def test_sct_tls_layout_and_round_trip() -> None:
 
 def test_add_chain_response_round_trip() -> None:
     doc = SCT.to_add_chain_response()
-    assert set(doc) == {"sct_version", "id", "timestamp", "extensions", "signature"}
+    assert doc == {
+        "sct_version": 0,
+        "id": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "timestamp": 1_700_000_000_123,
+        "extensions": "",
+        "signature": "BAMABzAGc2lnISE=",  # 04 03 0007 || signature
+    }
     assert SignedCertificateTimestamp.from_add_chain_response(doc) == SCT
     with pytest.raises(ValueError, match="malformed"):
         SignedCertificateTimestamp.from_add_chain_response({**doc, "timestamp": "1"})
+
+
+def test_digitally_signed_carries_the_sct_algorithms() -> None:
+    assert digitally_signed(b"sig") == b"\x04\x03\x00\x03sig"
+    rsa = SignedCertificateTimestamp(
+        log_id=bytes(32), timestamp=1, signature=b"sig", signature_algorithm=1
+    )
+    assert rsa.digitally_signed() == b"\x04\x01\x00\x03sig"
+    assert SignedCertificateTimestamp.from_tls(rsa.to_tls()) == rsa
 
 
 def test_invalid_scts_are_refused() -> None:
@@ -54,15 +68,20 @@ def test_invalid_scts_are_refused() -> None:
 
 
 def test_signed_input_layout() -> None:
-    entry = precert_signed_entry_from_parts(b"\xaa" * 32, b"TBS")
-    assert entry == b"\xaa" * 32 + b"\x00\x00\x03TBS"
-    data = certificate_timestamp_input(
-        timestamp=5, entry_type=LogEntryType.PRECERT_ENTRY, signed_entry=entry
-    )
-    assert data == b"\x00\x00" + (5).to_bytes(8, "big") + b"\x00\x01" + entry + b"\x00\x00"
-    assert x509_signed_entry(b"DER") == b"\x00\x00\x03DER"
-    with pytest.raises(ValueError, match="32"):
-        precert_signed_entry_from_parts(b"short", b"TBS")
+    precert = TimestampedEntry(5, EntryType.PRECERT, b"TBS", b"\xaa" * 32)
+    entry = b"\xaa" * 32 + b"\x00\x00\x03TBS"
+    assert precert.signed_entry() == entry
+    # version 0, signature type certificate_timestamp (0), u64 timestamp, u16 entry type, the
+    # entry, u16 extensions: also the MerkleTreeLeaf, which is why the log signs its own leaf.
+    expected = b"\x00\x00" + (5).to_bytes(8, "big") + b"\x00\x01" + entry + b"\x00\x00"
+    assert precert.sct_signed_input() == expected
+    assert precert.merkle_tree_leaf() == expected
+    x509_entry = TimestampedEntry(5, EntryType.X509, b"DER")
+    assert x509_entry.signed_entry() == b"\x00\x00\x03DER"
+    with pytest.raises(ValueError, match="32-byte issuer key hash"):
+        TimestampedEntry(5, EntryType.PRECERT, b"TBS", b"short")
+    with pytest.raises(ValueError, match="u64"):
+        TimestampedEntry(1 << 64, EntryType.X509, b"DER")
 
 
 def test_sct_list_is_double_wrapped() -> None:

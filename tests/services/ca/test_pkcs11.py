@@ -1,0 +1,463 @@
+"""The CA key in a real SoftHSM2 token: issuance through the HTTP API and the CLI, and refusals.
+
+One token per test session, created by ``softhsm2-util`` in a temporary directory, holds EC P-256,
+EC P-384 and RSA-3072 keys generated inside it; each key gets an intermediate certificate from a
+software root. Certificates are requested with sigstore-python's Fulcio client and checked with
+sigstore-python's SCT verification and pyca's chain verifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+import pytest
+from aiohttp.test_utils import TestClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pkcs11 import Attribute, KeyType
+from sigstore._internal.fulcio.client import FulcioClient
+from sigstore._internal.sct import verify_sct
+from sigstore.oidc import IdentityToken
+
+from services.app import Settings, create_app
+from services.ca import pkcs11 as ca_pkcs11
+from services.ca.api import CA
+from services.ca.certificate import build_final_certificate, build_precertificate
+from services.ca.errors import CABackendError
+from services.ca.keys import CAKeyError, CAKeyMaterial
+from services.db import Database
+from tests.services.ca.checks import pyca_verify_chain, sign_precert, sigstore_verify_sct
+from tests.services.ca.oidc_issuer import Issuer, IssuerServer, claims_for, sign
+from tests.services.ca.test_api import ct_keyring
+from tests.services.ca.test_certificate import EMAIL
+from tests.services.log.rekor.test_api import AiohttpClient
+from tests.services.test_cli import oidc_config_file, serve_ca
+
+# Debian's arch-independent path (a symlink into the multiarch directory); CI installs softhsm2.
+MODULE = Path(os.environ.get("SIGSTEAD_TEST_SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so"))
+TOKEN = "sigstead-ca"
+# Distinctive, so the tests can assert it never shows up in any output.
+PIN = "pin-4f1c9e-never-logged"
+SO_PIN = "so-pin-4f1c9e"
+KEYS = ("ec-p256", "ec-p384", "rsa-3072")
+# The token's keys by label: KEYS, plus a second P-256 key to pair with the wrong chain.
+_KEY_TYPES = {
+    "ec-p256": "1.2.840.10045.3.1.7",
+    "ec-p384": "1.3.132.0.34",
+    "rsa-3072": None,
+    "ec-p256-b": "1.2.840.10045.3.1.7",
+}
+
+
+@dataclass(frozen=True)
+class SoftHSM:
+    """The session's token (``TOKEN`` in ``MODULE``): a PEM chain file per key label in it."""
+
+    chains: dict[str, Path]
+
+    def config(self, label: str, **extra: Any) -> ca_pkcs11.Pkcs11KeyConfig:
+        return ca_pkcs11.Pkcs11KeyConfig(module=MODULE, token_label=TOKEN, key_label=label, **extra)
+
+
+def _ca_cert(
+    subject: str,
+    public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+) -> x509.Certificate:
+    """A CA certificate in the generated CA's profile (``services.ca.keys.generate``)."""
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0 if issuer else 1), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), False
+        ).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+    return builder.sign(issuer_key, hashes.SHA384())
+
+
+def _public_key(key: pkcs11.PublicKey) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+    if key.key_type is KeyType.EC:
+        der = pkcs11.util.ec.encode_ec_public_key(key)
+    else:
+        der = pkcs11.util.rsa.encode_rsa_public_key(key)  # PKCS#1, which pyca also reads
+    public = serialization.load_der_public_key(der)
+    assert isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+    return public
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
+    """A SoftHSM2 token with keys generated inside it, and a chain file for each key."""
+    util = shutil.which("softhsm2-util")
+    if util is None or not MODULE.is_file():
+        pytest.fail(f"SoftHSM2 is not installed ({MODULE}): apt-get install softhsm2")
+    base = tmp_path_factory.mktemp("softhsm")
+    (base / "tokens").mkdir()
+    conf = base / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {base / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        # SoftHSM reads this at C_Initialize, which python-pkcs11 does once per process: the
+        # token directory has to exist and be named before any test loads the module.
+        mp.setenv("SOFTHSM2_CONF", str(conf))
+        subprocess.run(
+            [util, "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", SO_PIN],
+            check=True,
+            capture_output=True,
+        )
+        root_key = ec.generate_private_key(ec.SECP384R1())
+        root = _ca_cert("sigstead test root", root_key.public_key(), None, root_key)
+        chains: dict[str, Path] = {}
+        session = pkcs11.lib(str(MODULE)).get_token(token_label=TOKEN).open(rw=True, user_pin=PIN)
+        try:
+            for i, (label, oid) in enumerate(_KEY_TYPES.items(), start=1):
+                if oid is None:
+                    public, _ = session.generate_keypair(
+                        KeyType.RSA, 3072, store=True, label=label, id=bytes([i])
+                    )
+                else:
+                    params = session.create_domain_parameters(
+                        KeyType.EC,
+                        {Attribute.EC_PARAMS: pkcs11.util.ec.encode_named_curve_parameters(oid)},
+                        local=True,
+                    )
+                    public, _ = params.generate_keypair(store=True, label=label, id=bytes([i]))
+                cert = _ca_cert(f"sigstead test {label}", _public_key(public), root, root_key)
+                chain = base / f"{label}.pem"
+                chain.write_bytes(
+                    b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, root))
+                )
+                chains[label] = chain
+        finally:
+            # Logging out matters: login state is per process, and each test logs in afresh.
+            session.close()
+        yield SoftHSM(chains)
+
+
+@pytest.fixture
+def pin_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ca_pkcs11.PIN_ENV, PIN)
+
+
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def _load(softhsm: SoftHSM, label: str, chain: str | None = None, **extra: Any) -> CAKeyMaterial:
+    return ca_pkcs11.load(softhsm.config(label, **extra), softhsm.chains[chain or label], NOW)
+
+
+# -- issuance ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[tuple[Issuer, ec.EllipticCurvePrivateKey]]:
+    server = IssuerServer()
+    await server.start()
+    key = ec.generate_private_key(ec.SECP256R1())
+    acme = server.add("acme", k1=key)
+    acme.algorithms = ["ES256"]
+    try:
+        yield acme, key
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("label", KEYS)
+@pytest.mark.usefixtures("pin_env")
+async def test_issues_through_the_http_api(
+    aiohttp_client: AiohttpClient,
+    db: Database,
+    tmp_path: Path,
+    softhsm: SoftHSM,
+    issuer: tuple[Issuer, ec.EllipticCurvePrivateKey],
+    label: str,
+) -> None:
+    acme, idp_key = issuer
+    config = tmp_path / "fulcio.json"
+    config.write_text(
+        json.dumps(
+            {
+                "OIDCIssuers": {
+                    acme.url: {
+                        "IssuerURL": acme.url,
+                        "ClientID": "sigstore",
+                        "Type": "email",
+                        "AllowInsecureHTTP": True,
+                    }
+                }
+            }
+        )
+    )
+    data = tmp_path / "data"
+    settings = Settings(
+        data_dir=data,
+        public_url="http://ca.example",
+        oidc_config=config,
+        batch_max_age=0.005,
+        ca_chain=softhsm.chains[label],
+        ca_pkcs11=softhsm.config(label),
+    )
+    # The CA and the log it needs; nothing else, so "no CA generated" below is about the CA alone.
+    app = create_app(settings, database=db, components=("log", "ca"))
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    assert client.app is not None
+    ca = client.app[CA].ca
+    assert isinstance(ca.key, ca_pkcs11.Pkcs11Signer)
+    assert PIN not in repr(ca.key) + repr(ca) + repr(settings)
+
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(leaf_key, hashes.SHA256())
+    )
+    claims = claims_for(
+        acme, datetime.datetime.now(datetime.UTC), email="dev@example.com", email_verified=True
+    )
+    identity = IdentityToken(sign(claims, idp_key, "k1", "ES256"), client_id="sigstore")
+    url = str(client.make_url("")).rstrip("/")
+    resp = await asyncio.to_thread(FulcioClient(url).signing_cert.post, csr, identity)
+
+    leaf = resp.cert
+    assert resp.chain == list(ca.chain)
+    assert leaf.public_key() == leaf_key.public_key()
+    assert leaf.signature_hash_algorithm is not None
+    assert leaf.signature_hash_algorithm.name == ca.signature_hash.name
+    verify_sct(leaf, resp.chain, ct_keyring(data))
+    pyca_verify_chain(leaf, ca, datetime.datetime.now(datetime.UTC))
+    assert not (data / "ca").exists()  # no software CA was generated beside the token's
+
+
+def test_signs_again_after_losing_the_session(softhsm: SoftHSM, pin_env: None) -> None:
+    ca = _load(softhsm, "ec-p384")
+    try:
+        assert isinstance(ca.key, ca_pkcs11.Pkcs11Signer)
+        # What an HSM restart or fail-over does to an open session, done by hand.
+        session = ca.key._session
+        assert session is not None
+        session.close()
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        # The precertificate flow without HTTP: both signatures come from the token.
+        precert = build_precertificate(
+            ca=ca, public_key=leaf_key.public_key(), principal=EMAIL, now=NOW
+        )
+        sct = sign_precert(precert, ca, int(NOW.timestamp() * 1000))
+        final = build_final_certificate(precert, ca=ca, sct=sct)
+        sigstore_verify_sct(final, ca)
+        pyca_verify_chain(final, ca, NOW)
+    finally:
+        ca.close()
+    with pytest.raises(CABackendError) as err:
+        build_precertificate(ca=ca, public_key=leaf_key.public_key(), principal=EMAIL, now=NOW)
+    assert "closed" in err.value.detail
+
+
+def test_a_pin_refused_after_a_lost_session_is_not_tried_again(
+    softhsm: SoftHSM, pin_env: None
+) -> None:
+    token = pkcs11.lib(str(MODULE)).get_token(token_label=TOKEN)
+    changed = "pin-changed-by-the-hsm-admin"
+    ca = _load(softhsm, "ec-p256")
+    leaf = ec.generate_private_key(ec.SECP256R1()).public_key()
+    try:
+        assert isinstance(ca.key, ca_pkcs11.Pkcs11Signer)
+        # The operator rotates the PIN under the running CA (a session without a PIN of its own
+        # shares the CA's login), then the HSM drops the CA's session.
+        with token.open(rw=True) as admin:
+            admin.set_pin(PIN, changed)
+        session = ca.key._session
+        assert session is not None
+        session.close()
+        with pytest.raises(CABackendError) as err:
+            build_precertificate(ca=ca, public_key=leaf, principal=EMAIL, now=NOW)
+        assert "rejected the PIN" in err.value.detail
+        # A second request does not log in again: HSMs lock a PIN after a few failures.
+        with pytest.raises(CABackendError) as err:
+            build_precertificate(ca=ca, public_key=leaf, principal=EMAIL, now=NOW)
+        assert "unavailable until restart" in err.value.detail
+    finally:
+        ca.close()
+        with token.open(rw=True, user_pin=changed) as restore:
+            restore.set_pin(changed, PIN)
+
+
+@pytest.mark.usefixtures("softhsm", "pin_env")
+def test_serve_ca_from_the_command_line(tmp_path: Path, softhsm: SoftHSM) -> None:
+    log, output = serve_ca(
+        tmp_path,
+        "--ca-pkcs11-module",
+        str(MODULE),
+        "--ca-pkcs11-token",
+        TOKEN,
+        "--ca-pkcs11-key-id",
+        "02",
+        "--ca-chain",
+        str(softhsm.chains["ec-p384"]),
+    )
+    chain = x509.load_pem_x509_certificates(softhsm.chains["ec-p384"].read_bytes())
+    assert [x509.load_pem_x509_certificate(p.encode()) for p in output] == chain
+    assert "CA key in PKCS#11 token 'sigstead-ca', key id 02" in log
+    assert PIN not in log
+
+
+def test_command_line_refuses_a_wrong_pin_without_showing_it(
+    tmp_path: Path, softhsm: SoftHSM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = "wrong-pin-77ab31"
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(wrong + "\n")
+    pin_file.chmod(0o600)
+    monkeypatch.setenv(ca_pkcs11.PIN_ENV, PIN)  # the file wins over the environment
+    config = oidc_config_file(tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "serve",
+            "ca",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            "1",
+            "--oidc-config",
+            str(config),
+            "--ca-pkcs11-module",
+            str(MODULE),
+            "--ca-pkcs11-token",
+            TOKEN,
+            "--ca-pkcs11-key-label",
+            "ec-p256",
+            "--ca-pkcs11-pin-file",
+            str(pin_file),
+            "--ca-chain",
+            str(softhsm.chains["ec-p256"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert (
+        "sigstead: CA key: token 'sigstead-ca', key label 'ec-p256': the token rejected the PIN"
+        in (proc.stderr)
+    )
+    assert "Traceback" not in proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
+    assert PIN not in proc.stdout + proc.stderr
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("softhsm")
+def test_wrong_pin(monkeypatch: pytest.MonkeyPatch, softhsm: SoftHSM) -> None:
+    monkeypatch.setenv(ca_pkcs11.PIN_ENV, "not-the-pin")
+    with pytest.raises(CAKeyError, match="the token rejected the PIN") as err:
+        _load(softhsm, "ec-p256")
+    assert "not-the-pin" not in str(err.value)
+
+
+@pytest.mark.usefixtures("softhsm")
+def test_no_pin(monkeypatch: pytest.MonkeyPatch, softhsm: SoftHSM) -> None:
+    monkeypatch.delenv(ca_pkcs11.PIN_ENV, raising=False)
+    with pytest.raises(CAKeyError, match="no PIN; set SIGSTEAD_PKCS11_PIN"):
+        _load(softhsm, "ec-p256")
+
+
+def test_pin_file(tmp_path: Path, softhsm: SoftHSM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ca_pkcs11.PIN_ENV, raising=False)
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(PIN + "\n")
+    pin_file.chmod(0o640)
+    with pytest.raises(CAKeyError, match="permissions 640 are too open"):
+        _load(softhsm, "ec-p256", pin_file=pin_file)
+    pin_file.chmod(0o600)
+    _load(softhsm, "ec-p256", pin_file=pin_file).close()
+
+
+@pytest.mark.usefixtures("softhsm", "pin_env")
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"token_label": "no-such-token"}, "no token labelled 'no-such-token'"),
+        ({"module": Path("/nonexistent/libpkcs11.so")}, "no such file"),
+        ({"module": Path("/etc/hostname")}, "cannot load PKCS#11 module"),
+        ({"key_label": "no-such-key"}, "no such private key in the token"),
+        ({"key_label": None, "key_id": b"\x63"}, "no such private key in the token"),
+    ],
+)
+def test_missing_token_module_or_key(
+    softhsm: SoftHSM, change: dict[str, Any], message: str
+) -> None:
+    fields = {"module": MODULE, "token_label": TOKEN, "key_label": "ec-p256", **change}
+    config = ca_pkcs11.Pkcs11KeyConfig(**fields)
+    with pytest.raises(CAKeyError, match=message):
+        ca_pkcs11.load(config, softhsm.chains["ec-p256"], NOW)
+
+
+def test_config_needs_a_token_and_a_key() -> None:
+    with pytest.raises(CAKeyError, match="token label"):
+        ca_pkcs11.Pkcs11KeyConfig(module=MODULE, token_label="", key_label="k")
+    with pytest.raises(CAKeyError, match="key label or a key id"):
+        ca_pkcs11.Pkcs11KeyConfig(module=MODULE, token_label=TOKEN)
+
+
+@pytest.mark.usefixtures("softhsm", "pin_env")
+@pytest.mark.parametrize(
+    ("label", "chain", "message"),
+    [
+        ("ec-p256-b", "ec-p256", "the token key does not match the first certificate"),
+        ("ec-p384", "ec-p256", "on secp384r1, the chain's first certificate on secp256r1"),
+        ("rsa-3072", "ec-p256", "the token key is RSA, the chain's first certificate is not"),
+        ("ec-p256", "rsa-3072", "the token key is EC, the chain's first certificate is not"),
+    ],
+)
+def test_key_and_chain_mismatch(softhsm: SoftHSM, label: str, chain: str, message: str) -> None:
+    with pytest.raises(CAKeyError, match=message):
+        _load(softhsm, label, chain)
+    # The refusal logged out again: the right pairing still loads afterwards.
+    _load(softhsm, label).close()
+
+
+@pytest.mark.usefixtures("softhsm", "pin_env")
+def test_chain_that_fails_validation(tmp_path: Path, softhsm: SoftHSM) -> None:
+    # The matching intermediate without its root: validate_chain still applies to token keys.
+    intermediate = x509.load_pem_x509_certificates(softhsm.chains["ec-p256"].read_bytes())[0]
+    alone = tmp_path / "alone.pem"
+    alone.write_bytes(intermediate.public_bytes(serialization.Encoding.PEM))
+    config = softhsm.config("ec-p256")
+    with pytest.raises(CAKeyError, match="not self-signed"):
+        ca_pkcs11.load(config, alone, NOW)
+    _load(softhsm, "ec-p256").close()

@@ -1,0 +1,245 @@
+"""``trusted_root.json``, ``signing_config.v0.2.json`` and ``client_trust_config.json``.
+
+Shapes follow clients.md §1.2 exactly, because sigstore-python parses them with strict models
+(unknown fields, numeric u64s or a missing ``operator``/``subject``/``validFor`` are fatal) and
+sigstore-js and sigstore-go match log IDs byte for byte:
+
+- every log's ``logId.keyId`` is SHA-256 of its DER SPKI, which is also what the server puts in
+  ``logID``, the checkpoint key hint and the SCT ``LogID``;
+- the TSA chain runs leaf → root and has at least two certificates (a single certificate is
+  silently ignored by sigstore-python and fails in sigstore-js);
+- URLs are built the way each client builds them: the CA and Rekor at the host root, the TSA as its
+  full endpoint (sigstore-python uses ``tsaUrls[].url`` as-is).
+
+The documents are deterministic for the same inputs, so republishing unchanged material changes
+no byte and bumps no TUF version. A ``previous`` trusted root is merged in: a key it already lists
+keeps its published ``validFor.start``, and a key that has gone (rotation) stays trusted for what
+it signed, with ``validFor.end`` set when it was first seen missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from services.trust.material import LogKey, TrustMaterial, key_details, spki_der
+
+__all__ = [
+    "CLIENT_TRUST_CONFIG_MEDIA_TYPE",
+    "SIGNING_CONFIG_MEDIA_TYPE",
+    "TRUSTED_ROOT_MEDIA_TYPE",
+    "Endpoints",
+    "client_trust_config",
+    "dumps",
+    "signing_config",
+    "trusted_root",
+]
+
+TRUSTED_ROOT_MEDIA_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
+SIGNING_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.signingconfig.v0.2+json"
+CLIENT_TRUST_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json"
+
+Document = dict[str, Any]
+
+
+class Endpoints:
+    """Where each service of one sigstead answers, derived from its public URL."""
+
+    __slots__ = ("base", "ct", "host", "operator", "tsa", "tuf")
+
+    def __init__(self, public_url: str, operator: str | None = None) -> None:
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"public URL {public_url!r} must be http(s)://HOST[:PORT]")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            # sigstore-python joins "/api/v2/signingCert" onto the CA URL, dropping any path.
+            raise ValueError(f"public URL {public_url!r} must not have a path: serve at the root")
+        self.base = f"{parts.scheme}://{parts.netloc}"
+        self.host = parts.hostname
+        self.operator = operator or parts.hostname
+        self.ct = f"{self.base}/ct"
+        self.tsa = f"{self.base}/api/v1/timestamp"
+        self.tuf = f"{self.base}/tuf"
+
+
+def _time(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _tlog(url: str, key: LogKey, operator: str) -> Document:
+    return {
+        "baseUrl": url,
+        "hashAlgorithm": "SHA2_256",
+        "publicKey": {
+            "rawBytes": _b64(spki_der(key.public_key)),
+            "keyDetails": key_details(key.public_key),
+            "validFor": {"start": _time(key.created)},
+        },
+        "logId": {"keyId": _b64(key.log_id)},
+        "operator": operator,
+    }
+
+
+def _name_attr(name: x509.Name, oid: x509.ObjectIdentifier, default: str) -> str:
+    values = name.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else default
+
+
+def _authority(chain: Sequence[x509.Certificate], uri: str, operator: str) -> Document:
+    first = chain[0]
+    return {
+        "subject": {
+            "organization": _name_attr(first.subject, NameOID.ORGANIZATION_NAME, operator),
+            "commonName": _name_attr(first.subject, NameOID.COMMON_NAME, operator),
+        },
+        "uri": uri,
+        "certChain": {"certificates": [{"rawBytes": _b64(_der(c))} for c in chain]},
+        "validFor": {"start": _time(first.not_valid_before_utc)},
+        "operator": operator,
+    }
+
+
+def _merge(
+    current: list[Document],
+    previous: Sequence[Mapping[str, Any]],
+    identity: Any,
+    validity: Any,
+    now: datetime.datetime,
+) -> list[Document]:
+    """Current entries first (keeping a published start), then retired ones with an end."""
+    published = {identity(p): p for p in previous}
+    merged: list[Document] = []
+    for doc in current:
+        old = published.pop(identity(doc), None)
+        if old is not None:
+            validity(doc)["start"] = validity(old)["start"]
+        merged.append(doc)
+    for old in published.values():
+        retired = json.loads(json.dumps(old))
+        validity(retired).setdefault("end", _time(now))
+        merged.append(retired)
+    return merged
+
+
+def _tlog_id(doc: Mapping[str, Any]) -> str:
+    return str(doc["logId"]["keyId"])
+
+
+def _tlog_validity(doc: dict[str, Any]) -> dict[str, Any]:
+    validity: dict[str, Any] = doc["publicKey"]["validFor"]
+    return validity
+
+
+def _ca_id(doc: Mapping[str, Any]) -> str:
+    return str(doc["certChain"]["certificates"][0]["rawBytes"])
+
+
+def _ca_validity(doc: dict[str, Any]) -> dict[str, Any]:
+    validity: dict[str, Any] = doc["validFor"]
+    return validity
+
+
+def trusted_root(
+    material: TrustMaterial,
+    endpoints: Endpoints,
+    now: datetime.datetime,
+    previous: Mapping[str, Any] | None = None,
+) -> Document:
+    """The trusted root for ``material`` served at ``endpoints``, merged with ``previous``."""
+    if len(material.tsa_chain) < 2:
+        raise ValueError("the TSA chain needs a leaf and a root: clients ignore a lone leaf")
+    op = endpoints.operator
+    prev = previous or {}
+    return {
+        "mediaType": TRUSTED_ROOT_MEDIA_TYPE,
+        "tlogs": _merge(
+            [_tlog(endpoints.base, material.rekor, op)],
+            prev.get("tlogs", []),
+            _tlog_id,
+            _tlog_validity,
+            now,
+        ),
+        "certificateAuthorities": _merge(
+            [_authority(material.ca_chain, endpoints.base, op)],
+            prev.get("certificateAuthorities", []),
+            _ca_id,
+            _ca_validity,
+            now,
+        ),
+        "ctlogs": _merge(
+            [_tlog(endpoints.ct, material.ct, op)],
+            prev.get("ctlogs", []),
+            _tlog_id,
+            _tlog_validity,
+            now,
+        ),
+        "timestampAuthorities": _merge(
+            [_authority(material.tsa_chain, endpoints.tsa, op)],
+            prev.get("timestampAuthorities", []),
+            _ca_id,
+            _ca_validity,
+            now,
+        ),
+    }
+
+
+def _service(url: str, start: datetime.datetime, operator: str) -> Document:
+    return {
+        "url": url,
+        "majorApiVersion": 1,
+        "validFor": {"start": _time(start)},
+        "operator": operator,
+    }
+
+
+def signing_config(
+    material: TrustMaterial, endpoints: Endpoints, oidc_urls: Sequence[str] = ()
+) -> Document:
+    """Where clients sign: this sigstead's CA, Rekor v1 and TSA (and any interactive IdPs).
+
+    Each service's ``validFor.start`` is when its key came into use: sigstore-python drops a
+    service whose start lies in the future, so it must never be later than the server's clock.
+    """
+    op = endpoints.operator
+    ca_start = material.ca_chain[0].not_valid_before_utc
+    tsa_start = material.tsa_chain[0].not_valid_before_utc
+    return {
+        "mediaType": SIGNING_CONFIG_MEDIA_TYPE,
+        "caUrls": [_service(endpoints.base, ca_start, op)],
+        # Only used for interactive sign-in; with a token (CI, workload identity) it may be empty.
+        "oidcUrls": [_service(url, ca_start, op) for url in oidc_urls],
+        "rekorTlogUrls": [_service(endpoints.base, material.rekor.created, op)],
+        "tsaUrls": [_service(endpoints.tsa, tsa_start, op)],
+        "rekorTlogConfig": {"selector": "ANY"},
+        "tsaConfig": {"selector": "ANY"},
+    }
+
+
+def client_trust_config(root: Document, config: Document) -> Document:
+    """What ``sigstore --trust-config FILE`` reads: both documents in one, fully offline."""
+    return {
+        "mediaType": CLIENT_TRUST_CONFIG_MEDIA_TYPE,
+        "trustedRoot": root,
+        "signingConfig": config,
+    }
+
+
+def dumps(document: Mapping[str, Any]) -> bytes:
+    """Stable bytes for a document (the TUF target hash depends on them)."""
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()

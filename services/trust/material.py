@@ -1,0 +1,110 @@
+"""The public half of every key in a data directory: what clients must trust.
+
+``gather`` loads (or, on a fresh directory, creates) exactly the keys ``sigstead up`` would use, by
+calling the same loaders, so an export made before the first start and the repository the server
+publishes at start-up describe the same keys.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from services.ca import keys as ca_keys
+from services.keys import load_or_create_ec_key
+from services.tsa import keys as tsa_keys
+
+__all__ = [
+    "LogKey",
+    "TrustMaterial",
+    "gather",
+    "key_details",
+    "spki_der",
+]
+
+# The file names under ``<data_dir>/keys`` that ``services.app._tree`` uses for each log.
+REKOR_KEY_FILE = "rekor.pem"
+CT_KEY_FILE = "ctlog.pem"
+
+
+def spki_der(key: PublicKeyTypes) -> bytes:
+    """DER SubjectPublicKeyInfo: what ``rawBytes`` carries and what log IDs hash."""
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def key_details(key: PublicKeyTypes) -> str:
+    """The sigstore ``PublicKeyDetails`` name of a key (clients.md §1.2's accepted list)."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        names = {
+            "secp256r1": "PKIX_ECDSA_P256_SHA_256",
+            "secp384r1": "PKIX_ECDSA_P384_SHA_384",
+            "secp521r1": "PKIX_ECDSA_P521_SHA_512",
+        }
+        if key.curve.name in names:
+            return names[key.curve.name]
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        return "PKIX_ED25519"
+    elif isinstance(key, rsa.RSAPublicKey) and key.key_size in (2048, 3072, 4096):
+        return f"PKIX_RSA_PKCS1V15_{key.key_size}_SHA256"
+    raise ValueError(f"no sigstore key details for {type(key).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class LogKey:
+    """A log's verification key and when it came into use."""
+
+    public_key: ec.EllipticCurvePublicKey
+    created: datetime.datetime
+
+    @property
+    def log_id(self) -> bytes:
+        """SHA-256 of the SPKI: Rekor's ``logID``, the SCT ``LogID`` and the checkpoint hint."""
+        return hashlib.sha256(spki_der(self.public_key)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TrustMaterial:
+    """Everything a verifier must trust, with no private key in it."""
+
+    rekor: LogKey
+    ct: LogKey
+    ca_chain: tuple[x509.Certificate, ...]
+    tsa_chain: tuple[x509.Certificate, ...]
+
+
+def _log_key(path: Path) -> LogKey:
+    key = load_or_create_ec_key(path)
+    # The key file's mtime is when the key was made: no entry or SCT can predate it. Key files are
+    # written once and never rewritten, so this is stable; ``documents.trusted_root`` also keeps
+    # a start it has already published, so a copied data directory cannot move it later.
+    created = datetime.datetime.fromtimestamp(int(path.stat().st_mtime), datetime.UTC)
+    return LogKey(key.public_key(), created)
+
+
+def gather(
+    data_dir: Path,
+    now: datetime.datetime,
+    *,
+    ca_chain: Sequence[x509.Certificate] | None = None,
+) -> TrustMaterial:
+    """Load the data directory's keys, creating any that are missing (as ``sigstead up`` would).
+
+    ``ca_chain`` replaces the data directory's CA when the CA key lives elsewhere (an operator's
+    files or a PKCS#11 token): only the chain is trusted, so only the chain is needed.
+    """
+    rekor = _log_key(data_dir / "keys" / REKOR_KEY_FILE)
+    ct = _log_key(data_dir / "keys" / CT_KEY_FILE)
+    if ca_chain is None:
+        ca_chain = ca_keys.load_or_create(data_dir, now).chain  # <data_dir>/ca/
+    _key, tsa_chain = tsa_keys.load_or_create(data_dir / "tsa", now)
+    return TrustMaterial(rekor, ct, tuple(ca_chain), tuple(tsa_chain))

@@ -1,0 +1,135 @@
+"""The trust documents, parsed by sigstore-python's strict models and cross-checked with the keys
+the services actually sign with."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from sigstore.models import ClientTrustConfig
+
+from services.keys import load_private_key
+from services.log.checkpoint import key_id
+from services.trust import documents
+from services.trust.documents import Endpoints
+from services.trust.material import TrustMaterial, gather
+
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+URL = "http://sigstead.internal:3000"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def material(data_dir: Path) -> TrustMaterial:
+    return gather(data_dir, NOW)
+
+
+def _docs(material: TrustMaterial, previous: Any = None) -> tuple[Any, Any]:
+    endpoints = Endpoints(URL)
+    return (
+        documents.trusted_root(material, endpoints, NOW, previous),
+        documents.signing_config(material, endpoints),
+    )
+
+
+def test_sigstore_python_accepts_the_client_trust_config(material: TrustMaterial) -> None:
+    root, config = _docs(material)
+    text = documents.dumps(documents.client_trust_config(root, config)).decode()
+    parsed = ClientTrustConfig.from_json(text)
+    # The parsed signing config yields exactly our services (it drops any it cannot use).
+    signing = parsed.signing_config
+    assert signing.get_fulcio().url == URL
+    # The client's submitters carry the URL with the API prefix it appends.
+    assert [t.url for t in signing.get_tlogs()] == [f"{URL}/api/v1"]  # type: ignore[attr-defined]
+    assert [t.url for t in signing.get_tsas()] == [f"{URL}/api/v1/timestamp"]
+    trusted = parsed.trusted_root
+    assert len(trusted.get_fulcio_certs()) == len(material.ca_chain)
+    assert len(trusted.get_timestamp_authorities()) == 1
+
+
+def test_log_ids_are_the_ids_the_services_sign_with(
+    material: TrustMaterial, data_dir: Path
+) -> None:
+    root, _ = _docs(material)
+    for section, key_file in (("tlogs", "rekor.pem"), ("ctlogs", "ctlog.pem")):
+        (entry,) = root[section]
+        private = load_private_key(data_dir / "keys" / key_file)
+        public = private.public_key()
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        assert base64.b64decode(entry["publicKey"]["rawBytes"]) == der
+        assert base64.b64decode(entry["logId"]["keyId"]) == hashlib.sha256(der).digest()
+        assert base64.b64decode(entry["logId"]["keyId"]) == key_id(public)  # type: ignore[arg-type]
+        assert entry["publicKey"]["keyDetails"] == "PKIX_ECDSA_P256_SHA_256"
+    assert root["ctlogs"][0]["baseUrl"] == f"{URL}/ct"
+    (tsa,) = root["timestampAuthorities"]
+    assert len(tsa["certChain"]["certificates"]) >= 2
+    assert tsa["uri"] == f"{URL}/api/v1/timestamp"
+
+
+def test_documents_are_deterministic(material: TrustMaterial) -> None:
+    first = [documents.dumps(d) for d in _docs(material)]
+    second = [documents.dumps(d) for d in _docs(material)]
+    assert first == second
+
+
+def test_every_start_lies_in_the_past(material: TrustMaterial) -> None:
+    root, config = _docs(material)
+    starts = [e["publicKey"]["validFor"]["start"] for e in root["tlogs"] + root["ctlogs"]] + [
+        e["validFor"]["start"] for e in root["certificateAuthorities"]
+    ]
+    starts += [s["validFor"]["start"] for k in ("caUrls", "rekorTlogUrls") for s in config[k]]
+    now = datetime.datetime.now(datetime.UTC)
+    for start in starts:
+        assert datetime.datetime.fromisoformat(start) <= now
+
+
+def test_a_published_start_is_kept_and_a_rotated_key_is_retired(
+    material: TrustMaterial,
+) -> None:
+    root, _ = _docs(material)
+    published = json.loads(json.dumps(root))
+    published["tlogs"][0]["publicKey"]["validFor"]["start"] = "2020-01-01T00:00:00Z"
+    retired_log = json.loads(json.dumps(published["tlogs"][0]))
+    retired_log["logId"]["keyId"] = base64.b64encode(b"\x01" * 32).decode()
+    published["tlogs"].append(retired_log)
+
+    merged, _ = _docs(material, published)
+    current, retired = merged["tlogs"]
+    assert current["publicKey"]["validFor"] == {"start": "2020-01-01T00:00:00Z"}
+    assert retired["logId"] == retired_log["logId"]
+    assert retired["publicKey"]["validFor"]["end"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Merging again keeps the first retirement time: republishing never moves it.
+    later = documents.trusted_root(
+        material, Endpoints(URL), NOW + datetime.timedelta(days=1), merged
+    )
+    assert later["tlogs"][1]["publicKey"]["validFor"] == retired["publicKey"]["validFor"]
+    # sigstore-python still parses the merged root (a retired key verifies what it signed).
+    ClientTrustConfig.from_json(
+        json.dumps(documents.client_trust_config(later, _docs(material)[1]))
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://host:3000/sigstead", "ftp://host", "http://:3000", "http://h/?q=1"]
+)
+def test_public_urls_the_clients_cannot_use_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="public URL"):
+        Endpoints(url)
+
+
+def test_a_lone_tsa_certificate_is_refused(material: TrustMaterial) -> None:
+    lone = TrustMaterial(material.rekor, material.ct, material.ca_chain, material.tsa_chain[:1])
+    with pytest.raises(ValueError, match="TSA chain"):
+        documents.trusted_root(lone, Endpoints(URL), NOW)

@@ -1,0 +1,64 @@
+"""``publish`` and ``export``: what the server serves and what the operator hands out agree."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from pathlib import Path
+
+from cryptography import x509
+
+from services.ca import keys as ca_keys
+from services.trust.publish import (
+    CLIENT_TRUST_CONFIG,
+    SIGNING_CONFIG,
+    TRUSTED_ROOT,
+    TrustOptions,
+    export,
+    publish,
+    tuf_repository,
+)
+
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+URL = "http://sigstead.internal:3000"
+
+
+def test_export_writes_the_published_bytes_and_no_private_key(tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    first = publish(data, TrustOptions(URL), NOW)
+    exported = export(data, TrustOptions(URL), out, NOW, identity="ci@corp.example")
+    # The server published first; the export changed nothing and wrote the same documents.
+    assert exported.published.changed == ()
+    assert exported.published.targets == first.published.targets == 1
+    repo = tuf_repository(data)
+    assert (out / TRUSTED_ROOT).read_bytes() == repo.current_target(TRUSTED_ROOT)
+    assert (out / SIGNING_CONFIG).read_bytes() == repo.current_target(SIGNING_CONFIG)
+    combined = json.loads((out / CLIENT_TRUST_CONFIG).read_text())
+    assert combined["trustedRoot"] == json.loads((out / TRUSTED_ROOT).read_text())
+    assert (out / "tuf" / "root.json").read_bytes() == repo.root_json()
+    assert (out / "snippets" / "pem" / "rekor.pub").is_file()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+def test_a_new_public_url_is_a_new_targets_version(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    publish(data, TrustOptions(URL), NOW)
+    moved = publish(data, TrustOptions("https://sigstore.corp.example"), NOW)
+    assert moved.published.targets == 2
+    assert moved.trusted_root["tlogs"][0]["baseUrl"] == "https://sigstore.corp.example"
+    # Same keys, so no key is retired and the published starts are kept.
+    assert len(moved.trusted_root["tlogs"]) == 1
+
+
+def test_an_operator_chain_replaces_the_generated_ca(tmp_path: Path) -> None:
+    operator_ca = ca_keys.load_or_create(tmp_path / "operator", NOW)
+    exported = publish(tmp_path / "data", TrustOptions(URL, ca_chain=operator_ca.chain), NOW)
+    (authority,) = exported.trusted_root["certificateAuthorities"]
+    ders = [c["rawBytes"] for c in authority["certChain"]["certificates"]]
+    assert len(ders) == len(operator_ca.chain)
+    first = x509.load_der_x509_certificate(base64.b64decode(ders[0]))
+    assert first == operator_ca.signing_certificate
+    assert not (tmp_path / "data" / "ca").exists()

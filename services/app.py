@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from cryptography import x509
 from sqlalchemy import text
 
 from services.ca import keys as ca_keys
+from services.ca import pkcs11 as pkcs11_ca
 from services.ca.api import CA, CertificateAuthority
 from services.ca.api import add_routes as ca_routes
 from services.ca.config import load_config
@@ -28,6 +34,7 @@ from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middle
 from services.log.sequencer import Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.migrate import upgrade
+from services.trust.publish import TrustOptions, publish, tuf_repository
 from services.tsa import keys as tsa_keys
 from services.tsa.app import TSA, TSA_CLOCK
 from services.tsa.app import add_routes as tsa_routes
@@ -52,6 +59,12 @@ class Settings:
     batch_max_age: float = 0.05
     max_pending: int = 10_000
     oidc_config: Path | None = None
+    # The CA key: an operator's PEM key + chain, or a PKCS#11 token + chain; neither generates
+    # one in the data directory. Secrets (password, PIN) come from files or the environment.
+    ca_key: Path | None = None
+    ca_key_password_file: Path | None = None
+    ca_chain: Path | None = None
+    ca_pkcs11: pkcs11_ca.Pkcs11KeyConfig | None = None
     clock: Callable[[], float] | None = field(default=None, repr=False)
 
     @property
@@ -147,6 +160,25 @@ def _tsa_context(settings: Settings) -> Callable[[web.Application], AsyncIterato
     return ctx
 
 
+CA_KEY_PASSWORD_ENV = "SIGSTEAD_CA_KEY_PASSWORD"  # noqa: S105 -- a variable name
+
+
+def _load_ca(settings: Settings, now: datetime) -> ca_keys.CAKeyMaterial:
+    """The CA key and chain the settings name; generated in the data directory if none."""
+    if settings.ca_pkcs11 is not None:
+        if settings.ca_key is not None or settings.ca_chain is None:
+            raise ca_keys.CAKeyError("a PKCS#11 CA key takes a chain file and no key file")
+        return pkcs11_ca.load(settings.ca_pkcs11, settings.ca_chain, now)
+    if settings.ca_key is not None:
+        if settings.ca_chain is None:
+            raise ca_keys.CAKeyError("a CA key file needs its chain file")
+        password = ca_keys.read_secret(settings.ca_key_password_file, CA_KEY_PASSWORD_ENV)
+        return ca_keys.load(settings.ca_key, settings.ca_chain, now, password=password)
+    if settings.ca_chain is not None:
+        raise ca_keys.CAKeyError("a CA chain file needs a CA key file or a PKCS#11 key")
+    return ca_keys.load_or_create(settings.data_dir, now)  # <data_dir>/ca/
+
+
 def _ca_context(
     settings: Settings, database: Database | None, ct_app: web.Application
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -160,7 +192,9 @@ def _ca_context(
             return datetime.fromtimestamp(clock(), UTC)
 
         config = load_config(settings.oidc_config)
-        ca = ca_keys.load_or_create(settings.data_dir / "ca", now())
+        # Holds the CT log key and the default SQLite even when the CA key lives elsewhere.
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ca = _load_ca(settings, now())
         db = database or Database(settings.resolved_database_url())
         verifier = TokenVerifier(config)
         try:
@@ -179,10 +213,83 @@ def _ca_context(
                 await sequencer.stop()
         finally:
             await verifier.close()
+            ca.close()
             if database is None:
                 await db.dispose()
 
     return ctx
+
+
+TUF_DIR = web.AppKey("tuf_dir", Path)
+# How often the server re-checks its TUF metadata. Timestamp metadata lives a day and is
+# re-signed with half of that left, so this only has to be well under twelve hours.
+TUF_REFRESH_SECONDS = 600.0
+
+
+def _trust_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Publish the trust documents at start-up, then keep the TUF metadata from expiring."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        clock = settings.clock or time.time
+        # With an operator's CA (key file or PKCS#11) only its chain is public and trusted.
+        ca_chain = (
+            x509.load_pem_x509_certificates(settings.ca_chain.read_bytes())
+            if settings.ca_chain is not None
+            else None
+        )
+        options = TrustOptions(settings.public_url, ca_chain=ca_chain)
+
+        def refresh() -> None:
+            publish(settings.data_dir, options, datetime.fromtimestamp(clock(), UTC))
+
+        # Runs after the other contexts, which have created or loaded every key by now.
+        await asyncio.to_thread(refresh)
+        app[TUF_DIR] = tuf_repository(settings.data_dir).repository
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(TUF_REFRESH_SECONDS)
+                try:
+                    await asyncio.to_thread(refresh)
+                except Exception:
+                    # Keep serving the last good publication; clients only fail at expiry.
+                    _logger.exception("TUF refresh failed; will retry")
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return ctx
+
+
+_TUF_PATH = re.compile(r"(?:targets/)?[A-Za-z0-9][A-Za-z0-9._-]*\.json")
+
+
+async def tuf_file(request: web.Request) -> web.StreamResponse:
+    """One file of the TUF repository: metadata or a consistent-snapshot target."""
+    path = request.match_info["path"]
+    if TUF_DIR not in request.app:
+        raise web.HTTPServiceUnavailable()
+    # A strict name pattern rather than path normalisation: nothing outside the repository,
+    # and no dot-files (the atomic writer's temporaries), can ever match.
+    if not _TUF_PATH.fullmatch(path):
+        raise web.HTTPNotFound()
+    file = request.app[TUF_DIR] / path
+    if not file.is_file():
+        raise web.HTTPNotFound()
+    # Versioned names never change content; timestamp.json and root.json do.
+    mutable = path in ("timestamp.json", "root.json")
+    return web.FileResponse(
+        file,
+        headers={
+            "Content-Type": "application/json",
+            "Cache-Control": "no-cache" if mutable else "public, max-age=31536000, immutable",
+        },
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -199,7 +306,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-COMPONENTS = ("log", "tsa", "ca")
+COMPONENTS = ("log", "tsa", "ca", "trust")
 
 
 def create_app(
@@ -230,13 +337,31 @@ def create_app(
     if "tsa" in components:
         app.cleanup_ctx.append(_tsa_context(settings))
         tsa_routes(app)
-        if "log" not in components:
-            app.router.add_get("/healthz", _tsa_healthz)
+    if "trust" in components:
+        # Last: the other contexts have created every key the trust documents describe.
+        app.cleanup_ctx.append(_trust_context(settings))
+        app.router.add_get("/tuf/{path:.+}", tuf_file)
+    if "log" not in components:
+        ready: list[web.AppKey[Any]] = []
+        if "tsa" in components:
+            ready.append(TSA)
+        if "ca" in components and settings.oidc_config is not None:
+            ready.append(CA)
+        if "trust" in components:
+            ready.append(TUF_DIR)
+        app.router.add_get("/healthz", _started_healthz(tuple(ready)))
     return app
 
 
-async def _tsa_healthz(request: web.Request) -> web.Response:
-    ready = TSA in request.app
-    return web.json_response(
-        {"status": "ok" if ready else "starting"}, status=200 if ready else 503
-    )
+def _started_healthz(
+    keys: tuple[web.AppKey[Any], ...],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Health for a process without the log: 200 once every service in it has started."""
+
+    async def handler(request: web.Request) -> web.Response:
+        ready = all(key in request.app for key in keys)
+        return web.json_response(
+            {"status": "ok" if ready else "starting"}, status=200 if ready else 503
+        )
+
+    return handler

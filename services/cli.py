@@ -15,11 +15,16 @@ from importlib.metadata import version
 from pathlib import Path
 
 from aiohttp import web
+from cryptography import x509
 
 from clients.cli import add_log_parser, run_log
 from services.app import COMPONENTS, DEFAULT_MAX_BODY, Settings, create_app
+from services.ca import devissuer
+from services.ca.keys import CAKeyError
+from services.ca.pkcs11 import Pkcs11KeyConfig
 from services.db import Database
 from services.migrate import upgrade
+from services.trust.publish import TrustOptions, export
 from services.tsa import keys as tsa_keys
 
 __all__ = ["main"]
@@ -66,6 +71,40 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="Fulcio-format OIDC issuer config (JSON or YAML); enables the CA and its CT log",
     )
+    # The CA key defaults to a root + intermediate generated in the data dir. Secrets never go
+    # on the command line (every local user can read it in ps): files or environment only.
+    run.add_argument(
+        "--ca-key",
+        type=Path,
+        metavar="FILE",
+        help="the CA's own PEM private key (mode 0600), with --ca-chain; password, if any, from "
+        "SIGSTEAD_CA_KEY_PASSWORD or --ca-key-password-file",
+    )
+    run.add_argument(
+        "--ca-key-password-file", type=Path, metavar="FILE", help="file holding --ca-key's password"
+    )
+    run.add_argument(
+        "--ca-chain",
+        type=Path,
+        metavar="FILE",
+        help="PEM chain for --ca-key or the PKCS#11 key: the signing certificate first, root last",
+    )
+    run.add_argument(
+        "--ca-pkcs11-module",
+        type=Path,
+        metavar="FILE",
+        help="PKCS#11 module (.so) whose token holds the CA key; with --ca-pkcs11-token, "
+        "--ca-pkcs11-key-label or -id, and --ca-chain; PIN from SIGSTEAD_PKCS11_PIN or "
+        "--ca-pkcs11-pin-file",
+    )
+    run.add_argument("--ca-pkcs11-token", metavar="LABEL", help="the token's label")
+    run.add_argument("--ca-pkcs11-key-label", metavar="LABEL", help="the private key's label")
+    run.add_argument(
+        "--ca-pkcs11-key-id", metavar="HEX", type=bytes.fromhex, help="the private key's CKA_ID"
+    )
+    run.add_argument(
+        "--ca-pkcs11-pin-file", type=Path, metavar="FILE", help="file holding the token's user PIN"
+    )
     serve = sub.add_parser("serve", help="run one service alone (production layout)")
     serve.add_argument("component", choices=COMPONENTS)
     serve.add_argument(
@@ -77,6 +116,45 @@ def _parser() -> argparse.ArgumentParser:
     for action in run._actions:
         if action.dest != "help":
             serve._add_action(action)
+    trust = sub.add_parser("trust", help="trust distribution")
+    trust_sub = trust.add_subparsers(dest="trust_command", required=True)
+    exp = trust_sub.add_parser(
+        "export",
+        help="write trusted_root.json, signing_config.v0.2.json, the client trust config, the "
+        "TUF repository and consumer snippets",
+    )
+    exp.add_argument("--data-dir", type=Path, default=Path("sigstead-data"))
+    exp.add_argument(
+        "--public-url",
+        required=True,
+        help="the URL clients use: the same as the server's --public-url (or http://HOST:PORT)",
+    )
+    exp.add_argument("--out", type=Path, required=True, help="directory to write into")
+    exp.add_argument("--operator", help="operator name in the documents (default: the host)")
+    exp.add_argument(
+        "--ca-chain",
+        type=Path,
+        help="the CA chain the server was given (key file or PKCS#11 CA); default: DIR/ca",
+    )
+    exp.add_argument(
+        "--oidc-url",
+        action="append",
+        default=[],
+        help="an IdP for interactive sign-in, listed in the signing config (repeatable)",
+    )
+    exp.add_argument("--identity", help="signer identity (SAN) to write into policy snippets")
+    exp.add_argument("--issuer", help="OIDC issuer to write into policy snippets")
+    dev = sub.add_parser(
+        "dev-issuer",
+        help="a local OIDC issuer for trying sigstead out (never list it in production)",
+    )
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    dev_init = dev_sub.add_parser("init", help="create its key and print the CA config path")
+    dev_init.add_argument("--dir", type=Path, default=Path("dev-issuer"))
+    dev_init.add_argument("--issuer", default=devissuer.DEFAULT_ISSUER)
+    dev_token = dev_sub.add_parser("token", help="print a 10-minute ID token")
+    dev_token.add_argument("--dir", type=Path, default=Path("dev-issuer"))
+    dev_token.add_argument("--email", required=True)
     add_log_parser(sub)
     return parser
 
@@ -109,6 +187,24 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
     return max((proc.exitcode or 0) for proc in procs)
 
 
+def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
+    if args.ca_pkcs11_module is None:
+        named = [args.ca_pkcs11_token, args.ca_pkcs11_key_label, args.ca_pkcs11_key_id]
+        if any(named) or args.ca_pkcs11_pin_file:
+            raise SystemExit("--ca-pkcs11-* flags need --ca-pkcs11-module")
+        return None
+    try:
+        return Pkcs11KeyConfig(
+            module=args.ca_pkcs11_module,
+            token_label=args.ca_pkcs11_token or "",
+            key_label=args.ca_pkcs11_key_label,
+            key_id=args.ca_pkcs11_key_id,
+            pin_file=args.ca_pkcs11_pin_file,
+        )
+    except CAKeyError as exc:
+        raise SystemExit(f"sigstead: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     args = _parser().parse_args(argv)
@@ -125,7 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url=args.database_url,
             max_body=args.max_body,
             oidc_config=args.oidc_config,
+            ca_key=args.ca_key,
+            ca_key_password_file=args.ca_key_password_file,
+            ca_chain=args.ca_chain,
+            ca_pkcs11=_ca_pkcs11(args),
         )
+        if (settings.ca_key or settings.ca_chain or settings.ca_pkcs11) and not args.oidc_config:
+            raise SystemExit("the --ca-* flags need --oidc-config: without it the CA is off")
         # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
         # the cleanup contexts: the sequencer commits what is queued and the database closes.
         components = COMPONENTS if args.command == "up" else (args.component,)
@@ -138,10 +240,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Per-request access lines cost about a third of TSA throughput (bench/bench_tsa.py);
         # they are opt-in.
         access_log = logging.getLogger("aiohttp.access") if args.access_log else None
-        web.run_app(app, host=args.host, port=args.port, print=None, access_log=access_log)
+        try:
+            web.run_app(app, host=args.host, port=args.port, print=None, access_log=access_log)
+        except CAKeyError as exc:
+            # An unusable CA key is the operator's to fix: the reason, without a traceback.
+            raise SystemExit(f"sigstead: CA key: {exc}") from None
         return 0
     if args.command == "log":
         return run_log(args)
+    if args.command == "dev-issuer":
+        if args.dev_command == "init":
+            print(devissuer.init(args.dir, args.issuer))
+        else:
+            print(devissuer.token(args.dir, args.email, datetime.now(UTC)))
+        return 0
+    if args.command == "trust" and args.trust_command == "export":
+        ca_chain = (
+            x509.load_pem_x509_certificates(args.ca_chain.read_bytes()) if args.ca_chain else None
+        )
+        options = TrustOptions(
+            args.public_url, operator=args.operator, oidc_urls=args.oidc_url, ca_chain=ca_chain
+        )
+        exported = export(
+            args.data_dir,
+            options,
+            args.out,
+            datetime.now(UTC),
+            identity=args.identity,
+            issuer=args.issuer,
+        )
+        print(
+            f"wrote {args.out}: trusted root, signing config, client trust config, TUF "
+            f"repository (root v{exported.published.root}, targets v{exported.published.targets})"
+            " and snippets"
+        )
+        return 0
     if args.command == "db" and args.db_command == "upgrade":
         asyncio.run(_db_upgrade(args.database_url))
         return 0

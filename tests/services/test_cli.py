@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from services.ca import keys as ca_keys
 from services.db import Database, sqlite_url
 from services.migrate import check_at_head
+from tests.serverproc import free_port
 
 
 def test_db_upgrade_creates_a_migrated_database(tmp_path: Path) -> None:
@@ -34,3 +45,98 @@ def test_unknown_command_fails() -> None:
     )
     assert proc.returncode == 2
     assert b"invalid choice" in proc.stderr
+
+
+def oidc_config_file(tmp_path: Path) -> Path:
+    """A Fulcio config with one email issuer that is never contacted (no test sends a token)."""
+    config = tmp_path / "fulcio.json"
+    url = "http://127.0.0.1:1/idp"
+    entry = {"IssuerURL": url, "ClientID": "sigstore", "Type": "email", "AllowInsecureHTTP": True}
+    config.write_text(json.dumps({"OIDCIssuers": {url: entry}}))
+    return config
+
+
+def serve_ca(tmp_path: Path, *flags: str) -> tuple[str, list[str]]:
+    """Run ``sigstead serve ca FLAGS`` until it answers; return its log and its trust bundle."""
+    port = free_port()
+    log_path = tmp_path / "serve-ca.log"
+    command = [sys.executable, "-m", "services.cli", "serve", "ca", "--port", str(port)]
+    command += [
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--oidc-config",
+        str(oidc_config_file(tmp_path)),
+    ]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([*command, *flags], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"exited with {proc.returncode}: {log_path.read_text()}")
+            try:
+                url = f"http://127.0.0.1:{port}/api/v2/trustBundle"
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    bundle = json.load(resp)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    certificates: list[str] = bundle["chains"][0]["certificates"]
+    return log_path.read_text(), certificates
+
+
+def test_serve_ca_with_the_operators_key_files(tmp_path: Path) -> None:
+    password = "pw-8d2e51-never-logged"
+    _, ca_key, chain = ca_keys.generate(datetime.now(UTC))
+    key_path, chain_path, password_path = (tmp_path / n for n in ("ca.key", "chain.pem", "pw"))
+    key_path.write_bytes(
+        ca_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password.encode()),
+        )
+    )
+    key_path.chmod(0o600)
+    chain_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    password_path.write_text(password + "\n")
+    password_path.chmod(0o600)
+    log, pems = serve_ca(
+        tmp_path,
+        *("--ca-key", str(key_path), "--ca-key-password-file", str(password_path)),
+        *("--ca-chain", str(chain_path)),
+    )
+    assert [x509.load_pem_x509_certificate(p.encode()) for p in pems] == list(chain)
+    assert not (tmp_path / "data" / "ca").exists()  # nothing generated beside the operator's
+    assert password not in log
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ca-chain", "c.pem"], "the --ca-* flags need --oidc-config"),
+        (["--ca-pkcs11-token", "t"], "--ca-pkcs11-* flags need --ca-pkcs11-module"),
+        (["--ca-pkcs11-module", "m.so", "--ca-pkcs11-key-label", "k"], "needs the token label"),
+        (["--ca-pkcs11-module", "m.so", "--ca-pkcs11-token", "t"], "a key label or a key id"),
+        (["--ca-key", "k.pem", "--config"], "a CA key file needs its chain file"),
+        (["--ca-chain", "c.pem", "--config"], "needs a CA key file or a PKCS#11 key"),
+    ],
+)
+def test_ca_key_flags_are_checked(tmp_path: Path, flags: list[str], message: str) -> None:
+    if flags[-1] == "--config":
+        flags = [*flags[:-1], "--oidc-config", str(oidc_config_file(tmp_path))]
+    command = [sys.executable, "-m", "services.cli", "serve", "ca", "--port", "1"]
+    proc = subprocess.run(
+        [*command, "--data-dir", str(tmp_path / "data"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,81 @@
+"""``create_app``'s trust component: the TUF repository served at ``/tuf/`` over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+from tuf.ngclient import Updater
+
+from services.app import Settings, create_app
+from services.trust.publish import TRUSTED_ROOT, tuf_repository
+
+
+async def _client(aiohttp_client: AiohttpClient, data_dir: Path) -> TestClient:  # type: ignore[type-arg]
+    settings = Settings(data_dir=data_dir, public_url="http://sigstead.test:3000")
+    return await aiohttp_client(create_app(settings, components=("trust",)))
+
+
+def _fetch_with_tuf_client(base: str, root: bytes, client_dir: Path) -> bytes:
+    client_dir.mkdir()
+    updater = Updater(
+        metadata_dir=str(client_dir),
+        metadata_base_url=base,
+        target_dir=str(client_dir),
+        target_base_url=f"{base}/targets/",
+        bootstrap=root,
+    )
+    updater.refresh()
+    info = updater.get_targetinfo(TRUSTED_ROOT)
+    assert info is not None
+    return Path(updater.download_target(info)).read_bytes()
+
+
+async def test_the_served_repository_verifies_in_the_tuf_client(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    client = await _client(aiohttp_client, tmp_path / "data")
+    repo = tuf_repository(tmp_path / "data")
+    base = str(client.make_url("/tuf"))
+    got = await asyncio.to_thread(
+        _fetch_with_tuf_client, base, repo.root_json(), tmp_path / "client"
+    )
+    root = json.loads(got)
+    assert root["tlogs"][0]["baseUrl"] == "http://sigstead.test:3000"
+    assert got == repo.current_target(TRUSTED_ROOT)
+
+
+async def test_cache_headers_and_refusals(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    client = await _client(aiohttp_client, tmp_path / "data")
+    resp = await client.get("/tuf/timestamp.json")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["Cache-Control"] == "no-cache"
+    resp = await client.get("/tuf/1.root.json")
+    assert resp.status == 200
+    assert "immutable" in resp.headers["Cache-Control"]
+    # Nothing outside the repository, no keys, no temporaries, nothing missing.
+    for path in (
+        "/tuf/../keys/root.pem",
+        "/tuf/%2e%2e/keys/root.pem",
+        "/tuf/..%2fkeys%2froot.pem",
+        "/tuf/.timestamp.json.tmp",
+        "/tuf/targets/../../keys/root.pem",
+        "/tuf/99.root.json",
+        "/tuf/",
+    ):
+        resp = await client.get(path)
+        assert resp.status == 404, path
+
+
+async def test_a_restart_serves_the_same_bytes(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    client = await _client(aiohttp_client, tmp_path / "data")
+    first = await (await client.get("/tuf/timestamp.json")).read()
+    await client.close()
+    client = await _client(aiohttp_client, tmp_path / "data")
+    assert await (await client.get("/tuf/timestamp.json")).read() == first

@@ -1,0 +1,174 @@
+"""A whole sigstead deployment for end-to-end tests: an IdP process, ``sigstead up`` with the CA,
+and the trust material exported by ``sigstead trust export`` (the command a user runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e.idp import IdP, start_idp
+from tests.serverproc import Server, start_server, stop_server
+
+IDENTITY = "alice@example.com"
+
+
+@dataclass
+class Stack:
+    """The running processes and the exported trust directory."""
+
+    idp: IdP
+    server: Server
+    trust: Path
+
+    @property
+    def client_trust_config(self) -> Path:
+        """The file for ``sigstore --trust-config``."""
+        return self.trust / "client_trust_config.json"
+
+    @property
+    def trusted_root(self) -> Path:
+        """The exported ``trusted_root.json``."""
+        return self.trust / "trusted_root.json"
+
+    def stop(self) -> None:
+        if self.server.process.poll() is None:
+            stop_server(self.server)
+        self.idp.stop()
+
+
+def sigstead(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``sigstead`` command line as a user would (a fresh process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def start_stack(directory: Path) -> Stack:
+    """Start an IdP and ``sigstead up --oidc-config``, then export the trust material."""
+    directory.mkdir(parents=True, exist_ok=True)
+    idp = start_idp(directory)
+    config = directory / "oidc.json"
+    config.write_text(
+        json.dumps(
+            {
+                "OIDCIssuers": {
+                    idp.url: {
+                        "IssuerURL": idp.url,
+                        "ClientID": "sigstore",
+                        "Type": "email",
+                        "AllowInsecureHTTP": True,
+                    }
+                }
+            }
+        )
+    )
+    try:
+        server = start_server(directory / "data", "--oidc-config", str(config))
+    except BaseException:
+        idp.stop()
+        raise
+    stack = Stack(idp, server, directory / "trust")
+    try:
+        done = sigstead(
+            "trust",
+            "export",
+            "--data-dir",
+            str(server.data_dir),
+            "--public-url",
+            server.url,
+            "--out",
+            str(stack.trust),
+            "--identity",
+            IDENTITY,
+            "--issuer",
+            idp.url,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"trust export failed: {done.stderr}")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def client_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment for a client process, with ``home`` as its private home.
+
+    Clients keep TUF state under the user's data and cache directories; a home of each test's
+    own keeps anything from leaking between tests or from the machine. ``CI`` and
+    ``SIGSTORE_ID_TOKEN`` are dropped so that only callers that mean to pass a token do.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "SIGSTORE_ID_TOKEN")}
+    return {
+        **env,
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "NO_COLOR": "1",
+        # sigstore-python prints through rich, which wraps messages at the terminal width.
+        "COLUMNS": "1000",
+        **extra,
+    }
+
+
+def sigstore_python(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run sigstore-python's command line (a dev dependency) from this interpreter, so it is
+    found whether or not the virtualenv's ``bin`` is on ``PATH``."""
+    return subprocess.run(
+        [sys.executable, "-m", "sigstore", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=client_env(home),
+        check=False,
+    )
+
+
+def python_sign(stack: Stack, home: Path, artifact: Path, bundle: Path) -> None:
+    """``sigstore sign`` with the exported client trust config."""
+    done = sigstore_python(
+        home,
+        "--trust-config",
+        str(stack.client_trust_config),
+        "sign",
+        "--identity-token",
+        stack.idp.token(),
+        "--bundle",
+        str(bundle),
+        str(artifact),
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def python_verify(
+    stack: Stack,
+    home: Path,
+    artifact: Path,
+    bundle: Path,
+    *,
+    identity: str = IDENTITY,
+    issuer: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``sigstore verify identity`` with the exported client trust config."""
+    return sigstore_python(
+        home,
+        "--trust-config",
+        str(stack.client_trust_config),
+        "verify",
+        "identity",
+        "--cert-identity",
+        identity,
+        "--cert-oidc-issuer",
+        issuer or stack.idp.url,
+        "--bundle",
+        str(bundle),
+        str(artifact),
+    )

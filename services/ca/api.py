@@ -7,6 +7,7 @@ certificate. Every certificate the CA ever issued is therefore in the CT log.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -56,8 +57,10 @@ class CertificateAuthority:
         claims = await self.verifier.verify(token, now)
         principal = principal_from_claims(claims, self.config)
         public_key = _public_key(key_request, principal)
-        precert = build_precertificate(
-            ca=self.ca, public_key=public_key, principal=principal, now=now
+        # Both signatures may be round trips to an HSM (a PKCS#11 call blocks until the token
+        # answers): off the event loop, so one slow token never stalls the log or the TSA.
+        precert = await asyncio.to_thread(
+            build_precertificate, ca=self.ca, public_key=public_key, principal=principal, now=now
         )
         chain_ders = [c.public_bytes(serialization.Encoding.DER) for c in self.ca.chain]
         try:
@@ -66,7 +69,7 @@ class CertificateAuthority:
             )
         except CTError as exc:
             raise CTLogError(exc.message) from None
-        final = build_final_certificate(precert, ca=self.ca, sct=sct)
+        final = await asyncio.to_thread(build_final_certificate, precert, ca=self.ca, sct=sct)
         return [final, *self.ca.chain]
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +37,16 @@ from services.ca import pkcs11 as ca_pkcs11
 from services.ca.api import CA
 from services.ca.certificate import build_final_certificate, build_precertificate
 from services.ca.errors import CABackendError
-from services.ca.keys import CAKeyError, CAKeyMaterial
+from services.ca.keys import CAHash, CAKeyError, CAKeyMaterial
 from services.db import Database
 from tests.services.ca.checks import pyca_verify_chain, sign_precert, sigstore_verify_sct
-from tests.services.ca.oidc_issuer import Issuer, IssuerServer, claims_for, sign
+from tests.services.ca.oidc_issuer import (
+    Issuer,
+    IssuerServer,
+    claims_for,
+    sign,
+    write_email_issuer_config,
+)
 from tests.services.ca.test_api import ct_keyring
 from tests.services.ca.test_certificate import EMAIL
 from tests.services.log.rekor.test_api import AiohttpClient
@@ -201,23 +207,10 @@ async def test_issues_through_the_http_api(
     softhsm: SoftHSM,
     issuer: tuple[Issuer, ec.EllipticCurvePrivateKey],
     label: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     acme, idp_key = issuer
-    config = tmp_path / "fulcio.json"
-    config.write_text(
-        json.dumps(
-            {
-                "OIDCIssuers": {
-                    acme.url: {
-                        "IssuerURL": acme.url,
-                        "ClientID": "sigstore",
-                        "Type": "email",
-                        "AllowInsecureHTTP": True,
-                    }
-                }
-            }
-        )
-    )
+    config = write_email_issuer_config(tmp_path / "fulcio.json", acme.url)
     data = tmp_path / "data"
     settings = Settings(
         data_dir=data,
@@ -234,6 +227,15 @@ async def test_issues_through_the_http_api(
     ca = client.app[CA].ca
     assert isinstance(ca.key, ca_pkcs11.Pkcs11Signer)
     assert PIN not in repr(ca.key) + repr(ca) + repr(settings)
+    # Each token signature blocks its thread for the HSM's round trip: never the event loop's.
+    signed_on: list[threading.Thread] = []
+    token_sign = ca.key.sign_certificate
+
+    def recording(builder: x509.CertificateBuilder, algorithm: CAHash) -> x509.Certificate:
+        signed_on.append(threading.current_thread())
+        return token_sign(builder, algorithm)
+
+    monkeypatch.setattr(ca.key, "sign_certificate", recording)
 
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     csr = (
@@ -256,6 +258,8 @@ async def test_issues_through_the_http_api(
     verify_sct(leaf, resp.chain, ct_keyring(data))
     pyca_verify_chain(leaf, ca, datetime.datetime.now(datetime.UTC))
     assert not (data / "ca").exists()  # no software CA was generated beside the token's
+    assert len(signed_on) == 2  # the precertificate and the final certificate
+    assert threading.main_thread() not in signed_on  # the test's event loop runs there
 
 
 def test_signs_again_after_losing_the_session(softhsm: SoftHSM, pin_env: None) -> None:

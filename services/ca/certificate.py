@@ -30,25 +30,20 @@ from services.log.ct.rfc6962 import (
     SignedCertificateTimestamp,
     TimestampedEntry,
     sct_list_extension_value,
+    strip_poison,
 )
 
 __all__ = [
     "LEAF_VALIDITY",
-    "POISON_EXTENSION_DER",
     "build_certificate",
     "build_final_certificate",
     "build_precertificate",
     "precert_entry",
-    "strip_poison",
 ]
 
 _logger = logging.getLogger(__name__)
 
 LEAF_VALIDITY = datetime.timedelta(minutes=10)
-
-# The whole poison Extension as DER: OID 1.3.6.1.4.1.11129.2.4.3, critical TRUE, value NULL.
-POISON_EXTENSION_DER = bytes.fromhex("3013060a2b06010401d6790204030101ff04020500")
-_POISON_OID_DER = bytes.fromhex("060a2b06010401d679020403")
 
 
 def _leaf_builder(
@@ -191,88 +186,6 @@ def build_final_certificate(
     if final.tbs_precertificate_bytes != strip_poison(precert.tbs_certificate_bytes):
         raise CABackendError("final certificate TBS diverges from the precertificate TBS")
     return final
-
-
-# --- DER surgery on TBSCertificate -----------------------------------------------------------
-
-
-def _read_tlv(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, start of contents, end of element) of the DER element at ``pos``; strict lengths."""
-    if pos + 2 > len(data):
-        raise ValueError("truncated DER")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
-        raise ValueError("multi-byte DER tags are not expected in a TBSCertificate")
-    first = data[pos + 1]
-    if first < 0x80:
-        length, start = first, pos + 2
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4 or pos + 2 + n > len(data):
-            raise ValueError("bad DER length")
-        length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
-        if length < 0x80 or data[pos + 2] == 0:
-            raise ValueError("non-minimal DER length")
-        start = pos + 2 + n
-    end = start + length
-    if end > len(data):
-        raise ValueError("truncated DER")
-    return tag, start, end
-
-
-def _der_header(tag: int, length: int) -> bytes:
-    if length < 0x80:
-        return bytes([tag, length])
-    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(octets)]) + octets
-
-
-def strip_poison(tbs: bytes) -> bytes:
-    """The precertificate's TBS with the CT poison extension removed, re-encoded (RFC 6962 §3.2).
-
-    Every other byte stays as it was; only the three enclosing lengths change. Raises
-    ``ValueError`` if ``tbs`` is not a DER TBSCertificate, has no poison, or has one that is not
-    exactly critical with value NULL.
-    """
-    tag, start, end = _read_tlv(tbs, 0)
-    if tag != 0x30 or end != len(tbs):
-        raise ValueError("not a single DER SEQUENCE")
-    children: list[tuple[int, int, int]] = []
-    pos = start
-    while pos < end:
-        child = _read_tlv(tbs, pos)
-        children.append((pos, child[0], child[2]))
-        pos = child[2]
-    explicit = [c for c in children if c[1] == 0xA3]
-    if len(explicit) != 1 or explicit[0] != children[-1]:
-        raise ValueError("TBSCertificate has no extensions")
-    ext_pos = explicit[0][0]
-    _, wrap_start, wrap_end = _read_tlv(tbs, ext_pos)
-    seq_tag, seq_start, seq_end = _read_tlv(tbs, wrap_start)
-    if seq_tag != 0x30 or seq_end != wrap_end:
-        raise ValueError("malformed extensions")
-    kept: list[bytes] = []
-    found = 0
-    pos = seq_start
-    while pos < seq_end:
-        ext_tag, ext_start, ext_end = _read_tlv(tbs, pos)
-        if ext_tag != 0x30:
-            raise ValueError("malformed extension")
-        element = tbs[pos:ext_end]
-        if tbs[ext_start : ext_start + len(_POISON_OID_DER)] == _POISON_OID_DER:
-            if element != POISON_EXTENSION_DER:
-                raise ValueError("poison extension must be critical with value NULL")
-            found += 1
-        else:
-            kept.append(element)
-        pos = ext_end
-    if found != 1:
-        raise ValueError(f"TBSCertificate has {found} poison extensions, want exactly 1")
-    body = b"".join(kept)
-    seq = _der_header(0x30, len(body)) + body
-    extensions = _der_header(0xA3, len(seq)) + seq
-    inner = tbs[start:ext_pos] + extensions
-    return _der_header(0x30, len(inner)) + inner
 
 
 def precert_entry(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import hashlib
 import os
 import secrets
 import shutil
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.keys import write_private_key
+from services.log.ct import rfc6962
 
 __all__ = [
     "CAHash",
@@ -149,7 +149,7 @@ class CAKeyMaterial:
     @property
     def issuer_key_hash(self) -> bytes:
         """SHA-256 of the signing certificate's SPKI: the RFC 6962 precert ``issuer_key_hash``."""
-        return hashlib.sha256(_spki(self.signing_certificate)).digest()
+        return rfc6962.issuer_key_hash(self.signing_certificate)
 
     @property
     def signature_hash(self) -> CAHash:

@@ -34,7 +34,6 @@ __all__ = ["CT_LOG", "CTError", "CTLog", "add_routes"]
 
 _logger = logging.getLogger(__name__)
 MAX_ENTRIES = 1000
-_POISON_VALUE = b"\x05\x00"
 
 
 class CTError(Exception):

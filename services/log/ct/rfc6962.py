@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 __all__ = [
     "HASH_SHA256",
+    "POISON_EXTENSION_DER",
     "POISON_OID",
     "SCT_LIST_OID",
     "SIGNATURE_ECDSA",
@@ -37,10 +38,14 @@ __all__ = [
     "precert_chain_entry",
     "precert_tbs",
     "sct_list_extension_value",
+    "strip_poison",
     "tree_head_input",
 ]
 
 POISON_OID = "1.3.6.1.4.1.11129.2.4.3"
+# The whole poison Extension as DER: that OID, critical TRUE, value NULL (RFC 6962 §3.1). It is
+# the only form accepted: anything else is not a precertificate a verifier can rebuild.
+POISON_EXTENSION_DER = bytes.fromhex("3013060a2b06010401d6790204030101ff04020500")
 SCT_LIST_OID = "1.3.6.1.4.1.11129.2.4.2"
 # TLS HashAlgorithm and SignatureAlgorithm codes (RFC 5246 §7.4.1.4.1).
 HASH_SHA256 = 4
@@ -246,21 +251,40 @@ def issuer_key_hash(issuer: x509.Certificate) -> bytes:
     return hashlib.sha256(spki).digest()
 
 
-def precert_tbs(precert_der: bytes) -> bytes:
-    """The precertificate's TBSCertificate with the poison extension removed, re-encoded.
+def strip_poison(tbs: bytes) -> bytes:
+    """A precertificate's TBSCertificate with the poison extension removed (RFC 6962 §3.2).
 
     Every other field keeps its original encoding (asn1crypto re-uses the bytes of unchanged
-    values), which is what lets a verifier rebuild the same bytes from the final certificate.
+    values; only the enclosing lengths change), which is what lets a verifier rebuild the same
+    bytes from the final certificate minus its SCT list. Raises ``ValueError`` unless ``tbs`` is
+    one DER TBSCertificate with exactly one poison extension, critical with value NULL.
     """
-    cert = asn1_x509.Certificate.load(precert_der)
-    tbs = cert["tbs_certificate"]
-    kept = [e for e in tbs["extensions"] if e["extn_id"].dotted != POISON_OID]
-    if len(kept) == len(tbs["extensions"]):
-        raise ValueError("not a precertificate: no poison extension")
-    new = tbs.copy()
-    new["extensions"] = asn1_x509.Extensions(kept)
-    der: bytes = new.dump(force=False)
+    try:
+        parsed = asn1_x509.TbsCertificate.load(tbs, strict=True)
+        extensions = list(parsed["extensions"])
+    except ValueError as exc:
+        raise ValueError(f"not a DER TBSCertificate: {exc}") from None
+    poisons = [e for e in extensions if e["extn_id"].dotted == POISON_OID]
+    if len(poisons) != 1:
+        raise ValueError(f"TBSCertificate has {len(poisons)} poison extensions, want exactly 1")
+    if poisons[0].dump() != POISON_EXTENSION_DER:
+        raise ValueError("poison extension must be critical with value NULL")
+    stripped = parsed.copy()
+    stripped["extensions"] = asn1_x509.Extensions(
+        [e for e in extensions if e["extn_id"].dotted != POISON_OID]
+    )
+    der: bytes = stripped.dump(force=False)
     return der
+
+
+def precert_tbs(precert_der: bytes) -> bytes:
+    """``strip_poison`` of a whole precertificate's TBSCertificate."""
+    try:
+        tbs = asn1_x509.Certificate.load(precert_der, strict=True)["tbs_certificate"]
+        tbs_der: bytes = tbs.dump()
+    except ValueError as exc:
+        raise ValueError(f"not a DER certificate: {exc}") from None
+    return strip_poison(tbs_der)
 
 
 def certificate_chain(chain_ders: list[bytes]) -> bytes:

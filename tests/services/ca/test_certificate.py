@@ -16,18 +16,16 @@ from sigstore.errors import VerificationError
 from services.ca import keys
 from services.ca.certificate import (
     LEAF_VALIDITY,
-    POISON_EXTENSION_DER,
     build_certificate,
     build_final_certificate,
     build_precertificate,
     precert_entry,
-    strip_poison,
 )
 from services.ca.config import IssuerType, OIDCIssuer
 from services.ca.errors import CABackendError
 from services.ca.identity import Principal, principal_from_claims
 from services.ca.oidc import Claims
-from services.log.ct.rfc6962 import SignedCertificateTimestamp
+from services.log.ct.rfc6962 import POISON_EXTENSION_DER, SignedCertificateTimestamp, strip_poison
 from tests.services.ca.checks import LOG_ID, pyca_verify_chain, sign_precert, sigstore_verify_sct
 from tests.services.ca.conftest import NOW, config_json
 

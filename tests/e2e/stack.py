@@ -3,7 +3,6 @@ and the trust material exported by ``sigstead trust export`` (the command a user
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from tests.e2e.idp import IdP, start_idp
 from tests.serverproc import Server, start_server, stop_server
+from tests.services.ca.oidc_issuer import write_email_issuer_config
 
 IDENTITY = "alice@example.com"
 
@@ -55,21 +55,7 @@ def start_stack(directory: Path) -> Stack:
     """Start an IdP and ``sigstead up --oidc-config``, then export the trust material."""
     directory.mkdir(parents=True, exist_ok=True)
     idp = start_idp(directory)
-    config = directory / "oidc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "OIDCIssuers": {
-                    idp.url: {
-                        "IssuerURL": idp.url,
-                        "ClientID": "sigstore",
-                        "Type": "email",
-                        "AllowInsecureHTTP": True,
-                    }
-                }
-            }
-        )
-    )
+    config = write_email_issuer_config(directory / "oidc.json", idp.url)
     try:
         server = start_server(directory / "data", "--oidc-config", str(config))
     except BaseException:

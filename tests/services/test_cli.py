@@ -20,6 +20,7 @@ from services.ca import keys as ca_keys
 from services.db import Database, sqlite_url
 from services.migrate import check_at_head
 from tests.serverproc import free_port
+from tests.services.ca.oidc_issuer import write_email_issuer_config
 
 
 def test_db_upgrade_creates_a_migrated_database(tmp_path: Path) -> None:
@@ -49,11 +50,7 @@ def test_unknown_command_fails() -> None:
 
 def oidc_config_file(tmp_path: Path) -> Path:
     """A Fulcio config with one email issuer that is never contacted (no test sends a token)."""
-    config = tmp_path / "fulcio.json"
-    url = "http://127.0.0.1:1/idp"
-    entry = {"IssuerURL": url, "ClientID": "sigstore", "Type": "email", "AllowInsecureHTTP": True}
-    config.write_text(json.dumps({"OIDCIssuers": {url: entry}}))
-    return config
+    return write_email_issuer_config(tmp_path / "fulcio.json", "http://127.0.0.1:1/idp")
 
 
 def serve_ca(tmp_path: Path, *flags: str) -> tuple[str, list[str]]:

@@ -13,6 +13,7 @@ import hmac
 import json
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -167,3 +168,15 @@ def hmac_signed(claims: dict[str, Any], secret: bytes, kid: str) -> str:
     )
     mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(mac)}"
+
+
+def write_email_issuer_config(path: Path, issuer_url: str) -> Path:
+    """Write a Fulcio JSON config naming one email issuer, reachable over plain HTTP."""
+    entry = {
+        "IssuerURL": issuer_url,
+        "ClientID": "sigstore",
+        "Type": "email",
+        "AllowInsecureHTTP": True,
+    }
+    path.write_text(json.dumps({"OIDCIssuers": {issuer_url: entry}}))
+    return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,13 @@ from services.app import Settings, create_app
 from services.ca.keys import load_or_create as load_ca
 from services.db import Database
 from services.keys import load_private_key
-from tests.services.ca.oidc_issuer import Issuer, IssuerServer, claims_for, sign
+from tests.services.ca.oidc_issuer import (
+    Issuer,
+    IssuerServer,
+    claims_for,
+    sign,
+    write_email_issuer_config,
+)
 from tests.services.log.rekor.test_api import AiohttpClient
 
 
@@ -56,21 +61,7 @@ async def fulcio(
     issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],
 ) -> tuple[TestClient[Any, Any], Path]:
     _, acme, _ = issuer
-    config = tmp_path / "fulcio.json"
-    config.write_text(
-        json.dumps(
-            {
-                "OIDCIssuers": {
-                    acme.url: {
-                        "IssuerURL": acme.url,
-                        "ClientID": "sigstore",
-                        "Type": "email",
-                        "AllowInsecureHTTP": True,
-                    }
-                }
-            }
-        )
-    )
+    config = write_email_issuer_config(tmp_path / "fulcio.json", acme.url)
     data = tmp_path / "data"
     settings = Settings(
         data_dir=data, public_url="http://ca.example", oidc_config=config, batch_max_age=0.005

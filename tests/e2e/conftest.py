@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import BUSY_ENTRIES, Stack, fill_log, start_stack
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One deployment for the whole session: its log fills up as the tests run (a busy log)."""
+    """One deployment for the whole session, already busy: a thousand entries by other signers
+    before the first test's, and more as the tests run."""
     s = start_stack(tmp_path_factory.mktemp("stack"))
     try:
+        assert fill_log(s, BUSY_ENTRIES) == BUSY_ENTRIES
         yield s
     finally:
         s.stop()

@@ -3,17 +3,28 @@ and the trust material exported by ``sigstead trust export`` (the command a user
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.idp import IdP, start_idp
 from tests.serverproc import Server, start_server, stop_server
 from tests.services.ca.oidc_issuer import write_email_issuer_config
+from tests.services.log.rekor.material import hashedrekord_body
 
 IDENTITY = "alice@example.com"
+# Entries other signers have made in the busy deployment before the tests sign. Not a power of
+# two, so proofs have a ragged right edge as well as depth.
+BUSY_ENTRIES = 1037
 
 
 @dataclass
@@ -158,3 +169,39 @@ def python_verify(
         str(bundle),
         str(artifact),
     )
+
+
+def fill_log(stack: Stack, entries: int, concurrency: int = 16) -> int:
+    """Append ``entries`` hashedrekord entries from a throwaway key, as other signers would;
+    return the tree size afterwards. Makes a deployment busy: deep inclusion proofs, and a
+    tree size that is not a power of two."""
+
+    async def run() -> int:
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        url = f"{stack.server.url}/api/v1/log/entries"
+        todo = iter(range(entries))
+
+        async def worker(session: aiohttp.ClientSession) -> None:
+            for i in todo:
+                artifact = f"someone else's artifact {i} {uuid.uuid4()}".encode()
+                body = hashedrekord_body(
+                    key_pem,
+                    key.sign(artifact, ec.ECDSA(hashes.SHA256())),
+                    hashlib.sha256(artifact).hexdigest(),
+                )
+                async with session.post(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                ) as resp:
+                    if resp.status != 201:
+                        raise RuntimeError(f"filling the log: {resp.status} {await resp.text()}")
+
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+            async with session.get(f"{stack.server.url}/api/v1/log") as resp:
+                size: int = (await resp.json())["treeSize"]
+                return size
+
+    return asyncio.run(run())

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
-import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pkcs11 import Attribute, KeyType
+from cryptography.hazmat.primitives.asymmetric import ec
 from sigstore._internal.fulcio.client import FulcioClient
 from sigstore._internal.sct import verify_sct
 from sigstore.oidc import IdentityToken
@@ -47,127 +42,38 @@ from tests.services.ca.oidc_issuer import (
     sign,
     write_email_issuer_config,
 )
+from tests.services.ca.softhsm import (
+    KEY_TYPES,
+    MODULE,
+    PIN,
+    TOKEN,
+    SoftHSM,
+    SoftHSMMissing,
+    create_token,
+)
 from tests.services.ca.test_api import ct_keyring
 from tests.services.ca.test_certificate import EMAIL
 from tests.services.log.rekor.test_api import AiohttpClient
 from tests.services.test_cli import oidc_config_file, serve_ca
 
-# Debian's arch-independent path (a symlink into the multiarch directory); CI installs softhsm2.
-MODULE = Path(os.environ.get("SIGSTEAD_TEST_SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so"))
-TOKEN = "sigstead-ca"
-# Distinctive, so the tests can assert it never shows up in any output.
-PIN = "pin-4f1c9e-never-logged"
-SO_PIN = "so-pin-4f1c9e"
-KEYS = ("ec-p256", "ec-p384", "rsa-3072")
 # The token's keys by label: KEYS, plus a second P-256 key to pair with the wrong chain.
-_KEY_TYPES = {
-    "ec-p256": "1.2.840.10045.3.1.7",
-    "ec-p384": "1.3.132.0.34",
-    "rsa-3072": None,
-    "ec-p256-b": "1.2.840.10045.3.1.7",
-}
-
-
-@dataclass(frozen=True)
-class SoftHSM:
-    """The session's token (``TOKEN`` in ``MODULE``): a PEM chain file per key label in it."""
-
-    chains: dict[str, Path]
-
-    def config(self, label: str, **extra: Any) -> ca_pkcs11.Pkcs11KeyConfig:
-        return ca_pkcs11.Pkcs11KeyConfig(module=MODULE, token_label=TOKEN, key_label=label, **extra)
-
-
-def _ca_cert(
-    subject: str,
-    public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-) -> x509.Certificate:
-    """A CA certificate in the generated CA's profile (``services.ca.keys.generate``)."""
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0 if issuer else 1), True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), False
-        ).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-        )
-    return builder.sign(issuer_key, hashes.SHA384())
-
-
-def _public_key(key: pkcs11.PublicKey) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-    if key.key_type is KeyType.EC:
-        der = pkcs11.util.ec.encode_ec_public_key(key)
-    else:
-        der = pkcs11.util.rsa.encode_rsa_public_key(key)  # PKCS#1, which pyca also reads
-    public = serialization.load_der_public_key(der)
-    assert isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
-    return public
+_KEY_TYPES = {**KEY_TYPES, "ec-p256-b": KEY_TYPES["ec-p256"]}
+KEYS = tuple(KEY_TYPES)
 
 
 @pytest.fixture(scope="session")
 def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
     """A SoftHSM2 token with keys generated inside it, and a chain file for each key."""
-    util = shutil.which("softhsm2-util")
-    if util is None or not MODULE.is_file():
-        pytest.fail(f"SoftHSM2 is not installed ({MODULE}): apt-get install softhsm2")
     base = tmp_path_factory.mktemp("softhsm")
-    (base / "tokens").mkdir()
-    conf = base / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {base / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
     with pytest.MonkeyPatch.context() as mp:
-        # SoftHSM reads this at C_Initialize, which python-pkcs11 does once per process: the
-        # token directory has to exist and be named before any test loads the module.
-        mp.setenv("SOFTHSM2_CONF", str(conf))
-        subprocess.run(
-            [util, "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", SO_PIN],
-            check=True,
-            capture_output=True,
-        )
-        root_key = ec.generate_private_key(ec.SECP384R1())
-        root = _ca_cert("sigstead test root", root_key.public_key(), None, root_key)
-        chains: dict[str, Path] = {}
-        session = pkcs11.lib(str(MODULE)).get_token(token_label=TOKEN).open(rw=True, user_pin=PIN)
+        # SoftHSM reads its config at C_Initialize, which python-pkcs11 does once per process:
+        # the token directory has to exist and be named before any test loads the module.
+        mp.setenv("SOFTHSM2_CONF", str(base / "softhsm2.conf"))
         try:
-            for i, (label, oid) in enumerate(_KEY_TYPES.items(), start=1):
-                if oid is None:
-                    public, _ = session.generate_keypair(
-                        KeyType.RSA, 3072, store=True, label=label, id=bytes([i])
-                    )
-                else:
-                    params = session.create_domain_parameters(
-                        KeyType.EC,
-                        {Attribute.EC_PARAMS: pkcs11.util.ec.encode_named_curve_parameters(oid)},
-                        local=True,
-                    )
-                    public, _ = params.generate_keypair(store=True, label=label, id=bytes([i]))
-                cert = _ca_cert(f"sigstead test {label}", _public_key(public), root, root_key)
-                chain = base / f"{label}.pem"
-                chain.write_bytes(
-                    b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, root))
-                )
-                chains[label] = chain
-        finally:
-            # Logging out matters: login state is per process, and each test logs in afresh.
-            session.close()
-        yield SoftHSM(chains)
+            token = create_token(base, _KEY_TYPES)
+        except SoftHSMMissing as exc:
+            pytest.fail(str(exc))
+        yield token
 
 
 @pytest.fixture

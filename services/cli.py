@@ -24,6 +24,7 @@ from services.ca.keys import CAKeyError
 from services.ca.pkcs11 import Pkcs11KeyConfig
 from services.db import Database
 from services.migrate import upgrade
+from services.trust.material import MissingKeysError
 from services.trust.publish import TrustOptions, export
 from services.tsa import keys as tsa_keys
 
@@ -141,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="an IdP for interactive sign-in, listed in the signing config (repeatable)",
+    )
+    exp.add_argument(
+        "--init",
+        action="store_true",
+        help="create the keys if the data directory has none yet (to export before the first "
+        "start); without it a missing key is an error",
     )
     exp.add_argument("--identity", help="signer identity (SAN) to write into policy snippets")
     exp.add_argument("--issuer", help="OIDC issuer to write into policy snippets")
@@ -261,14 +268,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = TrustOptions(
             args.public_url, operator=args.operator, oidc_urls=args.oidc_url, ca_chain=ca_chain
         )
-        exported = export(
-            args.data_dir,
-            options,
-            args.out,
-            datetime.now(UTC),
-            identity=args.identity,
-            issuer=args.issuer,
-        )
+        try:
+            exported = export(
+                args.data_dir,
+                options,
+                args.out,
+                datetime.now(UTC),
+                identity=args.identity,
+                issuer=args.issuer,
+                create_keys=args.init,
+            )
+        except MissingKeysError as exc:
+            raise SystemExit(f"sigstead: {exc} (or pass --init)") from None
         print(
             f"wrote {args.out}: trusted root, signing config, client trust config, TUF "
             f"repository (root v{exported.published.root}, targets v{exported.published.targets})"

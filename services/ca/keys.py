@@ -92,6 +92,10 @@ class CertificateSigner(Protocol):
 
 CAKey = CAPrivateKey | CertificateSigner
 
+# The generated CA's files under ``<data_dir>/ca/``.
+KEY_FILE = "ca.key"
+CHAIN_FILE = "chain.pem"
+
 
 class CAKeyType(enum.StrEnum):
     """Key types for a generated CA. Ed25519 is not offered: sigstore clients reject such CAs."""
@@ -401,9 +405,9 @@ def load_or_create(
         try:
             root_key, ca_key, chain = generate(now, key_type=key_type, organization=organization)
             write_private_key(staging / "root.key", root_key)
-            write_private_key(staging / "ca.key", ca_key)
+            write_private_key(staging / KEY_FILE, ca_key)
             pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-            fd = os.open(staging / "chain.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(staging / CHAIN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 os.write(fd, pem)
                 os.fsync(fd)
@@ -419,4 +423,4 @@ def load_or_create(
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return load(ca_dir / "ca.key", ca_dir / "chain.pem", now)
+    return load(ca_dir / KEY_FILE, ca_dir / CHAIN_FILE, now)

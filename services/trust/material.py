@@ -1,8 +1,10 @@
 """The public half of every key in a data directory: what clients must trust.
 
-``gather`` loads (or, on a fresh directory, creates) exactly the keys ``sigstead up`` would use, by
-calling the same loaders, so an export made before the first start and the repository the server
-publishes at start-up describe the same keys.
+``gather`` loads exactly the keys ``sigstead up`` uses, by calling the same loaders. With
+``create`` it also makes missing ones (the server's first start, or an export prepared before it),
+so such an export and the repository the server publishes at start-up describe the same keys.
+Without ``create`` a missing key is an error: an export from a mistyped data directory would
+otherwise hand clients a trust root for keys no server holds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from services.tsa import keys as tsa_keys
 
 __all__ = [
     "LogKey",
+    "MissingKeysError",
     "TrustMaterial",
     "gather",
     "key_details",
@@ -82,6 +85,10 @@ class TrustMaterial:
     tsa_chain: tuple[x509.Certificate, ...]
 
 
+class MissingKeysError(FileNotFoundError):
+    """The data directory lacks keys the trust documents must describe."""
+
+
 def _log_key(path: Path) -> LogKey:
     key = load_or_create_ec_key(path)
     # The key file's mtime is when the key was made: no entry or SCT can predate it. Key files are
@@ -96,15 +103,30 @@ def gather(
     now: datetime.datetime,
     *,
     ca_chain: Sequence[x509.Certificate] | None = None,
+    create: bool = True,
 ) -> TrustMaterial:
-    """Load the data directory's keys, creating any that are missing (as ``sigstead up`` would).
+    """Load the data directory's keys; with ``create``, make any that are missing first (as
+    ``sigstead up`` does), else raise ``MissingKeysError`` naming them.
 
     ``ca_chain`` replaces the data directory's CA when the CA key lives elsewhere (an operator's
     files or a PKCS#11 token): only the chain is trusted, so only the chain is needed.
     """
-    rekor = _log_key(data_dir / "keys" / REKOR_KEY_FILE)
-    ct = _log_key(data_dir / "keys" / CT_KEY_FILE)
+    rekor_path = data_dir / "keys" / REKOR_KEY_FILE
+    ct_path = data_dir / "keys" / CT_KEY_FILE
+    tsa_dir = data_dir / "tsa"
+    if not create:
+        needed = [rekor_path, ct_path, tsa_dir / tsa_keys.CHAIN_FILE]
+        if ca_chain is None:
+            needed.append(data_dir / "ca" / ca_keys.CHAIN_FILE)
+        missing = [str(p.relative_to(data_dir)) for p in needed if not p.is_file()]
+        if missing:
+            raise MissingKeysError(
+                f"{data_dir} holds no {', '.join(missing)}: name the data directory the server "
+                "runs with, or create the keys before its first start"
+            )
+    rekor = _log_key(rekor_path)
+    ct = _log_key(ct_path)
     if ca_chain is None:
         ca_chain = ca_keys.load_or_create(data_dir, now).chain  # <data_dir>/ca/
-    _key, tsa_chain = tsa_keys.load_or_create(data_dir / "tsa", now)
+    _key, tsa_chain = tsa_keys.load_or_create(tsa_dir, now)
     return TrustMaterial(rekor, ct, tuple(ca_chain), tuple(tsa_chain))

@@ -57,10 +57,16 @@ class Exported:
     published: Published
 
 
-def publish(data_dir: Path, options: TrustOptions, now: datetime.datetime) -> Exported:
-    """Bring the TUF repository in line with the data directory's keys; return the documents."""
+def publish(
+    data_dir: Path, options: TrustOptions, now: datetime.datetime, *, create_keys: bool = True
+) -> Exported:
+    """Bring the TUF repository in line with the data directory's keys; return the documents.
+
+    ``create_keys`` makes missing keys, as the server's first start does; without it a missing
+    key raises ``MissingKeysError``.
+    """
     endpoints = options.endpoints
-    material = gather(data_dir, now, ca_chain=options.ca_chain)
+    material = gather(data_dir, now, ca_chain=options.ca_chain, create=create_keys)
     built: dict[str, documents.Document] = {}
 
     def build(current: Callable[[str], bytes | None]) -> Mapping[str, bytes]:
@@ -92,9 +98,14 @@ def export(
     *,
     identity: str | None = None,
     issuer: str | None = None,
+    create_keys: bool = False,
 ) -> Exported:
-    """Publish, then write everything a consumer needs into ``out`` (no private key)."""
-    exported = publish(data_dir, options, now)
+    """Publish, then write everything a consumer needs into ``out`` (no private key).
+
+    Unlike the server, an export does not make keys unless ``create_keys`` is set: the data
+    directory is the one the server runs with, and a wrong one must fail, not invent keys.
+    """
+    exported = publish(data_dir, options, now, create_keys=create_keys)
     root, config = exported.trusted_root, exported.signing_config
     _write(out / TRUSTED_ROOT, documents.dumps(root))
     _write(out / SIGNING_CONFIG, documents.dumps(config))

@@ -137,3 +137,47 @@ def test_ca_key_flags_are_checked(tmp_path: Path, flags: list[str], message: str
     assert proc.returncode == 1, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _trust_export(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "trust",
+            "export",
+            "--data-dir",
+            str(data),
+            "--public-url",
+            "http://sigstead.internal:3000",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_trust_export_refuses_a_data_directory_without_keys(tmp_path: Path) -> None:
+    """A mistyped --data-dir must not become a trust root for keys no server holds."""
+    data, out = tmp_path / "typo", tmp_path / "trust"
+    done = _trust_export(data, out)
+    assert done.returncode == 1
+    assert f"sigstead: {data} holds no keys/rekor.pem, keys/ctlog.pem" in done.stderr
+    assert "(or pass --init)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not data.exists()
+    assert not out.exists()
+
+    done = _trust_export(data, out, "--init")
+    assert done.returncode == 0, done.stderr
+    assert (out / "trusted_root.json").is_file()
+    assert (data / "keys" / "rekor.pem").is_file()
+    # The keys exist now: a plain export reads them and changes nothing.
+    before = (out / "trusted_root.json").read_bytes()
+    done = _trust_export(data, out)
+    assert done.returncode == 0, done.stderr
+    assert (out / "trusted_root.json").read_bytes() == before

@@ -7,9 +7,11 @@ import datetime
 import json
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from services.ca import keys as ca_keys
+from services.trust.material import MissingKeysError
 from services.trust.publish import (
     CLIENT_TRUST_CONFIG,
     SIGNING_CONFIG,
@@ -62,3 +64,21 @@ def test_an_operator_chain_replaces_the_generated_ca(tmp_path: Path) -> None:
     first = x509.load_der_x509_certificate(base64.b64decode(ders[0]))
     assert first == operator_ca.signing_certificate
     assert not (tmp_path / "data" / "ca").exists()
+
+
+def test_export_names_the_missing_keys_and_creates_none(tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    with pytest.raises(MissingKeysError) as err:
+        export(data, TrustOptions(URL), out, NOW)
+    assert str(err.value) == (
+        f"{data} holds no keys/rekor.pem, keys/ctlog.pem, tsa/tsa-chain.pem, ca/chain.pem: name "
+        "the data directory the server runs with, or create the keys before its first start"
+    )
+    assert not data.exists()
+    assert not out.exists()
+    # With an operator's CA chain, the data directory's CA is not needed.
+    operator_ca = ca_keys.load_or_create(tmp_path / "operator", NOW)
+    with pytest.raises(MissingKeysError, match=r"tsa/tsa-chain.pem: name"):
+        export(data, TrustOptions(URL, ca_chain=operator_ca.chain), out, NOW)
+    exported = export(data, TrustOptions(URL), out, NOW, create_keys=True)
+    assert exported.published.targets == 1

@@ -17,36 +17,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.timing import rate
 from services.ca import devissuer
 from services.ca import keys as ca_keys
 from services.ca import pkcs11 as ca_pkcs11
 from services.ca.certificate import build_final_certificate, build_precertificate
 from services.ca.keys import CAKeyMaterial
 from tests.serverproc import start_server, stop_server
-from tests.services.ca.checks import sign_precert
+from tests.services.ca.checks import public_key_request, sign_precert
 from tests.services.ca.softhsm import MODULE, PIN, TOKEN, SoftHSM, create_token
 from tests.services.ca.test_certificate import EMAIL as PRINCIPAL
 
 EMAIL = "bench@example.com"
-
-
-def _rate(n: int, fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return n / (time.perf_counter() - t)
 
 
 def floor_rate(n: int) -> float:
@@ -54,7 +46,7 @@ def floor_rate(n: int) -> float:
     key = ec.generate_private_key(ec.SECP384R1())
     tbs = os.urandom(700)
     alg = ec.ECDSA(hashes.SHA384())
-    return _rate(n, lambda: (key.sign(tbs, alg), key.sign(tbs, alg)))
+    return rate(n, lambda: (key.sign(tbs, alg), key.sign(tbs, alg)))
 
 
 def issue_rate(ca: CAKeyMaterial, n: int) -> float:
@@ -67,26 +59,14 @@ def issue_rate(ca: CAKeyMaterial, n: int) -> float:
         build_final_certificate(precert, ca=ca, sct=sct)
 
     one()  # warm-up: first use of the key and the token session
-    return _rate(n, one)
+    return rate(n, one)
 
 
 async def http_rate(url: str, issuer_dir: Path, requests: int, concurrency: int) -> float:
     key = ec.generate_private_key(ec.SECP256R1())
     body = {
         "credentials": {"oidcIdentityToken": devissuer.token(issuer_dir, EMAIL, datetime.now(UTC))},
-        "publicKeyRequest": {
-            "publicKey": {
-                "algorithm": "ECDSA",
-                "content": key.public_key()
-                .public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-                .decode(),
-            },
-            "proofOfPossession": base64.b64encode(
-                key.sign(EMAIL.encode(), ec.ECDSA(hashes.SHA256()))
-            ).decode(),
-        },
+        **public_key_request(key, EMAIL.encode()),
     }
     todo = iter(range(requests))
 
@@ -144,8 +124,8 @@ def main() -> None:
             ("PKCS#11 P-384 key (SoftHSM2)", issue_rate(hsm, args.n)),
         ]
         hsm.close()
-        for label, rate in rows:
-            print(f"  {label:<34} {rate:8.0f}/s  {1000 / rate:6.2f} ms each")
+        for label, per_second in rows:
+            print(f"  {label:<34} {per_second:8.0f}/s  {1000 / per_second:6.2f} ms each")
 
         issuer_dir = work / "dev-issuer"
         devissuer.init(issuer_dir)

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,24 +37,18 @@ from asn1crypto import tsp
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.timing import rate
 from services.tsa import keys
 from services.tsa.app import serve
 from services.tsa.authority import TimestampAuthority, parse_der_request
 from tests.serverproc import free_port, start_server, stop_server
 
 
-def _rate(n: int, fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return n / (time.perf_counter() - t)
-
-
 def floor_rate(n: int) -> float:
     key = ec.generate_private_key(ec.SECP256R1())
     msg = os.urandom(200)
     alg = ec.ECDSA(hashes.SHA256())
-    return _rate(n, lambda: key.sign(msg, alg))
+    return rate(n, lambda: key.sign(msg, alg))
 
 
 def _der_body() -> bytes:
@@ -82,9 +75,9 @@ def in_process_rates(n: int, workdir: Path) -> tuple[float, float, float]:
     body = _der_body()
     req = parse_der_request(body)
     return (
-        _rate(n, lambda: parse_der_request(body)),
-        _rate(n, lambda: tsa.stamp(req, now)),
-        _rate(n, lambda: tsa.stamp(parse_der_request(body), now)),
+        rate(n, lambda: parse_der_request(body)),
+        rate(n, lambda: tsa.stamp(req, now)),
+        rate(n, lambda: tsa.stamp(parse_der_request(body), now)),
     )
 
 

@@ -1,5 +1,6 @@
-"""A minimal SCT signer for tests (the real CT log lives elsewhere), and the verifiers that
-sigstore-python applies to a Fulcio certificate: its chain policy and its SCT check."""
+"""A minimal SCT signer for tests (the real CT log lives elsewhere), the verifiers that
+sigstore-python applies to a Fulcio certificate (its chain policy and its SCT check), and the
+publicKeyRequest body that sigstore-js and cosign send."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import datetime
 import hashlib
 import json
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -72,3 +74,18 @@ def pyca_verify_chain(
         .build_client_verifier()
     )
     return verifier.verify(cert, list(ca.chain[:-1])).chain
+
+
+def public_key_request(key: ec.EllipticCurvePrivateKey, signed_over: bytes) -> dict[str, Any]:
+    """The ``signingCert`` v2 ``publicKeyRequest`` for ``key``, its proof of possession signed
+    over ``signed_over`` (sigstore-js signs the email, cosign the token's subject)."""
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    proof = key.sign(signed_over, ec.ECDSA(hashes.SHA256()))
+    return {
+        "publicKeyRequest": {
+            "publicKey": {"algorithm": "ECDSA", "content": pem.decode()},
+            "proofOfPossession": base64.b64encode(proof).decode(),
+        }
+    }

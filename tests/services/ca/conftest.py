@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.ca import keys
 from services.ca.config import FulcioConfig, parse_config
-from tests.services.ca.oidc_issuer import IssuerServer
+from tests.services.ca.oidc_issuer import Issuer, IssuerServer
 
 NOW = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -26,6 +27,16 @@ async def idp() -> AsyncIterator[IssuerServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def issuer(idp: IssuerServer) -> tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey]:
+    """One email issuer "acme" signing ES256 with key ``k1``: (server, issuer, its key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    acme = idp.add("acme", k1=key)
+    # Discovery must advertise ES256: without the field OIDC (and go-oidc) assume RS256 only.
+    acme.algorithms = ["ES256"]
+    return idp, acme, key
 
 
 def config_json(

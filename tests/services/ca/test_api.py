@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from services.app import Settings, create_app
 from services.ca.keys import load_or_create as load_ca
 from services.db import Database
 from services.keys import load_private_key
+from tests.services.ca.checks import public_key_request
 from tests.services.ca.oidc_issuer import (
     Issuer,
     IssuerServer,
@@ -37,20 +37,6 @@ from tests.services.ca.oidc_issuer import (
     write_email_issuer_config,
 )
 from tests.services.log.rekor.test_api import AiohttpClient
-
-
-@pytest.fixture
-async def issuer() -> AsyncIterator[tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey]]:
-    server = IssuerServer()
-    await server.start()
-    key = ec.generate_private_key(ec.SECP256R1())
-    acme = server.add("acme", k1=key)
-    # Discovery must advertise ES256: without the field OIDC (and go-oidc) assume RS256 only.
-    acme.algorithms = ["ES256"]
-    try:
-        yield server, acme, key
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
@@ -140,21 +126,7 @@ async def test_public_key_request_forms(
     client, data = fulcio
     key = ec.generate_private_key(ec.SECP256R1())
     signed_over = b"dev@example.com" if form.startswith("sigstore-js") else b"subject-1"
-    body: dict[str, Any] = {
-        "publicKeyRequest": {
-            "publicKey": {
-                "algorithm": "ECDSA",
-                "content": key.public_key()
-                .public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-                .decode(),
-            },
-            "proofOfPossession": base64.b64encode(
-                key.sign(signed_over, ec.ECDSA(hashes.SHA256()))
-            ).decode(),
-        }
-    }
+    body = public_key_request(key, signed_over)
     headers = {}
     if form.startswith("sigstore-js"):
         body["credentials"] = {"oidcIdentityToken": token(issuer)}

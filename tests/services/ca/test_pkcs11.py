@@ -13,7 +13,7 @@ import datetime
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +91,6 @@ def _load(softhsm: SoftHSM, label: str, chain: str | None = None, **extra: Any) 
 # -- issuance ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def issuer() -> AsyncIterator[tuple[Issuer, ec.EllipticCurvePrivateKey]]:
-    server = IssuerServer()
-    await server.start()
-    key = ec.generate_private_key(ec.SECP256R1())
-    acme = server.add("acme", k1=key)
-    acme.algorithms = ["ES256"]
-    try:
-        yield acme, key
-    finally:
-        await server.stop()
-
-
 @pytest.mark.parametrize("label", KEYS)
 @pytest.mark.usefixtures("pin_env")
 async def test_issues_through_the_http_api(
@@ -111,11 +98,11 @@ async def test_issues_through_the_http_api(
     db: Database,
     tmp_path: Path,
     softhsm: SoftHSM,
-    issuer: tuple[Issuer, ec.EllipticCurvePrivateKey],
+    issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],
     label: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    acme, idp_key = issuer
+    _, acme, idp_key = issuer
     config = write_email_issuer_config(tmp_path / "fulcio.json", acme.url)
     data = tmp_path / "data"
     settings = Settings(

@@ -41,6 +41,11 @@ class Stack:
         return self.trust / "client_trust_config.json"
 
     @property
+    def tuf_url(self) -> str:
+        """The TUF repository the server serves (``sigstore --instance``, ``--tuf-mirror-url``)."""
+        return f"{self.server.url}/tuf"
+
+    @property
     def trusted_root(self) -> Path:
         """The exported ``trusted_root.json``."""
         return self.trust / "trusted_root.json"
@@ -129,12 +134,14 @@ def sigstore_python(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def python_sign(stack: Stack, home: Path, artifact: Path, bundle: Path) -> None:
-    """``sigstore sign`` with the exported client trust config."""
+def python_sign(
+    stack: Stack, home: Path, artifact: Path, bundle: Path, *, tuf: bool = False
+) -> None:
+    """``sigstore sign`` with the exported client trust config, or with ``tuf`` through the
+    TUF repository sigstead serves (after ``sigstore --instance URL trust-instance``)."""
     done = sigstore_python(
         home,
-        "--trust-config",
-        str(stack.client_trust_config),
+        *_python_trust(stack, tuf),
         "sign",
         "--identity-token",
         stack.idp.token(),
@@ -153,12 +160,12 @@ def python_verify(
     *,
     identity: str = IDENTITY,
     issuer: str | None = None,
+    tuf: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """``sigstore verify identity`` with the exported client trust config."""
+    """``sigstore verify identity``, trusting as ``python_sign`` does."""
     return sigstore_python(
         home,
-        "--trust-config",
-        str(stack.client_trust_config),
+        *_python_trust(stack, tuf),
         "verify",
         "identity",
         "--cert-identity",
@@ -169,6 +176,12 @@ def python_verify(
         str(bundle),
         str(artifact),
     )
+
+
+def _python_trust(stack: Stack, tuf: bool) -> tuple[str, str]:
+    if tuf:
+        return ("--instance", stack.tuf_url)
+    return ("--trust-config", str(stack.client_trust_config))
 
 
 def fill_log(stack: Stack, entries: int, concurrency: int = 16) -> int:

@@ -99,7 +99,7 @@ def js_verify(
     if tuf:
         trust = [
             "--tuf-mirror-url",
-            f"{stack.server.url}/tuf",
+            stack.tuf_url,
             "--tuf-root-path",
             str(stack.trust / "tuf" / "root.json"),
             "--tuf-cache-path",
@@ -156,7 +156,7 @@ def cli_verify(
         "verify",
         str(bundle),
         "--tuf-mirror-url",
-        f"{stack.server.url}/tuf",
+        stack.tuf_url,
         "--tuf-root-path",
         str(stack.trust / "tuf" / "root.json"),
         "--tuf-cache-path",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import IDENTITY, Stack, python_sign, python_verify, sigstead, sigstore_python
+from tests.e2e.stack import Stack, python_sign, python_verify, sigstead, sigstore_python
 
 pytestmark = pytest.mark.e2e
 
@@ -131,41 +131,17 @@ def test_trust_through_the_tuf_repository_sigstead_serves(
     fresh_stack: Stack, tmp_path: Path
 ) -> None:
     """``sigstore --instance URL``: trust comes only from sigstead's ``/tuf/`` and root.json."""
-    instance = f"{fresh_stack.server.url}/tuf"
     root = fresh_stack.trust / "tuf" / "root.json"
-    done = sigstore_python(tmp_path, "--instance", instance, "trust-instance", str(root))
+    done = sigstore_python(tmp_path, "--instance", fresh_stack.tuf_url, "trust-instance", str(root))
     assert done.returncode == 0, done.stderr
 
     artifact = tmp_path / "first.txt"
     artifact.write_text("the first entry of a new log\n")
     bundle = tmp_path / "first.sigstore.json"
-    done = sigstore_python(
-        tmp_path,
-        "--instance",
-        instance,
-        "sign",
-        "--identity-token",
-        fresh_stack.idp.token(),
-        "--bundle",
-        str(bundle),
-        str(artifact),
-    )
-    assert done.returncode == 0, done.stderr
+    python_sign(fresh_stack, tmp_path, artifact, bundle, tuf=True)
     entry = json.loads(bundle.read_text())["verificationMaterial"]["tlogEntries"][0]
     assert entry.get("logIndex", "0") == "0"
 
-    done = sigstore_python(
-        tmp_path,
-        "--instance",
-        instance,
-        "verify",
-        "identity",
-        "--cert-identity",
-        IDENTITY,
-        "--cert-oidc-issuer",
-        fresh_stack.idp.url,
-        "--bundle",
-        str(bundle),
-        str(artifact),
-    )
+    done = python_verify(fresh_stack, tmp_path, artifact, bundle, tuf=True)
     assert done.returncode == 0, done.stderr
+    assert f"OK: {artifact}" in done.stderr

@@ -166,37 +166,26 @@ def trusted_root(
         raise ValueError("the TSA chain needs a leaf and a root: clients ignore a lone leaf")
     op = endpoints.operator
     prev = previous or {}
-    return {
-        "mediaType": TRUSTED_ROOT_MEDIA_TYPE,
-        "tlogs": _merge(
-            [_tlog(endpoints.base, material.rekor, op)],
-            prev.get("tlogs", []),
-            _tlog_id,
-            _tlog_validity,
-            now,
-        ),
-        "certificateAuthorities": _merge(
-            [_authority(material.ca_chain, endpoints.base, op)],
-            prev.get("certificateAuthorities", []),
+    sections = (
+        ("tlogs", _tlog(endpoints.base, material.rekor, op), _tlog_id, _tlog_validity),
+        (
+            "certificateAuthorities",
+            _authority(material.ca_chain, endpoints.base, op),
             _ca_id,
             _ca_validity,
-            now,
         ),
-        "ctlogs": _merge(
-            [_tlog(endpoints.ct, material.ct, op)],
-            prev.get("ctlogs", []),
-            _tlog_id,
-            _tlog_validity,
-            now,
-        ),
-        "timestampAuthorities": _merge(
-            [_authority(material.tsa_chain, endpoints.tsa, op)],
-            prev.get("timestampAuthorities", []),
+        ("ctlogs", _tlog(endpoints.ct, material.ct, op), _tlog_id, _tlog_validity),
+        (
+            "timestampAuthorities",
+            _authority(material.tsa_chain, endpoints.tsa, op),
             _ca_id,
             _ca_validity,
-            now,
         ),
-    }
+    )
+    root: Document = {"mediaType": TRUSTED_ROOT_MEDIA_TYPE}
+    for name, current, identity, validity in sections:
+        root[name] = _merge([current], prev.get(name, []), identity, validity, now)
+    return root
 
 
 def _service(url: str, start: datetime.datetime, operator: str) -> Document:

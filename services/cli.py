@@ -30,6 +30,10 @@ from services.tsa import keys as tsa_keys
 
 __all__ = ["main"]
 
+# The environment is the place for a URL with a password in it: the command line is visible to
+# every local user.
+DATABASE_URL_ENV = "SIGSTEAD_DATABASE_URL"
+
 
 async def _db_upgrade(url: str) -> None:
     db = Database(url)
@@ -49,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="migrate a database to the newest schema")
     up.add_argument(
         "--database-url",
-        required=True,
-        help="sqlite:///PATH or postgresql://USER@HOST/DB",
+        default=os.environ.get(DATABASE_URL_ENV),
+        required=DATABASE_URL_ENV not in os.environ,
+        help=f"sqlite:///PATH or postgresql://USER@HOST/DB (default: ${DATABASE_URL_ENV})",
     )
     run = sub.add_parser("up", help="run every sigstead service on one port")
     run.add_argument("--data-dir", type=Path, default=Path("sigstead-data"), help="keys + SQLite")
@@ -61,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the URL clients use (default http://HOST:PORT); its host names the checkpoints",
     )
     run.add_argument(
-        "--database-url", help="default: SQLite in the data dir; or postgresql://USER@HOST/DB"
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV),
+        help=f"postgresql://USER@HOST/DB (default: ${DATABASE_URL_ENV}, else SQLite in the data "
+        "dir); the password from PGPASSWORD or ~/.pgpass keeps it out of the process list",
     )
     run.add_argument(
         "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body limit in bytes"

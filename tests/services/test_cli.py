@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,6 +39,24 @@ def test_db_upgrade_creates_a_migrated_database(tmp_path: Path) -> None:
             await db.dispose()
 
     asyncio.run(check())
+
+
+def test_database_url_from_the_environment(tmp_path: Path) -> None:
+    """SIGSTEAD_DATABASE_URL stands in for --database-url (a password stays out of ``ps``)."""
+    path = tmp_path / "env.db"
+    env = {**os.environ, "SIGSTEAD_DATABASE_URL": sqlite_url(path)}
+    subprocess.run([sys.executable, "-m", "services.cli", "db", "upgrade"], check=True, env=env)
+    assert path.is_file()
+    env.pop("SIGSTEAD_DATABASE_URL")
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "the following arguments are required: --database-url" in done.stderr
 
 
 def test_unknown_command_fails() -> None:

@@ -116,12 +116,20 @@ class TufRepository:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _signer(self, role: str, *, create: bool) -> CryptoSigner | None:
+    def _signer(self, role: str) -> CryptoSigner:
+        """The role's key, created on first use (0600, never rewritten)."""
         path = self.keys / f"{role}.pem"
         if not path.exists():
-            if not create:
-                return None
             write_private_key(path, ed25519.Ed25519PrivateKey.generate())
+        return self._load_signer(path)
+
+    def _offline_capable_signer(self, role: str) -> CryptoSigner | None:
+        """The role's key if it is here; ``None`` if the operator has taken it offline."""
+        path = self.keys / f"{role}.pem"
+        return self._load_signer(path) if path.exists() else None
+
+    @staticmethod
+    def _load_signer(path: Path) -> CryptoSigner:
         key = load_private_key(path)
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise TufError(f"{path}: TUF keys are Ed25519")
@@ -167,32 +175,29 @@ class TufRepository:
         return left > EXPIRY[role] / 2
 
     def _publish(self, wanted: Mapping[str, bytes], now: datetime.datetime) -> Published:
-        online = {role: self._signer(role, create=True) for role in ROLES[1:]}
+        online = {role: self._signer(role) for role in ROLES[1:]}
         changed: list[str] = []
 
         root_md = self._load("root.json", Root)
         if root_md is None:
-            root_signer = self._signer("root", create=True)
-            assert root_signer is not None
+            root_signer = self._signer("root")
             root = Root(expires=now + EXPIRY["root"], consistent_snapshot=True)
             root.add_key(root_signer.public_key, "root")
             for role, signer in online.items():
-                assert signer is not None
                 root.add_key(signer.public_key, role)
             root_md = Metadata(root)
             root_md.sign(root_signer)
             changed.append("root")
         else:
             for role, signer in online.items():
-                assert signer is not None
                 if signer.public_key.keyid not in root_md.signed.roles[role].keyids:
                     raise TufError(
                         f"keys/{role}.pem is not a {role} key of the published root; restore "
                         "the original key or re-sign the root with the new one"
                     )
             if not self._fresh(root_md, now):
-                root_signer = self._signer("root", create=False)
-                if root_signer is None:
+                offline_root = self._offline_capable_signer("root")
+                if offline_root is None:
                     # Not fatal: clients keep working until the root really expires.
                     _logger.warning(
                         "TUF root v%d expires %s and keys/root.pem is offline: bring it back "
@@ -204,7 +209,7 @@ class TufRepository:
                     root_md.signed.version += 1
                     root_md.signed.expires = now + EXPIRY["root"]
                     root_md.signatures.clear()
-                    root_md.sign(root_signer)
+                    root_md.sign(offline_root)
                     changed.append("root")
         if "root" in changed:
             self._write(root_md, f"{root_md.signed.version}.root.json")
@@ -230,9 +235,7 @@ class TufRepository:
             version = targets_md.signed.version + 1 if targets_md is not None else 1
             targets_md = Metadata(Targets(version=version, expires=now + EXPIRY["targets"]))
             targets_md.signed.targets = want_files
-            signer = online["targets"]
-            assert signer is not None
-            targets_md.sign(signer)
+            targets_md.sign(online["targets"])
             self._write(targets_md, f"{version}.targets.json")
             changed.append("targets")
 
@@ -240,9 +243,7 @@ class TufRepository:
             version = snapshot_md.signed.version + 1 if snapshot_md is not None else 1
             snapshot_md = Metadata(Snapshot(version=version, expires=now + EXPIRY["snapshot"]))
             snapshot_md.signed.meta["targets.json"] = MetaFile(version=targets_md.signed.version)
-            signer = online["snapshot"]
-            assert signer is not None
-            snapshot_md.sign(signer)
+            snapshot_md.sign(online["snapshot"])
             self._write(snapshot_md, f"{version}.snapshot.json")
             changed.append("snapshot")
 
@@ -251,9 +252,7 @@ class TufRepository:
             version = timestamp_md.signed.version + 1 if timestamp_md is not None else 1
             timestamp_md = Metadata(Timestamp(version=version, expires=now + EXPIRY["timestamp"]))
             timestamp_md.signed.snapshot_meta = MetaFile(version=snapshot_md.signed.version)
-            signer = online["timestamp"]
-            assert signer is not None
-            timestamp_md.sign(signer)
+            timestamp_md.sign(online["timestamp"])
             # The commit point: until this rename, clients see the previous publication.
             self._write(timestamp_md, "timestamp.json")
             changed.append("timestamp")

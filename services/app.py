@@ -65,6 +65,10 @@ class Settings:
     ca_key_password_file: Path | None = None
     ca_chain: Path | None = None
     ca_pkcs11: pkcs11_ca.Pkcs11KeyConfig | None = None
+    # What the published trust documents say beyond keys and URLs (``sigstead trust export``
+    # must be given the same, or it refuses: the server is the one publisher).
+    operator: str | None = None
+    oidc_urls: tuple[str, ...] = ()
     clock: Callable[[], float] | None = field(default=None, repr=False)
 
     @property
@@ -237,7 +241,12 @@ def _trust_context(settings: Settings) -> Callable[[web.Application], AsyncItera
             if settings.ca_chain is not None
             else None
         )
-        options = TrustOptions(settings.public_url, ca_chain=ca_chain)
+        options = TrustOptions(
+            settings.public_url,
+            operator=settings.operator,
+            oidc_urls=settings.oidc_urls,
+            ca_chain=ca_chain,
+        )
 
         def refresh() -> None:
             publish(settings.data_dir, options, datetime.fromtimestamp(clock(), UTC))

@@ -25,7 +25,7 @@ from services.ca.pkcs11 import Pkcs11KeyConfig
 from services.db import Database
 from services.migrate import upgrade
 from services.trust.material import MissingKeysError
-from services.trust.publish import TrustOptions, export
+from services.trust.publish import NotPublishedError, TrustOptions, export
 from services.tsa import keys as tsa_keys
 
 __all__ = ["main"]
@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
         "--oidc-config",
         type=Path,
         help="Fulcio-format OIDC issuer config (JSON or YAML); enables the CA and its CT log",
+    )
+    run.add_argument(
+        "--operator", help="operator name in the published trust documents (default: the host)"
+    )
+    run.add_argument(
+        "--oidc-url",
+        action="append",
+        default=[],
+        help="an IdP for interactive sign-in, listed in the published signing config (repeatable)",
     )
     # The CA key defaults to a root + intermediate generated in the data dir. Secrets never go
     # on the command line (every local user can read it in ps): files or environment only.
@@ -139,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the URL clients use: the same as the server's --public-url (or http://HOST:PORT)",
     )
     exp.add_argument("--out", type=Path, required=True, help="directory to write into")
-    exp.add_argument("--operator", help="operator name in the documents (default: the host)")
+    exp.add_argument(
+        "--operator", help="the server's --operator, if it was given (default: the host)"
+    )
     exp.add_argument(
         "--ca-chain",
         type=Path,
@@ -149,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         "--oidc-url",
         action="append",
         default=[],
-        help="an IdP for interactive sign-in, listed in the signing config (repeatable)",
+        help="the server's --oidc-url flags, if any (repeatable)",
     )
     exp.add_argument(
         "--init",
@@ -240,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ca_key_password_file=args.ca_key_password_file,
             ca_chain=args.ca_chain,
             ca_pkcs11=_ca_pkcs11(args),
+            operator=args.operator,
+            oidc_urls=tuple(args.oidc_url),
         )
         if (settings.ca_key or settings.ca_chain or settings.ca_pkcs11) and not args.oidc_config:
             raise SystemExit("the --ca-* flags need --oidc-config: without it the CA is off")
@@ -288,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except MissingKeysError as exc:
             raise SystemExit(f"sigstead: {exc} (or pass --init)") from None
+        except NotPublishedError as exc:
+            raise SystemExit(f"sigstead: not exported: {exc}") from None
         print(
             f"wrote {args.out}: trusted root, signing config, client trust config, TUF "
             f"repository (root v{exported.published.root}, targets v{exported.published.targets})"

@@ -120,9 +120,14 @@ def gather(
             needed.append(data_dir / "ca" / ca_keys.CHAIN_FILE)
         missing = [str(p.relative_to(data_dir)) for p in needed if not p.is_file()]
         if missing:
+            elsewhere = (
+                ", with the server's --ca-chain if its CA key lives elsewhere"
+                if "ca" in {Path(m).parts[0] for m in missing}
+                else ""
+            )
             raise MissingKeysError(
                 f"{data_dir} holds no {', '.join(missing)}: name the data directory the server "
-                "runs with, or create the keys before its first start"
+                f"runs with{elsewhere}, or create the keys before its first start"
             )
     rekor = _log_key(rekor_path)
     ct = _log_key(ct_path)

@@ -201,7 +201,7 @@ class TufRepository:
                     # Not fatal: clients keep working until the root really expires.
                     _logger.warning(
                         "TUF root v%d expires %s and keys/root.pem is offline: bring it back "
-                        "and run `sigstead trust export` to re-sign the root",
+                        "and the next refresh re-signs the root",
                         root_md.signed.version,
                         root_md.signed.expires.isoformat(),
                     )
@@ -272,6 +272,24 @@ class TufRepository:
         if timestamp_md is None:
             return None
         return self._load(f"{timestamp_md.signed.snapshot_meta.version}.snapshot.json", Snapshot)
+
+    def published(self) -> Published | None:
+        """The versions currently published (``changed`` empty), or ``None`` before the first."""
+        if not (self.repository / "timestamp.json").exists():
+            return None  # and without creating anything, as the lock would
+        with self._locked():
+            root_md = self._load("root.json", Root)
+            timestamp_md = self._load("timestamp.json", Timestamp)
+            snapshot_md = self._load_versioned_snapshot()
+            if root_md is None or timestamp_md is None or snapshot_md is None:
+                return None
+            return Published(
+                root=root_md.signed.version,
+                targets=snapshot_md.signed.meta["targets.json"].version,
+                snapshot=snapshot_md.signed.version,
+                timestamp=timestamp_md.signed.version,
+                changed=(),
+            )
 
     def current_target(self, name: str) -> bytes | None:
         """The bytes currently published as target ``name``, if any."""

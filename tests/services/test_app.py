@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from pytest_aiohttp import AiohttpClient
 from tuf.ngclient import Updater
 
 from services.app import Settings, create_app
-from services.trust.publish import TRUSTED_ROOT, tuf_repository
+from services.trust.publish import (
+    SIGNING_CONFIG,
+    TRUSTED_ROOT,
+    TrustOptions,
+    export,
+    tuf_repository,
+)
 
 
 async def _client(aiohttp_client: AiohttpClient, data_dir: Path) -> TestClient:  # type: ignore[type-arg]
@@ -79,3 +86,32 @@ async def test_a_restart_serves_the_same_bytes(
     await client.close()
     client = await _client(aiohttp_client, tmp_path / "data")
     assert await (await client.get("/tuf/timestamp.json")).read() == first
+
+
+async def test_the_server_publishes_its_operator_and_oidc_urls_and_an_export_follows(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    settings = Settings(
+        data_dir=data,
+        public_url="http://sigstead.test:3000",
+        operator="ACME Security",
+        oidc_urls=("https://keycloak.corp.example/realms/eng",),
+    )
+    await aiohttp_client(create_app(settings, components=("trust",)))
+    repo = tuf_repository(data)
+    config_bytes = repo.current_target(SIGNING_CONFIG)
+    assert config_bytes is not None
+    config = json.loads(config_bytes)
+    assert [o["url"] for o in config["oidcUrls"]] == ["https://keycloak.corp.example/realms/eng"]
+    assert {s["operator"] for s in config["caUrls"] + config["rekorTlogUrls"]} == {"ACME Security"}
+
+    # An export given the server's settings writes exactly what is published.
+    options = TrustOptions(
+        "http://sigstead.test:3000",
+        operator="ACME Security",
+        oidc_urls=["https://keycloak.corp.example/realms/eng"],
+    )
+    exported = export(data, options, tmp_path / "out", datetime.datetime.now(datetime.UTC))
+    assert exported.published.changed == ()
+    assert (tmp_path / "out" / SIGNING_CONFIG).read_bytes() == config_bytes

@@ -16,6 +16,7 @@ from services.trust.publish import (
     CLIENT_TRUST_CONFIG,
     SIGNING_CONFIG,
     TRUSTED_ROOT,
+    NotPublishedError,
     TrustOptions,
     export,
     publish,
@@ -72,7 +73,8 @@ def test_export_names_the_missing_keys_and_creates_none(tmp_path: Path) -> None:
         export(data, TrustOptions(URL), out, NOW)
     assert str(err.value) == (
         f"{data} holds no keys/rekor.pem, keys/ctlog.pem, tsa/tsa-chain.pem, ca/chain.pem: name "
-        "the data directory the server runs with, or create the keys before its first start"
+        "the data directory the server runs with, with the server's --ca-chain if its CA key "
+        "lives elsewhere, or create the keys before its first start"
     )
     assert not data.exists()
     assert not out.exists()
@@ -82,3 +84,56 @@ def test_export_names_the_missing_keys_and_creates_none(tmp_path: Path) -> None:
         export(data, TrustOptions(URL, ca_chain=operator_ca.chain), out, NOW)
     exported = export(data, TrustOptions(URL), out, NOW, create_keys=True)
     assert exported.published.targets == 1
+
+
+@pytest.mark.parametrize(
+    ("server", "exporter", "message"),
+    [
+        (
+            TrustOptions(URL),
+            TrustOptions("https://sigstore.corp.example"),
+            f"the server publishes for {URL}, not https://sigstore.corp.example: give the "
+            "server's --public-url (or restart the server with the new one)",
+        ),
+        (
+            TrustOptions(URL),
+            TrustOptions(URL, operator="ACME"),
+            "the server publishes operator 'sigstead.internal', not 'ACME': give the server's "
+            "--operator (or restart it with yours)",
+        ),
+        (
+            TrustOptions(URL, oidc_urls=["https://idp.example"]),
+            TrustOptions(URL),
+            "the server publishes OIDC URLs ['https://idp.example'], not []: give the server's "
+            "--oidc-url flags (or restart it with yours)",
+        ),
+    ],
+)
+def test_export_refuses_settings_the_server_does_not_publish(
+    tmp_path: Path, server: TrustOptions, exporter: TrustOptions, message: str
+) -> None:
+    """Two publishers with different settings would overwrite each other's targets for ever."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    publish(data, server, NOW)
+    with pytest.raises(NotPublishedError) as err:
+        export(data, exporter, out, NOW)
+    assert str(err.value) == message
+    assert not out.exists()
+    published = tuf_repository(data).published()
+    assert published is not None
+    assert published.targets == 1
+
+
+def test_export_refuses_a_ca_the_server_does_not_publish(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    operator_ca = ca_keys.load_or_create(tmp_path / "operator", NOW)
+    publish(data, TrustOptions(URL, ca_chain=operator_ca.chain), NOW)
+    # The server's CA key lives elsewhere: the data directory has no CA of its own.
+    with pytest.raises(MissingKeysError, match="with the server's --ca-chain if its CA key"):
+        export(data, TrustOptions(URL), tmp_path / "out", NOW)
+    exported = export(data, TrustOptions(URL, ca_chain=operator_ca.chain), tmp_path / "out", NOW)
+    assert exported.published.changed == ()
+    # The server runs with the data directory's CA; an export naming another chain is refused.
+    publish(data, TrustOptions(URL), NOW)
+    with pytest.raises(NotPublishedError, match="give the server's --ca-chain"):
+        export(data, TrustOptions(URL, ca_chain=operator_ca.chain), tmp_path / "out", NOW)

@@ -196,6 +196,19 @@ class Sequencer:
             raise SequencerStopped("sequencer not started")
         return self._head
 
+    async def latest_head(self) -> TreeHead:
+        """The newest committed head: storage's if another writer has gone past this one.
+
+        With several writers on one tree (log replicas on one PostgreSQL) another process may
+        have committed since this one last did. Readers must see those entries, or an entry one
+        replica has answered 201 for is a 404 on the next; every proof up to the stored head is
+        buildable from the stored tiles. The sequencing state is left alone: the next batch meets
+        the new head in its compare-and-swap and reloads.
+        """
+        known = self.head
+        stored = await self._store.read_head(self.tree_id)
+        return stored if stored is not None and stored.size > known.size else known
+
     async def start(self) -> None:
         """Create or load the tree, check it, and start sequencing."""
         await self._load()

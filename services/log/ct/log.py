@@ -148,9 +148,9 @@ class CTLog:
         # The log key is ECDSA P-256 and signs SHA-256: the SCT's default algorithms.
         return SignedCertificateTimestamp(self.signer.key_id, timestamp_ms, signature)
 
-    def sth(self) -> dict[str, Any]:
+    async def sth(self) -> dict[str, Any]:
         """get-sth: the current signed tree head."""
-        head = self.sequencer.head
+        head = await self.sequencer.latest_head()
         sig = self.signer.sign(rfc6962.tree_head_input(head.timestamp_ms, head.size, head.root))
         return {
             "tree_size": head.size,
@@ -223,14 +223,14 @@ async def add_pre_chain(request: web.Request) -> web.Response:
 
 async def get_sth(request: web.Request) -> web.Response:
     """GET /ct/v1/get-sth."""
-    return _json(request.app[CT_LOG].sth())
+    return _json(await request.app[CT_LOG].sth())
 
 
 async def get_sth_consistency(request: web.Request) -> web.Response:
     """GET /ct/v1/get-sth-consistency?first=&second=."""
     log = request.app[CT_LOG]
     first, second = _int_param(request, "first"), _int_param(request, "second")
-    if first > second or second > log.sequencer.head.size:
+    if first > second or second > (await log.sequencer.latest_head()).size:
         raise CTError(400, f"invalid range first={first} second={second}")
     try:
         proof = await log.sequencer.proofs.consistency(first, second)
@@ -243,7 +243,7 @@ async def get_proof_by_hash(request: web.Request) -> web.Response:
     """GET /ct/v1/get-proof-by-hash?hash=&tree_size=."""
     log = request.app[CT_LOG]
     size = _int_param(request, "tree_size", minimum=1)
-    if size > log.sequencer.head.size:
+    if size > (await log.sequencer.latest_head()).size:
         raise CTError(400, f"tree_size {size} is beyond the current tree")
     try:
         leaf_hash = base64.b64decode(request.query.get("hash", ""), validate=True)
@@ -261,7 +261,7 @@ async def get_entries(request: web.Request) -> web.Response:
     """GET /ct/v1/get-entries?start=&end= (inclusive; at most 1000 per answer)."""
     log = request.app[CT_LOG]
     start, end = _int_param(request, "start"), _int_param(request, "end")
-    size = log.sequencer.head.size
+    size = (await log.sequencer.latest_head()).size
     if start > end or start >= size:
         raise CTError(400, f"invalid range start={start} end={end} for tree size {size}")
     end = min(end, size - 1, start + MAX_ENTRIES - 1)

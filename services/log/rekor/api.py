@@ -160,8 +160,7 @@ class RekorLog:
             }
         }
 
-    async def _render(self, entries: Sequence[StoredEntry]) -> list[dict[str, Any]]:
-        head = self.sequencer.head
+    async def _render(self, entries: Sequence[StoredEntry], head: TreeHead) -> list[dict[str, Any]]:
         out = []
         for entry in entries:
             proof = await self.sequencer.proofs.inclusion(entry.index, head.size)
@@ -170,12 +169,13 @@ class RekorLog:
 
     async def by_index(self, index: int) -> dict[str, Any]:
         """Return the ``LogEntry`` at ``index``."""
-        if index >= self.sequencer.head.size:
+        head = await self.sequencer.latest_head()
+        if index >= head.size:
             raise NotFound(f"no entry at index {index}")
         found = await self.store.read_entries(self.tree_id, [index])
         if index not in found:
             raise NotFound(f"no entry at index {index}")
-        (entry,) = await self._render([found[index]])
+        (entry,) = await self._render([found[index]], head)
         return entry
 
     def _leaf_hash_of(self, uuid: str) -> bytes:
@@ -199,22 +199,24 @@ class RekorLog:
 
     async def by_leaf_hashes(self, hashes: Sequence[bytes]) -> list[dict[str, Any]]:
         """Return the committed entries with these leaf hashes, in the order asked."""
+        head = await self.sequencer.latest_head()
         found = await self.store.read_entries_by_leaf_hash(self.tree_id, hashes)
-        size = self.sequencer.head.size
         # Entries a concurrent batch committed after our head snapshot cannot be proven yet.
-        ordered = [found[h] for h in dict.fromkeys(hashes) if h in found and found[h].index < size]
-        return await self._render(ordered)
+        ordered = [
+            found[h] for h in dict.fromkeys(hashes) if h in found and found[h].index < head.size
+        ]
+        return await self._render(ordered, head)
 
     async def by_indexes(self, indexes: Sequence[int]) -> list[dict[str, Any]]:
         """Return the entries at these indexes, skipping out-of-range ones."""
-        size = self.sequencer.head.size
-        wanted = [i for i in dict.fromkeys(indexes) if 0 <= i < size]
+        head = await self.sequencer.latest_head()
+        wanted = [i for i in dict.fromkeys(indexes) if 0 <= i < head.size]
         found = await self.store.read_entries(self.tree_id, wanted)
-        return await self._render([found[i] for i in wanted if i in found])
+        return await self._render([found[i] for i in wanted if i in found], head)
 
-    def log_info(self) -> dict[str, Any]:
+    async def log_info(self) -> dict[str, Any]:
         """Return ``LogInfo`` for the current signed tree head."""
-        head = self.sequencer.head
+        head = await self.sequencer.latest_head()
         return {
             "inactiveShards": [],
             "rootHash": head.root.hex(),
@@ -225,7 +227,7 @@ class RekorLog:
 
     async def consistency(self, first: int, last: int) -> dict[str, Any]:
         """Return the consistency proof from ``first`` to ``last`` (rekor.md §1.2)."""
-        head = self.sequencer.head
+        head = await self.sequencer.latest_head()
         if last > head.size:
             raise RekorError(
                 f"the tree size requested({last}) was greater than what is currently "
@@ -336,7 +338,7 @@ def _check_tree_id(log: RekorLog, request: web.Request) -> None:
 
 async def get_log_info(request: web.Request) -> web.Response:
     """GET /api/v1/log."""
-    return _json(request.app[REKOR_LOG].log_info())
+    return _json(await request.app[REKOR_LOG].log_info())
 
 
 async def get_public_key(request: web.Request) -> web.Response:

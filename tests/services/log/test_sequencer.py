@@ -340,6 +340,35 @@ async def test_two_writers_never_fork(db: Database) -> None:
         await b.stop()
 
 
+async def test_a_replica_reads_what_another_committed(db: Database) -> None:
+    """Replica B has not written since A did: its readers still get A's head and can prove
+    A's entries there, while B's own sequencing state waits for its next compare-and-swap."""
+    a = make_sequencer(SQLLogStore(db))
+    b = make_sequencer(SQLLogStore(db))
+    await a.start()
+    await b.start()
+    try:
+        receipts = [await a.submit(b"from a %d" % i) for i in range(5)]
+        assert b.head.size == 0
+        latest = await b.latest_head()
+        assert latest == a.head == receipts[-1].head
+        for i, r in enumerate(receipts):
+            proof = await b.proofs.inclusion(r.index, latest.size)
+            verify_inclusion(
+                merkle.hash_leaf(b"from a %d" % i), r.index, latest.size, proof, latest.root
+            )
+        assert verify_note(latest.checkpoint).size == 5
+        # B's next entry lands after A's.
+        mine = await b.submit(b"from b")
+        check_receipt(mine, b"from b")
+        assert mine.index == 5
+        assert await a.latest_head() == b.head
+        assert a.head.size == 5  # A's own state moves only when A writes again
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_pushback_when_queue_is_full(db: Database) -> None:
     s = make_sequencer(SQLLogStore(db), max_pending=2, batch_max_age=0.05, batch_max_size=1000)
     await s.start()

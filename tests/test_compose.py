@@ -22,6 +22,7 @@ from aiohttp import web
 
 from services.app import COMPONENTS, Settings, create_app
 from services.cli import _parser
+from tests.e2e.gateway import parse as parse_nginx
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
@@ -109,24 +110,6 @@ def test_every_sigstead_command_parses_and_every_service_runs(resolved: dict[str
     assert Path(mounted[str(args.oidc_config)]) == ROOT / "deploy" / "fulcio.yaml"
 
 
-def _locations(conf: str) -> list[tuple[bool, str, str]]:
-    """nginx ``location [=] PATH { proxy_pass URL; | return 404; }`` as (exact, path, target)."""
-    found = re.findall(
-        r"location\s+(=\s+)?(\S+)\s*\{\s*(?:proxy_pass\s+http://([\w-]+)[^;]*|return 404);\s*\}",
-        conf,
-    )
-    return [(bool(exact), path, target) for exact, path, target in found]
-
-
-def _route(locations: list[tuple[bool, str, str]], path: str) -> str:
-    """nginx's choice for prefix locations: an exact match, else the longest matching prefix."""
-    for exact, prefix, target in locations:
-        if exact and path == prefix:
-            return target
-    prefixes = [(p, t) for exact, p, t in locations if not exact and path.startswith(p)]
-    return max(prefixes, key=lambda pt: len(pt[0]))[1]
-
-
 def _paths(app: web.Application) -> list[str]:
     """A concrete path for every route the application registers ({uuid} -> x); a mounted
     sub-application (the CT log under /ct) stands for everything below its prefix."""
@@ -141,14 +124,7 @@ def _paths(app: web.Application) -> list[str]:
 def test_nginx_sends_every_route_to_the_service_that_serves_it(
     resolved: dict[str, Any], tmp_path: Path
 ) -> None:
-    conf = NGINX.read_text()
-    locations = _locations(conf)
-    written = re.findall(r"^\s*location\s", conf, re.MULTILINE)
-    assert len(locations) == len(written), "a location the test cannot read"
-    upstreams = {
-        name: re.findall(r"server\s+([\w-]+):3000;", body)
-        for name, body in re.findall(r"upstream\s+(\w+)\s*\{([^}]*)\}", conf)
-    }
+    routes = parse_nginx(NGINX.read_text())
     component_of = {
         name: parse(service).component
         for name, service in sigstead_services(resolved).items()
@@ -161,11 +137,10 @@ def test_nginx_sends_every_route_to_the_service_that_serves_it(
         for path in _paths(create_app(settings, components=(component,))):
             if path == "/healthz":
                 continue  # every container answers its own; the gateway's goes to the log
-            target = _route(locations, path)
-            hosts = upstreams.get(target, [target])
+            hosts = routes.hosts(path)
             assert hosts, f"{path}: nginx answers 404 itself"
-            assert {component_of.get(h) for h in hosts} == {component}, (path, target)
-    assert _route(locations, "/.env") == "", "anything else is a 404 at the gateway"
+            assert {component_of.get(h) for h in hosts} == {component}, (path, hosts)
+    assert routes.hosts("/.env") == [], "anything else is a 404 at the gateway"
     gateway_deps = set(resolved["services"]["gateway"]["depends_on"])
     assert gateway_deps == set(component_of)
 

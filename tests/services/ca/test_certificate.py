@@ -201,6 +201,13 @@ def test_final_refuses_foreign_or_unpoisoned_precerts(
     with pytest.raises(CABackendError) as info:
         build_final_certificate(precert, ca=ca_rsa, sct=sct)
     assert "not issued by this CA" in info.value.detail
+    # A CA with the very same names but another key is another CA.
+    _root_key, twin_key, twin_chain = keys.generate(NOW)
+    twin = keys.CAKeyMaterial(twin_key, twin_chain)
+    assert twin.signing_certificate.subject == ca_p384.signing_certificate.subject
+    with pytest.raises(CABackendError) as info:
+        build_final_certificate(precert, ca=twin, sct=sct)
+    assert info.value.detail.endswith("issuer or key differs")
     plain = build_certificate(
         ca=ca_p384, public_key=LEAF_KEY.public_key(), principal=EMAIL, now=NOW
     )

@@ -24,7 +24,7 @@ from services.ca.keys import CAKeyError
 from services.ca.pkcs11 import Pkcs11KeyConfig
 from services.db import Database
 from services.migrate import upgrade
-from services.trust.material import MissingKeysError
+from services.trust.material import MissingKeysError, describe, gather
 from services.trust.publish import NotPublishedError, TrustOptions, export
 from services.tsa import keys as tsa_keys
 
@@ -181,6 +181,19 @@ def _parser() -> argparse.ArgumentParser:
     dev_token = dev_sub.add_parser("token", help="print a 10-minute ID token")
     dev_token.add_argument("--dir", type=Path, default=Path("dev-issuer"))
     dev_token.add_argument("--email", required=True)
+    keys = sub.add_parser("keys", help="key material")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_init = keys_sub.add_parser(
+        "init",
+        help="create every missing key in the data directory (log, CT log, CA, TSA), once, "
+        "before services that share it start; print what it holds",
+    )
+    keys_init.add_argument("--data-dir", type=Path, default=Path("sigstead-data"))
+    keys_init.add_argument(
+        "--ca-chain",
+        type=Path,
+        help="the CA chain the server is given (key file or PKCS#11 CA): no CA is generated",
+    )
     add_log_parser(sub)
     return parser
 
@@ -276,6 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "log":
         return run_log(args)
+    if args.command == "keys" and args.keys_command == "init":
+        ca_chain = (
+            x509.load_pem_x509_certificates(args.ca_chain.read_bytes()) if args.ca_chain else None
+        )
+        material = gather(args.data_dir, datetime.now(UTC), ca_chain=ca_chain, create=True)
+        for line in describe(material):
+            print(line)
+        return 0
     if args.command == "dev-issuer":
         if args.dev_command == "init":
             print(devissuer.init(args.dir, args.issuer))

@@ -95,9 +95,8 @@ def test_every_sigstead_command_parses_and_every_service_runs(resolved: dict[str
             assert (args.host, args.port) == ("0.0.0.0", 3000)
             assert "healthcheck" in service
             assert {"migrate", "keys"} <= set(service["depends_on"]), name
-        elif args.command == "trust":
-            assert args.init, "the one-shot key service must create the keys"
-            assert args.public_url == PUBLIC_URL
+        elif args.command == "keys":
+            assert (args.keys_command, str(args.data_dir)) == ("init", DATA)
         else:
             assert (args.command, args.db_command) == ("db", "upgrade")
             assert args.database_url == "postgresql://sigstead@postgres:5432/sigstead"

@@ -9,6 +9,7 @@ otherwise hand clients a trust root for keys no server holds.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "LogKey",
     "MissingKeysError",
     "TrustMaterial",
+    "describe",
     "gather",
     "key_details",
     "spki_der",
@@ -129,9 +131,28 @@ def gather(
                 f"{data_dir} holds no {', '.join(missing)}: name the data directory the server "
                 f"runs with{elsewhere}, or create the keys before its first start"
             )
+    if create:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     rekor = _log_key(rekor_path)
     ct = _log_key(ct_path)
     if ca_chain is None:
         ca_chain = ca_keys.load_or_create(data_dir, now).chain  # <data_dir>/ca/
     _key, tsa_chain = tsa_keys.load_or_create(tsa_dir, now)
     return TrustMaterial(rekor, ct, tuple(ca_chain), tuple(tsa_chain))
+
+
+def describe(material: TrustMaterial) -> list[str]:
+    """One line per key: what an operator checks against the published trust root."""
+
+    def log_id(key: LogKey) -> str:
+        return base64.b64encode(key.log_id).decode()
+
+    def subject(chain: Sequence[x509.Certificate]) -> str:
+        return chain[0].subject.rfc4514_string()
+
+    return [
+        f"rekor log key  {log_id(material.rekor)}  (since {material.rekor.created.isoformat()})",
+        f"CT log key     {log_id(material.ct)}  (since {material.ct.created.isoformat()})",
+        f"CA             {subject(material.ca_chain)}",
+        f"TSA            {subject(material.tsa_chain)}",
+    ]

@@ -2,7 +2,7 @@
 database and one data directory, two log replicas, and deploy/nginx.conf's routing in front
 (tests/e2e/gateway.py applies it). sigstore-python signs and verifies through the gateway.
 
-The steps are compose.yaml's: ``db upgrade`` and ``trust export --init`` once, then ``serve log``
+The steps are compose.yaml's: ``db upgrade`` and ``keys init`` once, then ``serve log``
 twice, ``serve ca``, ``serve tsa`` and ``serve trust``, all with the gateway's URL as public URL.
 """
 
@@ -95,10 +95,7 @@ def test_signing_through_the_gateway_with_two_log_replicas_on_postgres(
     assert done.returncode == 0, done.stderr
     idp = start_idp(tmp_path)
     oidc = write_email_issuer_config(tmp_path / "fulcio.json", idp.url)
-    done = sigstead(
-        "trust", "export", "--init", "--data-dir", str(data), "--public-url", public_url,
-        "--out", str(trust),
-    )  # fmt: skip
+    done = sigstead("keys", "init", "--data-dir", str(data))
     assert done.returncode == 0, done.stderr
 
     servers: dict[str, Server] = {}
@@ -119,7 +116,7 @@ def test_signing_through_the_gateway_with_two_log_replicas_on_postgres(
         )
         _wait(f"{public_url}/api/v1/log", gateway)
 
-        # The export's documents are what the trust service publishes: the same settings.
+        # What an operator hands to clients: the documents the trust service publishes.
         done = sigstead(
             "trust", "export", "--data-dir", str(data), "--public-url", public_url,
             "--out", str(trust),

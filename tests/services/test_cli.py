@@ -200,3 +200,31 @@ def test_trust_export_refuses_a_data_directory_without_keys(tmp_path: Path) -> N
     done = _trust_export(data, out)
     assert done.returncode == 0, done.stderr
     assert (out / "trusted_root.json").read_bytes() == before
+
+
+def test_keys_init_creates_every_key_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    def init() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "keys", "init", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "PRIVATE KEY" not in done.stdout + done.stderr
+        return done.stdout.splitlines()
+
+    first = init()
+    assert [line.split()[0] for line in first] == ["rekor", "CT", "CA", "TSA"]
+    assert data.stat().st_mode & 0o777 == 0o700
+    for key in [data / "keys" / "rekor.pem", data / "keys" / "ctlog.pem", data / "ca" / "ca.key"]:
+        assert key.stat().st_mode & 0o777 == 0o600, key
+    assert init() == first  # a second run reads the same keys
+    # What it prints is what the trust documents publish.
+    exported = _trust_export(data, tmp_path / "trust")
+    assert exported.returncode == 0, exported.stderr
+    root = json.loads((tmp_path / "trust" / "trusted_root.json").read_text())
+    assert root["tlogs"][0]["logId"]["keyId"] == first[0].split()[3]
+    assert root["ctlogs"][0]["logId"]["keyId"] == first[1].split()[3]

@@ -255,15 +255,30 @@ def _yaml(document: Mapping[str, Any]) -> str:
 
 
 def _comment(text: str, *, wrap: bool = True) -> str:
-    """``text`` as YAML/shell comment lines, long lines wrapped under their bullet's indent."""
-    out = []
+    """``text`` as YAML/shell comment lines. With ``wrap``, a paragraph (lines continuing at its
+    indent, up to a blank line or a bullet) is refilled to the width, bullets hanging."""
+    paragraphs: list[tuple[str, str]] = []  # (text, indent of its continuation lines)
     for line in text.strip("\n").splitlines():
-        indent = len(line) - len(line.lstrip())
-        hanging = " " * (indent + 2 if line.lstrip().startswith("- ") else indent)
-        lines = [line]
-        if wrap and len(line) > _COMMENT_WIDTH:
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if (
+            wrap
+            and paragraphs
+            and stripped
+            and not stripped.startswith("- ")
+            and paragraphs[-1][0].strip()
+            and indent == len(paragraphs[-1][1])
+        ):
+            joined, hanging = paragraphs[-1]
+            paragraphs[-1] = (f"{joined} {stripped}", hanging)
+            continue
+        paragraphs.append((line, " " * (indent + 2 if stripped.startswith("- ") else indent)))
+    out = []
+    for paragraph, hanging in paragraphs:
+        lines = [paragraph]
+        if wrap and len(paragraph) > _COMMENT_WIDTH:
             lines = textwrap.wrap(
-                line, _COMMENT_WIDTH, subsequent_indent=hanging, break_on_hyphens=False
+                paragraph, _COMMENT_WIDTH, subsequent_indent=hanging, break_on_hyphens=False
             )
         out += [f"# {part}".rstrip() + "\n" for part in lines]
     return "".join(out)
@@ -488,9 +503,7 @@ keeping its other keys:
   kubectl -n tekton-chains patch configmap chains-config --type merge \\
       --patch-file tekton-chains.yaml
 - signers.x509.identity.token.file: mount a projected ServiceAccount token with audience
-  "sigstore" in the chains controller at
-  {CHAINS_TOKEN_FILE}
-  Its issuer is the cluster's service-account issuer, which the sigstead CA must accept (its
+  "sigstore" in the chains controller at {CHAINS_TOKEN_FILE}. Its issuer is the cluster's service-account issuer, which the sigstead CA must accept (its
   OIDC config).
 - signers.x509.fulcio.issuer: that token's `iss`.
 - signers.x509.tuf.mirror.url: Chains fetches <url>/root.json as its initial root of trust, over

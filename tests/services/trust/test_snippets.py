@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from services.trust import documents
+from services.trust import snippets as snippets_module
 from services.trust.documents import Endpoints
 from services.trust.material import TrustMaterial, gather
 from services.trust.snippets import (
@@ -500,3 +501,37 @@ def test_cosign_sh_identity_and_legacy_env(
         str(pem / "tsa-chain.pem"),
     ]
     assert all(Path(p).is_file() for p in paths)
+
+
+def test_comments_refill_paragraphs_and_keep_commands() -> None:
+    text = """
+First sentence ends at
+https://sigstore.corp.example/a/rather/long/path/that/does/not/fit/on/the/same/line/as/the/rest.
+
+Run:
+  kubectl apply -f x.yaml
+- a bullet whose text goes on long enough that it has to wrap onto a second line under
+  itself, and then carries on for a while longer than that.
+"""
+    lines = snippets_module._comment(text).splitlines()
+    assert all(line.startswith("#") and len(line) <= 100 for line in lines)
+    # The sentence broken before its URL is one paragraph again, wrapped where it must be.
+    assert lines[:3] == [
+        "# First sentence ends at",
+        "# https://sigstore.corp.example/a/rather/long/path/that/does/not/fit/on/the/same/line/as/"
+        "the/rest.",
+        "#",
+    ]
+    # A command under a heading keeps its own line and indent.
+    assert lines[3:5] == ["# Run:", "#   kubectl apply -f x.yaml"]
+    # The bullet is refilled: full first line, continuation hanging under its text.
+    bullet = lines[5:]
+    assert len(bullet) == 2
+    assert bullet[0].startswith("# - a bullet")
+    assert len(bullet[0]) > 95
+    assert bullet[1] == "#   then carries on for a while longer than that."
+    sentence = (
+        "a bullet whose text goes on long enough that it has to wrap onto a second line under "
+        "itself, and then carries on for a while longer than that."
+    )
+    assert " ".join(line[4:] for line in bullet) == sentence

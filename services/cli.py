@@ -226,6 +226,11 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
     return max((proc.exitcode or 0) for proc in procs)
 
 
+def _chain(path: Path | None) -> list[x509.Certificate] | None:
+    """The PEM chain an operator names with --ca-chain, if any."""
+    return None if path is None else x509.load_pem_x509_certificates(path.read_bytes())
+
+
 def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
     if args.ca_pkcs11_module is None:
         named = [args.ca_pkcs11_token, args.ca_pkcs11_key_label, args.ca_pkcs11_key_id]
@@ -290,9 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "log":
         return run_log(args)
     if args.command == "keys" and args.keys_command == "init":
-        ca_chain = (
-            x509.load_pem_x509_certificates(args.ca_chain.read_bytes()) if args.ca_chain else None
-        )
+        ca_chain = _chain(args.ca_chain)
         material = gather(args.data_dir, datetime.now(UTC), ca_chain=ca_chain, create=True)
         for line in describe(material):
             print(line)
@@ -304,9 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(devissuer.token(args.dir, args.email, datetime.now(UTC)))
         return 0
     if args.command == "trust" and args.trust_command == "export":
-        ca_chain = (
-            x509.load_pem_x509_certificates(args.ca_chain.read_bytes()) if args.ca_chain else None
-        )
+        ca_chain = _chain(args.ca_chain)
         options = TrustOptions(
             args.public_url, operator=args.operator, oidc_urls=args.oidc_url, ca_chain=ca_chain
         )

@@ -503,7 +503,8 @@ keeping its other keys:
   kubectl -n tekton-chains patch configmap chains-config --type merge \\
       --patch-file tekton-chains.yaml
 - signers.x509.identity.token.file: mount a projected ServiceAccount token with audience
-  "sigstore" in the chains controller at {CHAINS_TOKEN_FILE}. Its issuer is the cluster's service-account issuer, which the sigstead CA must accept (its
+  "sigstore" in the chains controller at {CHAINS_TOKEN_FILE}.
+  Its issuer is the cluster's service-account issuer, which the sigstead CA must accept (its
   OIDC config).
 - signers.x509.fulcio.issuer: that token's `iss`.
 - signers.x509.tuf.mirror.url: Chains fetches <url>/root.json as its initial root of trust, over

@@ -25,9 +25,7 @@ from services.ca.identity import Principal
 from services.ca.keys import CAKeyMaterial
 from services.ca.pop import LeafPublicKey
 from services.log.ct.rfc6962 import (
-    EntryType,
     SignedCertificateTimestamp,
-    TimestampedEntry,
     sct_list_extension_value,
     strip_poison,
 )
@@ -37,7 +35,6 @@ __all__ = [
     "build_certificate",
     "build_final_certificate",
     "build_precertificate",
-    "precert_entry",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -193,17 +190,3 @@ def build_final_certificate(
     if final.tbs_precertificate_bytes != strip_poison(precert.tbs_certificate_bytes):
         raise CABackendError("final certificate TBS diverges from the precertificate TBS")
     return final
-
-
-def precert_entry(
-    precert_tbs: bytes, issuer_key_hash: bytes, timestamp_ms: int
-) -> TimestampedEntry:
-    """The CT log's entry for a precertificate's TBS (poison still in it) at ``timestamp_ms``.
-
-    ``issuer_key_hash`` is SHA-256 of the issuing CA certificate's SPKI
-    (``CAKeyMaterial.issuer_key_hash``); ``sct_signed_input()`` of the result is what an SCT for
-    this precertificate signs.
-    """
-    return TimestampedEntry(
-        timestamp_ms, EntryType.PRECERT, strip_poison(precert_tbs), issuer_key_hash
-    )

@@ -33,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.keys import write_private_key
-from services.log.ct import rfc6962
 
 __all__ = [
     "CAHash",
@@ -149,11 +148,6 @@ class CAKeyMaterial:
     def root(self) -> x509.Certificate:
         """The self-signed root."""
         return self.chain[-1]
-
-    @property
-    def issuer_key_hash(self) -> bytes:
-        """SHA-256 of the signing certificate's SPKI: the RFC 6962 precert ``issuer_key_hash``."""
-        return rfc6962.issuer_key_hash(self.signing_certificate)
 
     @property
     def signature_hash(self) -> CAHash:

@@ -123,12 +123,9 @@ class CTLog:
         above = [c.public_bytes(serialization.Encoding.DER) for c in full[1:]]
         if precert:
             try:
-                tbs = rfc6962.precert_tbs(leaf_der)
+                entry = rfc6962.precert_entry(leaf_der, full[1], int(self._clock() * 1000))
             except ValueError as exc:
                 raise CTError(400, str(exc)) from None
-            entry = TimestampedEntry(
-                int(self._clock() * 1000), EntryType.PRECERT, tbs, rfc6962.issuer_key_hash(full[1])
-            )
             extra = rfc6962.precert_chain_entry(leaf_der, above)
         else:
             entry = TimestampedEntry(int(self._clock() * 1000), EntryType.X509, leaf_der)

@@ -36,6 +36,7 @@ __all__ = [
     "encode_sct_list",
     "issuer_key_hash",
     "precert_chain_entry",
+    "precert_entry",
     "precert_tbs",
     "sct_list_extension_value",
     "strip_poison",
@@ -285,6 +286,17 @@ def precert_tbs(precert_der: bytes) -> bytes:
     except ValueError as exc:
         raise ValueError(f"not a DER certificate: {exc}") from None
     return strip_poison(tbs_der)
+
+
+def precert_entry(
+    precert_der: bytes, issuer: x509.Certificate, timestamp_ms: int
+) -> TimestampedEntry:
+    """The log entry for a precertificate issued by ``issuer``, logged at ``timestamp_ms``;
+    ``sct_signed_input()`` of it is what an SCT for the precertificate signs. Raises
+    ``ValueError`` as ``strip_poison`` does."""
+    return TimestampedEntry(
+        timestamp_ms, EntryType.PRECERT, precert_tbs(precert_der), issuer_key_hash(issuer)
+    )
 
 
 def certificate_chain(chain_ders: list[bytes]) -> bytes:

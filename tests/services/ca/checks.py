@@ -18,9 +18,8 @@ from sigstore._internal.sct import verify_sct
 from sigstore._internal.trust import CTKeyring, Keyring
 from sigstore_models.common.v1 import PublicKey
 
-from services.ca.certificate import precert_entry
 from services.ca.keys import CAKeyMaterial
-from services.log.ct.rfc6962 import SignedCertificateTimestamp
+from services.log.ct.rfc6962 import SignedCertificateTimestamp, precert_entry
 
 LOG_KEY = ec.generate_private_key(ec.SECP256R1())
 LOG_SPKI = LOG_KEY.public_key().public_bytes(
@@ -33,7 +32,8 @@ def sign_precert(
     precert: x509.Certificate, ca: CAKeyMaterial, timestamp_ms: int
 ) -> SignedCertificateTimestamp:
     """What add-pre-chain answers: an SCT over the precert entry, signed by ``LOG_KEY``."""
-    entry = precert_entry(precert.tbs_certificate_bytes, ca.issuer_key_hash, timestamp_ms)
+    der = precert.public_bytes(serialization.Encoding.DER)
+    entry = precert_entry(der, ca.signing_certificate, timestamp_ms)
     data = entry.sct_signed_input()
     return SignedCertificateTimestamp(
         log_id=LOG_ID,

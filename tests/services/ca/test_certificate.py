@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, SignatureAlgorithmOID
 from sigstore._utils import cert_is_leaf
 from sigstore.errors import VerificationError
@@ -19,13 +21,17 @@ from services.ca.certificate import (
     build_certificate,
     build_final_certificate,
     build_precertificate,
-    precert_entry,
 )
 from services.ca.config import IssuerType, OIDCIssuer
 from services.ca.errors import CABackendError
 from services.ca.identity import Principal, principal_from_claims
 from services.ca.oidc import Claims
-from services.log.ct.rfc6962 import POISON_EXTENSION_DER, SignedCertificateTimestamp, strip_poison
+from services.log.ct.rfc6962 import (
+    POISON_EXTENSION_DER,
+    SignedCertificateTimestamp,
+    precert_entry,
+    strip_poison,
+)
 from tests.services.ca.checks import LOG_ID, pyca_verify_chain, sign_precert, sigstore_verify_sct
 from tests.services.ca.conftest import NOW, config_json
 
@@ -231,10 +237,14 @@ def test_ca_must_cover_the_leaf(tmp_path: Any) -> None:
 
 def test_precert_entry(ca_p384: keys.CAKeyMaterial) -> None:
     precert, final = _issue(ca_p384)
-    entry = precert_entry(precert.tbs_certificate_bytes, ca_p384.issuer_key_hash, TS)
+    entry = precert_entry(precert.public_bytes(Encoding.DER), ca_p384.signing_certificate, TS)
     tbs = final.tbs_precertificate_bytes
+    spki = ca_p384.signing_certificate.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    )
+    issuer_key_hash = hashlib.sha256(spki).digest()
     assert entry.timestamp_ms == TS
-    assert entry.signed_entry() == ca_p384.issuer_key_hash + len(tbs).to_bytes(3, "big") + tbs
+    assert entry.signed_entry() == issuer_key_hash + len(tbs).to_bytes(3, "big") + tbs
 
 
 def test_strip_poison_refuses_what_it_cannot_strip(ca_p384: keys.CAKeyMaterial) -> None:

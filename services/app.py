@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from cryptography import x509
 from sqlalchemy import text
 
 from services.ca import keys as ca_keys
@@ -236,11 +235,7 @@ def _trust_context(settings: Settings) -> Callable[[web.Application], AsyncItera
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         clock = settings.clock or time.time
         # With an operator's CA (key file or PKCS#11) only its chain is public and trusted.
-        ca_chain = (
-            x509.load_pem_x509_certificates(settings.ca_chain.read_bytes())
-            if settings.ca_chain is not None
-            else None
-        )
+        ca_chain = None if settings.ca_chain is None else ca_keys.load_chain(settings.ca_chain)
         options = TrustOptions(
             settings.public_url,
             operator=settings.operator,

@@ -20,7 +20,7 @@ from cryptography import x509
 from clients.cli import add_log_parser, run_log
 from services.app import COMPONENTS, DEFAULT_MAX_BODY, Settings, create_app
 from services.ca import devissuer
-from services.ca.keys import CAKeyError
+from services.ca.keys import CAKeyError, load_chain
 from services.ca.pkcs11 import Pkcs11KeyConfig
 from services.db import Database
 from services.migrate import upgrade
@@ -226,9 +226,12 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
     return max((proc.exitcode or 0) for proc in procs)
 
 
-def _chain(path: Path | None) -> list[x509.Certificate] | None:
+def _chain(path: Path | None) -> tuple[x509.Certificate, ...] | None:
     """The PEM chain an operator names with --ca-chain, if any."""
-    return None if path is None else x509.load_pem_x509_certificates(path.read_bytes())
+    try:
+        return None if path is None else load_chain(path)
+    except CAKeyError as exc:
+        raise SystemExit(f"sigstead: {exc}") from None
 
 
 def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:

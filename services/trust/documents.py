@@ -20,9 +20,10 @@ it signed, with ``validFor.end`` set when it was first seen missing.
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -118,20 +119,20 @@ def _authority(chain: Sequence[x509.Certificate], uri: str, operator: str) -> Do
 def _merge(
     current: list[Document],
     previous: Sequence[Mapping[str, Any]],
-    identity: Any,
-    validity: Any,
+    identity: Callable[[Mapping[str, Any]], str],
+    validity: Callable[[Document], dict[str, Any]],
     now: datetime.datetime,
 ) -> list[Document]:
     """Current entries first (keeping a published start), then retired ones with an end."""
-    published = {identity(p): p for p in previous}
+    # Copies: the retired entries are amended and returned, the caller's previous root is not.
+    published = {identity(p): copy.deepcopy(dict(p)) for p in previous}
     merged: list[Document] = []
     for doc in current:
         old = published.pop(identity(doc), None)
         if old is not None:
             validity(doc)["start"] = validity(old)["start"]
         merged.append(doc)
-    for old in published.values():
-        retired = json.loads(json.dumps(old))
+    for retired in published.values():
         validity(retired).setdefault("end", _time(now))
         merged.append(retired)
     return merged

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,9 @@ from typing import Any
 from cryptography import x509
 
 from services.trust import documents
-from services.trust.material import gather
+from services.trust.material import TrustMaterial, gather
 from services.trust.snippets import snippets
-from services.trust.tuf import Published, TufRepository
+from services.trust.tuf import Published, TufRepository, write_atomic
 
 __all__ = [
     "SIGNING_CONFIG",
@@ -70,6 +69,20 @@ class Exported:
     published: Published
 
 
+def _documents(
+    material: TrustMaterial,
+    options: TrustOptions,
+    now: datetime.datetime,
+    previous: Mapping[str, Any] | None,
+) -> tuple[documents.Document, documents.Document]:
+    """The trusted root (merged with ``previous``) and the signing config for ``options``."""
+    endpoints = options.endpoints
+    return (
+        documents.trusted_root(material, endpoints, now, previous),
+        documents.signing_config(material, endpoints, options.oidc_urls),
+    )
+
+
 def publish(
     data_dir: Path, options: TrustOptions, now: datetime.datetime, *, create_keys: bool = True
 ) -> Exported:
@@ -78,41 +91,39 @@ def publish(
     ``create_keys`` makes missing keys, as the server's first start does; without it a missing
     key raises ``MissingKeysError``.
     """
-    endpoints = options.endpoints
     material = gather(data_dir, now, ca_chain=options.ca_chain, create=create_keys)
-    built: dict[str, documents.Document] = {}
+    built: list[documents.Document] = []
 
     def build(current: Callable[[str], bytes | None]) -> Mapping[str, bytes]:
         previous_bytes = current(TRUSTED_ROOT)
         previous = json.loads(previous_bytes) if previous_bytes is not None else None
-        built["root"] = documents.trusted_root(material, endpoints, now, previous)
-        built["config"] = documents.signing_config(material, endpoints, options.oidc_urls)
-        return {
-            TRUSTED_ROOT: documents.dumps(built["root"]),
-            SIGNING_CONFIG: documents.dumps(built["config"]),
-        }
+        built[:] = _documents(material, options, now, previous)
+        return {TRUSTED_ROOT: documents.dumps(built[0]), SIGNING_CONFIG: documents.dumps(built[1])}
 
     published = tuf_repository(data_dir).publish(build, now)
-    return Exported(built["root"], built["config"], published)
+    return Exported(built[0], built[1], published)
 
 
 class NotPublishedError(Exception):
     """The export's settings describe other documents than the ones the server publishes."""
 
 
-def _published_documents(data_dir: Path, options: TrustOptions, now: datetime.datetime) -> Exported:
+def _published_documents(
+    repo: TufRepository,
+    published: Published,
+    data_dir: Path,
+    options: TrustOptions,
+    now: datetime.datetime,
+) -> Exported:
     """The published documents, if the export's settings reproduce them exactly; else raise
     ``NotPublishedError`` saying which setting differs."""
-    repo = tuf_repository(data_dir)
-    published = repo.published()
     root_bytes = repo.current_target(TRUSTED_ROOT)
     config_bytes = repo.current_target(SIGNING_CONFIG)
-    if published is None or root_bytes is None or config_bytes is None:
+    if root_bytes is None or config_bytes is None:
         raise NotPublishedError(f"{data_dir}: the TUF repository has no documents")
     have_root, have_config = json.loads(root_bytes), json.loads(config_bytes)
     material = gather(data_dir, now, ca_chain=options.ca_chain, create=False)
-    want_root = documents.trusted_root(material, options.endpoints, now, have_root)
-    want_config = documents.signing_config(material, options.endpoints, options.oidc_urls)
+    want_root, want_config = _documents(material, options, now, have_root)
     if documents.dumps(want_root) == root_bytes and documents.dumps(want_config) == config_bytes:
         return Exported(have_root, have_config, published)
     raise NotPublishedError(_difference(have_config, want_config))
@@ -144,13 +155,6 @@ def _difference(have: Mapping[str, Any], want: Mapping[str, Any]) -> str:
     )
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def export(
     data_dir: Path,
     options: TrustOptions,
@@ -168,15 +172,17 @@ def export(
     directory is the one the server runs with, and a wrong one must fail, not invent keys.
     Raises ``NotPublishedError`` if ``options`` describe other documents than the published ones.
     """
-    if tuf_repository(data_dir).published() is None:
+    repo = tuf_repository(data_dir)
+    published = repo.published()
+    if published is None:
         exported = publish(data_dir, options, now, create_keys=create_keys)
     else:
-        exported = _published_documents(data_dir, options, now)
+        exported = _published_documents(repo, published, data_dir, options, now)
     root, config = exported.trusted_root, exported.signing_config
-    _write(out / TRUSTED_ROOT, documents.dumps(root))
-    _write(out / SIGNING_CONFIG, documents.dumps(config))
-    _write(out / CLIENT_TRUST_CONFIG, documents.dumps(documents.client_trust_config(root, config)))
-    repo = tuf_repository(data_dir)
+    write_atomic(out / TRUSTED_ROOT, documents.dumps(root))
+    write_atomic(out / SIGNING_CONFIG, documents.dumps(config))
+    client_config = documents.client_trust_config(root, config)
+    write_atomic(out / CLIENT_TRUST_CONFIG, documents.dumps(client_config))
     repo.copy_to(out / "tuf")
     for name, content in snippets(
         root,
@@ -186,5 +192,5 @@ def export(
         issuer=issuer,
         tuf_root=repo.root_json(),
     ).items():
-        _write(out / "snippets" / name, content)
+        write_atomic(out / "snippets" / name, content)
     return exported

@@ -53,7 +53,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from services.keys import load_private_key, write_private_key
 
-__all__ = ["EXPIRY", "ROLES", "TufError", "TufRepository"]
+__all__ = ["EXPIRY", "ROLES", "Published", "TufError", "TufRepository", "write_atomic"]
 
 _logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class Published:
     changed: tuple[str, ...]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
@@ -145,7 +146,7 @@ class TufRepository:
         return md
 
     def _write(self, md: Metadata[Any], name: str) -> None:
-        _write_atomic(self.repository / name, md.to_bytes(_SERIALIZER))
+        write_atomic(self.repository / name, md.to_bytes(_SERIALIZER))
 
     def root_json(self) -> bytes:
         """The latest root metadata: what a client is given once, out of band."""
@@ -231,7 +232,7 @@ class TufRepository:
         ):
             for name, data in wanted.items():
                 digest = hashlib.sha256(data).hexdigest()
-                _write_atomic(self.repository / "targets" / f"{digest}.{name}", data)
+                write_atomic(self.repository / "targets" / f"{digest}.{name}", data)
             version = targets_md.signed.version + 1 if targets_md is not None else 1
             targets_md = Metadata(Targets(version=version, expires=now + EXPIRY["targets"]))
             targets_md.signed.targets = want_files

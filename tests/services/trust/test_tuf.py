@@ -143,18 +143,18 @@ def test_a_crash_before_the_timestamp_leaves_the_old_publication(
 ) -> None:
     repo = TufRepository(tmp_path / "tuf")
     repo.publish(targets(a=b"old"), NOW)
-    real = tuf_module._write_atomic
+    real = tuf_module.write_atomic
 
     def crash_at_commit(path: Path, data: bytes) -> None:
         if path.name == "timestamp.json":
             raise OSError("power lost")
         real(path, data)
 
-    monkeypatch.setattr(tuf_module, "_write_atomic", crash_at_commit)
+    monkeypatch.setattr(tuf_module, "write_atomic", crash_at_commit)
     with pytest.raises(OSError, match="power lost"):
         repo.publish(targets(a=b"new"), NOW)
     assert fetch(repo, tmp_path / "client", "a") == b"old"
-    monkeypatch.setattr(tuf_module, "_write_atomic", real)
+    monkeypatch.setattr(tuf_module, "write_atomic", real)
     # Recovery is just the next publication; the orphaned targets v2 is superseded, not reused.
     done = repo.publish(targets(a=b"new"), NOW)
     assert done.timestamp == 2

@@ -116,23 +116,24 @@ def gather(
     rekor_path = data_dir / "keys" / REKOR_KEY_FILE
     ct_path = data_dir / "keys" / CT_KEY_FILE
     tsa_dir = data_dir / "tsa"
-    if not create:
+    if create:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    else:
+        ca_file = data_dir / "ca" / ca_keys.CHAIN_FILE
         needed = [rekor_path, ct_path, tsa_dir / tsa_keys.CHAIN_FILE]
-        if ca_chain is None:
-            needed.append(data_dir / "ca" / ca_keys.CHAIN_FILE)
-        missing = [str(p.relative_to(data_dir)) for p in needed if not p.is_file()]
+        needed += [ca_file] if ca_chain is None else []
+        missing = [p for p in needed if not p.is_file()]
         if missing:
             elsewhere = (
                 ", with the server's --ca-chain if its CA key lives elsewhere"
-                if "ca" in {Path(m).parts[0] for m in missing}
+                if ca_file in missing
                 else ""
             )
+            names = ", ".join(str(p.relative_to(data_dir)) for p in missing)
             raise MissingKeysError(
-                f"{data_dir} holds no {', '.join(missing)}: name the data directory the server "
-                f"runs with{elsewhere}, or create the keys before its first start"
+                f"{data_dir} holds no {names}: name the data directory the server runs "
+                f"with{elsewhere}, or create the keys before its first start"
             )
-    if create:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     rekor = _log_key(rekor_path)
     ct = _log_key(ct_path)
     if ca_chain is None:

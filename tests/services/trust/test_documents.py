@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from sigstore.errors import Error as SigstoreError
 from sigstore.models import ClientTrustConfig
 
 from services.keys import load_private_key
@@ -55,6 +56,26 @@ def test_sigstore_python_accepts_the_client_trust_config(material: TrustMaterial
     trusted = parsed.trusted_root
     assert len(trusted.get_fulcio_certs()) == len(material.ca_chain)
     assert len(trusted.get_timestamp_authorities()) == 1
+
+
+def test_sigstore_python_takes_the_oidc_url_and_operator_for_interactive_sign_in(
+    material: TrustMaterial,
+) -> None:
+    """``sigstore sign`` without a token signs in at ``get_oidc_url()``; with no ``oidcUrls`` it
+    fails (what ``--oidc-url`` on the server is for)."""
+    endpoints = Endpoints(URL, "ACME Security")
+    root = documents.trusted_root(material, endpoints, NOW)
+    config = documents.signing_config(
+        material, endpoints, ["https://keycloak.corp.example/realms/eng"]
+    )
+    text = documents.dumps(documents.client_trust_config(root, config)).decode()
+    signing = ClientTrustConfig.from_json(text).signing_config
+    assert signing.get_oidc_url() == "https://keycloak.corp.example/realms/eng"
+    assert {s["operator"] for s in config["caUrls"] + config["tsaUrls"]} == {"ACME Security"}
+    _, without = _docs(material)
+    text = documents.dumps(documents.client_trust_config(root, without)).decode()
+    with pytest.raises(SigstoreError, match="No valid OIDC provider"):
+        ClientTrustConfig.from_json(text).signing_config.get_oidc_url()
 
 
 def test_log_ids_are_the_ids_the_services_sign_with(

@@ -32,7 +32,7 @@ from services.log import merkle
 from services.log.checkpoint import Checkpoint, CheckpointSigner
 from services.log.proofs import ProofBuilder
 from services.log.schema import tiles, tree_heads
-from services.log.sequencer import Sequencer
+from services.log.sequencer import Genesis, Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.log.tiles import TileCache, tile_slot
 from services.migrate import upgrade
@@ -173,6 +173,7 @@ async def sequencer_rate(path: Path, rows: int, batch: int) -> float:
         tree_id=TREE,
         origin="bench - 1",
         signer=CheckpointSigner("bench", ec.generate_private_key(ec.SECP256R1())),
+        genesis=lambda _now: Genesis(b"bench genesis"),
         batch_max_size=batch,
         batch_max_age=0.005,
         max_pending=rows + 1,

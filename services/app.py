@@ -29,8 +29,11 @@ from services.keys import load_or_create_ec_key
 from services.log.checkpoint import CheckpointSigner
 from services.log.ct.log import CT_LOG, CTLog
 from services.log.ct.log import add_routes as add_ct_routes
+from services.log.ct.log import genesis_entry as ct_genesis
 from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middleware
-from services.log.sequencer import Sequencer
+from services.log.rekor.genesis import GenesisMismatch, verify_genesis
+from services.log.rekor.genesis import genesis_entry as rekor_genesis
+from services.log.sequencer import GenesisFactory, Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.migrate import upgrade
 from services.trust.publish import TrustOptions, publish, tuf_repository
@@ -97,19 +100,26 @@ DATABASE = web.AppKey("database", Database)
 
 
 def _tree(
-    settings: Settings, db: Database, key_file: str, origin_suffix: str
+    settings: Settings,
+    db: Database,
+    key_file: str,
+    origin_suffix: str,
+    genesis: Callable[[CheckpointSigner, str], GenesisFactory],
 ) -> tuple[Sequencer, SQLLogStore, CheckpointSigner]:
     """One log tree on the shared engine: its key (created 0600 on first start), its tree ID
-    derived from that key, and its sequencer (not yet started)."""
+    derived from that key, and its sequencer (not yet started) with the personality's genesis
+    leaf, given the signer and the origin."""
     key = load_or_create_ec_key(settings.data_dir / "keys" / key_file)
     signer = CheckpointSigner(settings.hostname, key)
     tree_id = tree_id_for_key(signer.key_id)
+    origin = f"{settings.hostname}{origin_suffix} - {tree_id}"
     store = SQLLogStore(db)
     sequencer = Sequencer(
         store,
         tree_id=tree_id,
-        origin=f"{settings.hostname}{origin_suffix} - {tree_id}",
+        origin=origin,
         signer=signer,
+        genesis=genesis(signer, origin),
         clock=settings.clock or time.time,
         batch_max_size=settings.batch_max_size,
         batch_max_age=settings.batch_max_age,
@@ -126,8 +136,15 @@ def _log_context(
         db = database or Database(settings.resolved_database_url())
         try:
             await upgrade(db)
-            sequencer, store, signer = _tree(settings, db, "rekor.pem", "")
+            sequencer, store, signer = _tree(
+                settings,
+                db,
+                "rekor.pem",
+                "",
+                lambda signer, origin: lambda _now: rekor_genesis(signer, origin),
+            )
             await sequencer.start()
+            await _check_first_entry(store, sequencer, signer)
             app[DATABASE] = db
             app[REKOR_LOG] = RekorLog(sequencer=sequencer, store=store, signer=signer)
             _logger.info(
@@ -146,6 +163,27 @@ def _log_context(
                 await db.dispose()
 
     return ctx
+
+
+async def _check_first_entry(
+    store: SQLLogStore, sequencer: Sequencer, signer: CheckpointSigner
+) -> None:
+    """Warn once at start-up when entry 0 is a client's: the log predates genesis entries.
+
+    Its bundle, if sigstore-js wrote it while the tree had one entry, lacks the proto3 defaults
+    sigstore-python requires; the warning names the repair (docs/genesis.md).
+    """
+    first = (await store.read_entries(sequencer.tree_id, [0]))[0]
+    try:
+        verify_genesis(first.leaf, signer.public_key, sequencer.origin)
+    except GenesisMismatch as exc:
+        _logger.warning(
+            "entry 0 of this log is a client's, not the log's genesis entry (%s): the log "
+            "predates genesis entries. A bundle for entry 0 written by sigstore-js may not "
+            "verify in sigstore-python; `sigstead log repair-bundle FILE` writes out the "
+            "fields it omitted (docs/genesis.md). Later entries are not affected.",
+            exc,
+        )
 
 
 def _tsa_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -202,7 +240,13 @@ def _ca_context(
         verifier = TokenVerifier(config)
         try:
             await upgrade(db)
-            sequencer, store, signer = _tree(settings, db, "ctlog.pem", "/ct")
+            sequencer, store, signer = _tree(
+                settings,
+                db,
+                "ctlog.pem",
+                "/ct",
+                lambda _signer, _origin: lambda now: ct_genesis(ca.chain, now),
+            )
             await sequencer.start()
             ct_log = CTLog(sequencer=sequencer, store=store, signer=signer, roots=[ca.root])
             ct_app[CT_LOG] = ct_log

@@ -46,7 +46,17 @@ from services.log.tiles import (
 
 _MAX_HEAD_RETRIES = 50
 
-__all__ = ["Batch", "LogStore", "NewEntry", "Receipt", "Sequencer", "StoredLeaf", "TreeHead"]
+__all__ = [
+    "Batch",
+    "Genesis",
+    "GenesisFactory",
+    "LogStore",
+    "NewEntry",
+    "Receipt",
+    "Sequencer",
+    "StoredLeaf",
+    "TreeHead",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -71,6 +81,27 @@ class NewEntry:
     integrated_time: int
     search_keys: frozenset[str]
     extra: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    """The log's own first leaf, which occupies index 0 of every tree the engine creates.
+
+    Why every log starts with one: a client must never be handed index 0 or a tree of size 1.
+    proto3 JSON omits default values, so sigstore-js writes the bundle of entry 0 of a size-1
+    tree without ``logIndex`` and without ``inclusionProof.hashes``, and sigstore-python then
+    refuses that bundle for ever. With the log's own entry at index 0, every client entry has
+    ``logIndex >= 1`` in a tree of size >= 2, whose inclusion proof has at least one hash.
+    Each personality builds a leaf an auditor can check from public data (docs/genesis.md).
+    """
+
+    leaf: bytes
+    search_keys: frozenset[str] = frozenset()
+    extra: bytes | None = None
+
+
+GenesisFactory = Callable[[float], Genesis]
+"""Builds the genesis leaf; called with the clock's time (seconds) when the tree is empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +193,7 @@ class Sequencer:
         tree_id: int,
         origin: str,
         signer: CheckpointSigner,
+        genesis: GenesisFactory,
         clock: Callable[[], float] = time.time,
         batch_max_size: int = 256,
         batch_max_age: float = 0.05,
@@ -174,6 +206,7 @@ class Sequencer:
         self.tree_id = tree_id
         self.origin = origin
         self._signer = signer
+        self._genesis = genesis
         self._clock = clock
         self._batch_max_size = batch_max_size
         self._batch_max_age = batch_max_age
@@ -210,8 +243,9 @@ class Sequencer:
         return stored if stored is not None and stored.size > known.size else known
 
     async def start(self) -> None:
-        """Create or load the tree, check it, and start sequencing."""
+        """Create or load the tree, check it, give it its genesis leaf, start sequencing."""
         await self._load()
+        await self._ensure_genesis()
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name=f"sequencer-{self.tree_id}")
 
@@ -303,6 +337,38 @@ class Sequencer:
         self._range = compact
         self._edge = {key: stored[key] for key in edge_keys}
         self._head = head
+
+    async def _ensure_genesis(self) -> None:
+        """Commit the genesis leaf at index 0 if the tree is empty (see ``Genesis``).
+
+        One path for a tree created just now and for an empty tree created before genesis
+        leaves existed. It runs before ``start`` accepts anything, in every process, so no
+        client entry can take index 0: concurrent starts race on the head's compare-and-swap
+        and exactly one genesis is committed; the losers reload and find size >= 1.
+        """
+        for _ in range(_MAX_HEAD_RETRIES):
+            if self.head.size > 0:
+                return
+            genesis = self._genesis(self._clock())
+            future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+            pending = _Pending(
+                genesis.leaf,
+                merkle.hash_leaf(genesis.leaf),
+                genesis.search_keys,
+                future,
+                genesis.extra,
+                want_proof=False,
+            )
+            try:
+                await self._commit([pending])
+            except HeadMoved:
+                await self._load()
+            if future.done() and not future.cancelled():
+                future.exception()  # a DuplicateEntry means another start's identical genesis
+            if self.head.size == 0:
+                await self._load()
+        if self.head.size == 0:
+            raise SequencingFailed(f"tree {self.tree_id}: could not commit its genesis leaf")
 
     def _sign_head(self, size: int, root: bytes, timestamp_ms: int) -> TreeHead:
         note = self._signer.sign_checkpoint(Checkpoint(self.origin, size, root))

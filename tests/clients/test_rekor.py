@@ -54,11 +54,11 @@ def test_info_get_search_proof(server: Server, tmp_path: Path) -> None:
 
     info = cli(server, state, "--json", "info")
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["treeSize"] == 5
+    assert json.loads(info.stdout)["treeSize"] == 6  # the genesis entry and five
 
     got = cli(server, state, "--json", "get", "--uuid", uuid)
     assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["index"] == 0
+    assert json.loads(got.stdout)["index"] == 1
     by_index = cli(server, state, "get", "--index", "3")
     assert by_index.returncode == 0
     assert "index: 3" in by_index.stdout
@@ -85,7 +85,7 @@ def test_pinned_key_and_history_catch_a_lying_log(server: Server, tmp_path: Path
     post(server, Signer().hashedrekord(b"a"))
     client = LogClient(server.url, state_dir=state)
     cp = client.checkpoint()
-    assert cp.size == 1
+    assert cp.size == 2
     # Rewrite the remembered checkpoint: the next fetch must fail the consistency check,
     # exactly as if the log had forked.
     (state_file,) = state.glob("*.json")

@@ -16,7 +16,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     before the first test's, and more as the tests run."""
     s = start_stack(tmp_path_factory.mktemp("stack"))
     try:
-        assert fill_log(s, BUSY_ENTRIES) == BUSY_ENTRIES
+        assert fill_log(s, BUSY_ENTRIES) == BUSY_ENTRIES + 1  # and the log's genesis entry
         yield s
     finally:
         s.stop()
@@ -24,7 +24,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
-    """A deployment created for one test: its log starts empty."""
+    """A deployment created for one test: its log holds only its genesis entry."""
     s = start_stack(tmp_path / "stack")
     try:
         yield s

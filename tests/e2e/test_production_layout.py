@@ -141,23 +141,25 @@ def test_signing_through_the_gateway_with_two_log_replicas_on_postgres(
             )  # fmt: skip
             assert verified.returncode == 0, verified.stderr
             entry = json.loads(bundle.read_text())["verificationMaterial"]["tlogEntries"][0]
-            indexes.append(int(entry.get("logIndex", "0")))
-        assert sorted(indexes) == [0, 1, 2, 3]
+            indexes.append(int(entry["logIndex"]))
+        assert sorted(indexes) == [1, 2, 3, 4]  # after the log's genesis entry
 
         # Both replicas took entries (the gateway alternates), and both see one tree.
         for name in ("log-1", "log-2"):
             log = (data.parent / f"sigstead-{servers[name].url.rsplit(':', 1)[1]}.log").read_text()
             assert '"POST /api/v1/log/entries HTTP/1.1" 201' in log, name
         heads = [_get(f"{servers[n].url}/api/v1/log") for n in ("log-1", "log-2")]
-        assert heads[0]["treeSize"] == heads[1]["treeSize"] == 4
+        assert heads[0]["treeSize"] == heads[1]["treeSize"] == 5
         assert heads[0]["rootHash"] == heads[1]["rootHash"]
         # Every entry is readable on both, whichever of them logged it.
         for name in ("log-1", "log-2"):
-            for index in range(4):
+            for index in range(5):
                 (entry,) = _get(f"{servers[name].url}/api/v1/log/entries?logIndex={index}").values()
                 assert entry["logIndex"] == index  # type: ignore[index]
         # The CT log in the CA process holds the four precertificates.
-        assert _get(f"{public_url}/ct/v1/get-sth")["tree_size"] == 4
+        assert (
+            _get(f"{public_url}/ct/v1/get-sth")["tree_size"] == 5
+        )  # genesis and four precertificates
     finally:
         if gateway is not None:
             gateway.terminate()

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from rekor_types import Hashedrekord
 from sigstore._internal.rekor.client import RekorClient
 from sigstore._internal.trust import Keyring, RekorKeyring
+from sigstore.models import TransparencyLogEntry
 from sigstore_models.common import v1 as common_v1
 
 from tests.serverproc import Server, start_server, stop_server
@@ -38,21 +39,26 @@ def test_sign_retrieve_and_verify_with_sigstore_python(server: Server) -> None:
     client = RekorClient(server.url)
     ring = _keyring(server.url)
     signer = Signer()
-    # A freshly created log: the very first entry (index 0) must verify too.
+    # A freshly created log: the first client entry sits after the log's genesis entry.
     proposed = signer.hashedrekord(b"first")
     first = client.create_entry(proposed)  # type: ignore[arg-type]
     first._verify(ring)
-    assert first._inner.log_index == 0
+    assert first._inner.log_index == 1
     att = client.create_entry(signer.dsse(hashlib.sha256(b"img").hexdigest()))  # type: ignore[arg-type]
     att._verify(ring)
     info = client.log.get()
-    assert info.tree_size == 2
-    fetched = client.log.entries.get(log_index=1)
-    fetched._verify(ring)
+    assert info.tree_size == 3
+    # sigstore-python's get() cannot ask for index 0 (it tests ``bool(log_index)``); the genesis
+    # entry comes from the retrieve endpoint and verifies like any other.
+    client.log.entries.get(log_index=2)._verify(ring)
+    (genesis,) = requests.post(
+        f"{server.url}/api/v1/log/entries/retrieve", json={"logIndexes": [0]}, timeout=30
+    ).json()
+    TransparencyLogEntry._from_v1_response(genesis)._verify(ring)
     found = client.log.entries.retrieve.post(Hashedrekord.model_validate(proposed))
     assert found is not None
     found._verify(ring)
-    assert found._inner.log_index == 0
+    assert found._inner.log_index == 1
     missing = client.log.entries.retrieve.post(
         Hashedrekord.model_validate(signer.hashedrekord(b"never"))
     )
@@ -81,12 +87,12 @@ def test_concurrent_clients_and_graceful_shutdown(server: Server) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert sorted(results) == list(range(40))
+    assert sorted(results) == list(range(1, 41))
     assert stop_server(server) == 0
     again = start_server(server.data_dir)
     try:
-        assert RekorClient(again.url).log.get().tree_size == 40
-        again_entry = RekorClient(again.url).log.entries.get(log_index=39)
+        assert RekorClient(again.url).log.get().tree_size == 41
+        again_entry = RekorClient(again.url).log.entries.get(log_index=40)
         again_entry._verify(_keyring(again.url))
     finally:
         stop_server(again)

@@ -27,10 +27,10 @@ from services.log.ct import rfc6962
 from services.log.ct.rfc6962 import EntryType, SignedCertificateTimestamp, TimestampedEntry
 from services.log.errors import DuplicateEntry, LogError
 from services.log.merkle import ProofRangeError
-from services.log.sequencer import Sequencer
+from services.log.sequencer import Genesis, Sequencer
 from services.log.sqlstore import SQLLogStore
 
-__all__ = ["CT_LOG", "CTError", "CTLog", "add_routes"]
+__all__ = ["CT_LOG", "CTError", "CTLog", "add_routes", "genesis_entry"]
 
 _logger = logging.getLogger(__name__)
 MAX_ENTRIES = 1000
@@ -113,7 +113,7 @@ class CTLog:
             raise CTError(400, "chain is not a list of DER certificates") from None
         full = self._validate(chain, precert=precert)
         leaf_der = ders[0]
-        dedup_key = "ct-cert:sha256:" + hashlib.sha256(leaf_der).hexdigest()
+        dedup_key = _dedup_key(leaf_der)
         existing = await self.store.search(self.sequencer.tree_id, [dedup_key], match_all=False)
         if existing:
             stored = (await self.store.read_entries(self.sequencer.tree_id, existing[:1]))[
@@ -155,6 +155,26 @@ class CTLog:
             "sha256_root_hash": base64.b64encode(head.root).decode(),
             "tree_head_signature": base64.b64encode(rfc6962.digitally_signed(sig)).decode(),
         }
+
+
+def _dedup_key(cert_der: bytes) -> str:
+    return "ct-cert:sha256:" + hashlib.sha256(cert_der).hexdigest()
+
+
+def genesis_entry(ca_chain: Sequence[x509.Certificate], now: float) -> Genesis:
+    """The CT log's genesis leaf (why every log has one: ``sequencer.Genesis``).
+
+    An x509 entry of the CA's own signing certificate, with the chain above it as extra data:
+    the certificate that issues every later precertificate, checkable against ``get-roots``
+    and the trusted root's CA chain.
+    """
+    ders = [c.public_bytes(serialization.Encoding.DER) for c in ca_chain]
+    entry = TimestampedEntry(int(now * 1000), EntryType.X509, ders[0])
+    return Genesis(
+        entry.merkle_tree_leaf(),
+        frozenset({_dedup_key(ders[0])}),
+        rfc6962.certificate_chain(ders[1:]),
+    )
 
 
 def _check_issued(child: x509.Certificate, parent: x509.Certificate) -> None:

@@ -18,10 +18,11 @@ from services.log import merkle
 from services.log.checkpoint import Checkpoint, CheckpointSigner
 from services.log.errors import CorruptLog, DuplicateEntry, Pushback, SequencingFailed
 from services.log.schema import entries, search_keys, tiles
-from services.log.sequencer import Receipt, Sequencer
+from services.log.sequencer import Genesis, GenesisFactory, Receipt, Sequencer
 from services.log.sqlstore import FaultHook, SQLLogStore
 
 TREE = 1234567890123
+GENESIS = b"the test tree's genesis leaf"
 
 _KEY = ec.generate_private_key(ec.SECP256R1())
 
@@ -44,6 +45,7 @@ def make_sequencer(store: SQLLogStore, **kwargs: object) -> Sequencer:
         tree_id=TREE,
         origin=f"log.example - {TREE}",
         signer=CheckpointSigner("log.example", _KEY),
+        genesis=lambda _now: Genesis(GENESIS, frozenset({"genesis"})),
         **opts,  # type: ignore[arg-type]
     )
 
@@ -101,9 +103,61 @@ async def fsck(db: Database, seq: Sequencer) -> None:
             verify_consistency(older.size, newer.size, proof, older.root, newer.root)
 
 
-async def test_empty_log_has_signed_empty_head(seq: Sequencer) -> None:
+async def test_a_new_log_starts_with_its_genesis_leaf(db: Database, seq: Sequencer) -> None:
+    """Index 0 is the log's own leaf: no client is ever handed index 0 or a tree of size 1."""
     cp = verify_note(seq.head.checkpoint)
-    assert cp == Checkpoint(f"log.example - {TREE}", 0, merkle.EMPTY_ROOT)
+    assert cp == Checkpoint(f"log.example - {TREE}", 1, merkle.hash_leaf(GENESIS))
+    history = await SQLLogStore(db).read_checkpoints(TREE)
+    assert [h.size for h in history] == [0, 1]
+    assert verify_note(history[0].checkpoint).root == merkle.EMPTY_ROOT
+    stored = await SQLLogStore(db).read_entries(TREE, [0])
+    assert stored[0].leaf == GENESIS
+    assert await SQLLogStore(db).search(TREE, ["genesis"], match_all=False) == [0]
+    first = await seq.submit(b"the first client entry")
+    assert (first.index, first.head.size, len(first.proof)) == (1, 2, 1)
+    check_receipt(first, b"the first client entry")
+
+
+async def test_an_existing_empty_log_gets_its_genesis_on_start(db: Database) -> None:
+    """A tree created empty (before genesis leaves existed) is given one at the next start."""
+    store = SQLLogStore(db)
+    empty = make_sequencer(store)._sign_head(0, merkle.EMPTY_ROOT, 0)
+    await store.create_tree(TREE, f"log.example - {TREE}", empty)
+    s = make_sequencer(store)
+    await s.start()
+    try:
+        assert s.head.size == 1
+        assert (await store.read_entries(TREE, [0]))[0].leaf == GENESIS
+        assert (await s.submit(b"next")).index == 1
+    finally:
+        await s.stop()
+
+
+def _replica_genesis(n: int) -> GenesisFactory:
+    return lambda _now: Genesis(b"genesis from replica %d" % n)
+
+
+async def test_concurrent_starts_commit_exactly_one_genesis(db: Database) -> None:
+    """Replicas starting together on an empty database: one genesis, whichever wins."""
+    starters = [
+        Sequencer(
+            SQLLogStore(db),
+            tree_id=TREE,
+            origin=f"log.example - {TREE}",
+            signer=CheckpointSigner("log.example", _KEY),
+            genesis=_replica_genesis(n),
+        )
+        for n in range(4)
+    ]
+    await asyncio.gather(*(s.start() for s in starters))
+    try:
+        heads = {(await s.latest_head()).size for s in starters}
+        assert heads == {1}
+        (leaf,) = [e.leaf for e in (await SQLLogStore(db).read_entries(TREE, [0, 1])).values()]
+        assert leaf.startswith(b"genesis from replica ")
+    finally:
+        for s in starters:
+            await s.stop()
 
 
 async def test_concurrent_submissions_get_contiguous_indices_and_valid_proofs(
@@ -113,7 +167,7 @@ async def test_concurrent_submissions_get_contiguous_indices_and_valid_proofs(
     receipts = await asyncio.gather(
         *(seq.submit(leaf, {f"k:{i % 7}"}) for i, leaf in enumerate(leaves))
     )
-    assert sorted(r.index for r in receipts) == list(range(300))
+    assert sorted(r.index for r in receipts) == list(range(1, 301))
     for leaf, r in zip(leaves, receipts, strict=True):
         check_receipt(r, leaf)
     await fsck(db, seq)
@@ -123,9 +177,10 @@ async def test_concurrent_submissions_get_contiguous_indices_and_valid_proofs(
     want = sorted(r.index for i, r in enumerate(receipts) if i % 7 == 3)
     assert await store.search(TREE, ["k:3"], match_all=False) == want
     assert await store.search(TREE, ["k:3", "k:4"], match_all=True) == []
-    got = await store.read_entries(TREE, [0, 299, 300])
-    assert set(got) == {0, 299}
-    assert got[0].leaf == leaves[by_index[0]]
+    got = await store.read_entries(TREE, [0, 1, 300, 301])
+    assert set(got) == {0, 1, 300}
+    assert got[0].leaf == GENESIS
+    assert got[1].leaf == leaves[by_index[1]]
 
 
 async def test_batches_by_count(db: Database) -> None:
@@ -136,7 +191,7 @@ async def test_batches_by_count(db: Database) -> None:
     finally:
         await s.stop()
     sizes = [h.size for h in await SQLLogStore(db).read_checkpoints(TREE)]
-    assert sizes == [0, 5, 10, 12]
+    assert sizes == [0, 1, 6, 11, 13]
 
 
 async def test_batches_by_age(db: Database) -> None:
@@ -150,7 +205,7 @@ async def test_batches_by_age(db: Database) -> None:
     finally:
         await s.stop()
     sizes = [h.size for h in await SQLLogStore(db).read_checkpoints(TREE)]
-    assert sizes == [0, 1, 2]
+    assert sizes == [0, 1, 2, 3]
 
 
 async def test_duplicates_are_reported_not_appended(db: Database, seq: Sequencer) -> None:
@@ -165,7 +220,7 @@ async def test_duplicates_are_reported_not_appended(db: Database, seq: Sequencer
     assert len(receipts) == 1
     assert len(dups) == 1
     assert dups[0].index == receipts[0].index
-    assert seq.head.size == 2
+    assert seq.head.size == 3
     await fsck(db, seq)
 
 
@@ -179,7 +234,7 @@ async def test_restart_continues_the_same_tree(db: Database) -> None:
     await s2.start()
     assert s2.head == head1
     r = await s2.submit(b"after restart")
-    assert r.index == 700
+    assert r.index == 701
     check_receipt(r, b"after restart")
     proof = await s2.proofs.consistency(head1.size, r.head.size)
     verify_consistency(head1.size, r.head.size, proof, head1.root, r.head.root)
@@ -191,8 +246,8 @@ async def test_historical_proofs_for_every_size(db: Database, seq: Sequencer) ->
     leaves = [b"h%d" % i for i in range(70)]
     for leaf in leaves:  # one batch each: exercises every partial-tile shape
         await seq.submit(leaf)
-    hashes_ = [merkle.hash_leaf(leaf) for leaf in leaves]
-    for size in range(1, 71):
+    hashes_ = [merkle.hash_leaf(leaf) for leaf in [GENESIS, *leaves]]
+    for size in range(1, 72):
         root = merkle.root(hashes_[:size])
         assert await seq.proofs.root(size) == root
         for index in (0, size // 2, size - 1):
@@ -247,21 +302,21 @@ async def test_fault_at_each_write_step(db: Database, step: str, after: bool) ->
                 check_receipt(r, leaf)
         else:
             assert all(isinstance(r, SequencingFailed) for r in results), results
-        assert s.head.size == (11 if persisted else 1)
+        assert s.head.size == (12 if persisted else 2)
         # The log keeps working, and a retried submission lands exactly once.
         again = await asyncio.gather(*(s.submit(x) for x in batch), return_exceptions=True)
         if persisted:
             assert all(isinstance(r, DuplicateEntry) for r in again)
         else:
             assert all(isinstance(r, Receipt) for r in again)
-        assert s.head.size == 11
+        assert s.head.size == 12
         await fsck(db, s)
     finally:
         await s.stop()
     # A fresh start (the crash-recovery path) accepts the stored state.
     s2 = make_sequencer(SQLLogStore(db))
     await s2.start()
-    assert s2.head.size == 11
+    assert s2.head.size == 12
     await s2.stop()
 
 
@@ -286,7 +341,7 @@ async def test_recovery_failure_does_not_hang_waiters(db: Database) -> None:
         assert calls == 1
         store.read_head = real_read_head  # type: ignore[method-assign]
         r = await s.submit(b"kept")
-        assert r.index == 0
+        assert r.index == 1
         check_receipt(r, b"kept")
     finally:
         await s.stop()
@@ -301,7 +356,7 @@ async def test_corrupt_tiles_refuse_to_start(db: Database) -> None:
         lambda conn: conn.execute(
             update(tiles)
             .where(tiles.c.tree_id == TREE, tiles.c.level == 0, tiles.c.idx == 0)
-            .values(data=b"\x00" * 32 * 20)
+            .values(data=b"\x00" * 32 * 21)
         )
     )
     with pytest.raises(CorruptLog, match="tiles give root"):
@@ -314,7 +369,7 @@ async def test_missing_tile_refuses_to_start(db: Database) -> None:
     await s.submit(b"only")
     await s.stop()
     await db.write(lambda conn: conn.execute(tiles.delete().where(tiles.c.tree_id == TREE)))
-    with pytest.raises(CorruptLog, match="has None hashes, want 1"):
+    with pytest.raises(CorruptLog, match="has None hashes, want 2"):
         await make_sequencer(SQLLogStore(db)).start()
 
 
@@ -329,12 +384,12 @@ async def test_two_writers_never_fork(db: Database) -> None:
         results = await asyncio.gather(
             *((a if i % 2 else b).submit(leaf) for i, leaf in enumerate(leaves))
         )
-        assert sorted(r.index for r in results) == list(range(80))
+        assert sorted(r.index for r in results) == list(range(1, 81))
         for leaf, r in zip(leaves, results, strict=True):
             check_receipt(r, leaf)
         final = max((a.head, b.head), key=lambda h: h.size)
-        assert final.size == 80
-        await fsck(db, a if a.head.size == 80 else b)
+        assert final.size == 81
+        await fsck(db, a if a.head.size == 81 else b)
     finally:
         await a.stop()
         await b.stop()
@@ -349,7 +404,7 @@ async def test_a_replica_reads_what_another_committed(db: Database) -> None:
     await b.start()
     try:
         receipts = [await a.submit(b"from a %d" % i) for i in range(5)]
-        assert b.head.size == 0
+        assert b.head.size == 1
         latest = await b.latest_head()
         assert latest == a.head == receipts[-1].head
         for i, r in enumerate(receipts):
@@ -357,13 +412,13 @@ async def test_a_replica_reads_what_another_committed(db: Database) -> None:
             verify_inclusion(
                 merkle.hash_leaf(b"from a %d" % i), r.index, latest.size, proof, latest.root
             )
-        assert verify_note(latest.checkpoint).size == 5
+        assert verify_note(latest.checkpoint).size == 6
         # B's next entry lands after A's.
         mine = await b.submit(b"from b")
         check_receipt(mine, b"from b")
-        assert mine.index == 5
+        assert mine.index == 6
         assert await a.latest_head() == b.head
-        assert a.head.size == 5  # A's own state moves only when A writes again
+        assert a.head.size == 6  # A's own state moves only when A writes again
     finally:
         await a.stop()
         await b.stop()
@@ -378,7 +433,7 @@ async def test_pushback_when_queue_is_full(db: Database) -> None:
             *(s.submit(b"p%d" % i) for i in range(3)), return_exceptions=True
         )
         assert [type(r) for r in results] == [Receipt, Receipt, Pushback]
-        assert s.head.size == 2
+        assert s.head.size == 3
     finally:
         await s.stop()
 
@@ -390,7 +445,7 @@ async def test_stop_finishes_the_batch_in_flight(db: Database) -> None:
     await asyncio.sleep(0.01)
     await s.stop()
     done = await asyncio.gather(*pending)
-    assert sorted(r.index for r in done) == list(range(5))
+    assert sorted(r.index for r in done) == list(range(1, 6))
 
 
 async def test_search_keys_are_committed_with_the_entry(db: Database, seq: Sequencer) -> None:
@@ -423,6 +478,6 @@ async def test_integrated_time_comes_from_the_injected_clock(db: Database) -> No
 async def test_receipt_without_proof_is_still_committed(db: Database, seq: Sequencer) -> None:
     r = await seq.submit(b"no proof wanted", want_proof=False)
     assert r.proof == []
-    assert r.head.size == 1
+    assert r.head.size == 2
     stored = await SQLLogStore(db).read_entries(TREE, [r.index])
     assert stored[r.index].leaf == b"no proof wanted"

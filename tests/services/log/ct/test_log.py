@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from clients.merkle import verify_consistency, verify_inclusion
 from services.db import Database
 from services.log.checkpoint import CheckpointSigner
 from services.log.ct import rfc6962
-from services.log.ct.log import CT_LOG, CTLog, add_routes
+from services.log.ct.log import CT_LOG, CTLog, add_routes, genesis_entry
 from services.log.sequencer import Sequencer
 from services.log.sqlstore import SQLLogStore
 from tests.services.log.rekor.test_api import AiohttpClient
@@ -102,7 +103,14 @@ async def ct(
     ca = CA()
     signer = CheckpointSigner("ct.example", ec.generate_private_key(ec.SECP256R1()))
     store = SQLLogStore(db)
-    seq = Sequencer(store, tree_id=77, origin="ct.example", signer=signer, batch_max_age=0.005)
+    seq = Sequencer(
+        store,
+        tree_id=77,
+        origin="ct.example",
+        signer=signer,
+        genesis=lambda now: genesis_entry([ca.intermediate, ca.root], now),
+        batch_max_age=0.005,
+    )
     app = web.Application()
     sub = add_routes(app)
 
@@ -167,7 +175,7 @@ async def test_precert_flow_sct_verifies_in_sigstore_python(
         await client.post("/ct/v1/add-pre-chain", json={"chain": ca.chain_b64(precert)})
     ).json()
     assert again["timestamp"] == body["timestamp"]
-    assert (await (await client.get("/ct/v1/get-sth")).json())["tree_size"] == 1
+    assert (await (await client.get("/ct/v1/get-sth")).json())["tree_size"] == 2  # genesis + 1
 
 
 def _tbs_without_sct_list(cert: x509.Certificate) -> bytes:
@@ -193,55 +201,70 @@ async def test_sth_proofs_and_entries(
         resp = await client.post("/ct/v1/add-chain", json={"chain": ca.chain_b64(cert)})
         assert resp.status == 200, await resp.text()
     sth = await (await client.get("/ct/v1/get-sth")).json()
-    assert sth["tree_size"] == 5
+    assert sth["tree_size"] == 6  # the genesis entry and five certificates
     root = base64.b64decode(sth["sha256_root_hash"])
     sig = base64.b64decode(sth["tree_head_signature"])
     signer.public_key.verify(
-        sig[4:], rfc6962.tree_head_input(sth["timestamp"], 5, root), ec.ECDSA(hashes.SHA256())
+        sig[4:], rfc6962.tree_head_input(sth["timestamp"], 6, root), ec.ECDSA(hashes.SHA256())
     )
     entries = (await (await client.get("/ct/v1/get-entries?start=0&end=10")).json())["entries"]
-    assert len(entries) == 5
+    assert len(entries) == 6
     for index, e in enumerate(entries):
         leaf = base64.b64decode(e["leaf_input"])
         leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
         q = base64.b64encode(leaf_hash).decode()
         proof = await (
-            await client.get("/ct/v1/get-proof-by-hash", params={"hash": q, "tree_size": "5"})
+            await client.get("/ct/v1/get-proof-by-hash", params={"hash": q, "tree_size": "6"})
         ).json()
         assert proof["leaf_index"] == index
         verify_inclusion(
-            leaf_hash, index, 5, [base64.b64decode(h) for h in proof["audit_path"]], root
+            leaf_hash, index, 6, [base64.b64decode(h) for h in proof["audit_path"]], root
         )
-        # extra_data of an x509 entry: the chain above the leaf (intermediate and root).
-        assert base64.b64decode(e["extra_data"]) == rfc6962.certificate_chain(
-            [c.public_bytes(serialization.Encoding.DER) for c in (ca.intermediate, ca.root)]
-        )
-    first = (
-        base64.b64decode(
-            (await (await client.get("/ct/v1/get-sth-consistency?first=5&second=5")).json())[
-                "consistency"
-            ][0]
-        )
-        if False
-        else None
-    )
-    assert first is None
+    # extra_data of an x509 entry: the chain above its certificate.
+    above_leaf = [c.public_bytes(serialization.Encoding.DER) for c in (ca.intermediate, ca.root)]
+    for e in entries[1:]:
+        assert base64.b64decode(e["extra_data"]) == rfc6962.certificate_chain(above_leaf)
     roots = (await (await client.get("/ct/v1/get-roots")).json())["certificates"]
     assert base64.b64decode(roots[0]) == ca.root.public_bytes(serialization.Encoding.DER)
+
+
+async def test_genesis_entry_is_the_ca_certificate(
+    ct: tuple[TestClient[Any, Any], CA, CheckpointSigner],
+) -> None:
+    """Index 0 is the log's own: an x509 entry of the CA's signing certificate, chain above."""
+    client, ca, _ = ct
+    (entry,) = (await (await client.get("/ct/v1/get-entries?start=0&end=0")).json())["entries"]
+    leaf = base64.b64decode(entry["leaf_input"])
+    version, leaf_type, _timestamp, entry_type = struct.unpack(">BBQH", leaf[:12])
+    assert (version, leaf_type, entry_type) == (0, 0, rfc6962.EntryType.X509)
+    intermediate = ca.intermediate.public_bytes(serialization.Encoding.DER)
+    assert leaf[12:15] == len(intermediate).to_bytes(3, "big")
+    assert leaf[15 : 15 + len(intermediate)] == intermediate
+    assert base64.b64decode(entry["extra_data"]) == rfc6962.certificate_chain(
+        [ca.root.public_bytes(serialization.Encoding.DER)]
+    )
+    # A client's certificate never takes index 0.
+    cert = ca.builder("first@example.com").sign(ca.key, hashes.SHA384())
+    await client.post("/ct/v1/add-chain", json={"chain": ca.chain_b64(cert)})
+    sth = await (await client.get("/ct/v1/get-sth")).json()
+    assert sth["tree_size"] == 2
 
 
 async def test_consistency(ct: tuple[TestClient[Any, Any], CA, CheckpointSigner]) -> None:
     client, ca, _ = ct
     roots = {}
-    for i in range(1, 6):
+    sth = await (await client.get("/ct/v1/get-sth")).json()
+    roots[sth["tree_size"]] = base64.b64decode(sth["sha256_root_hash"])
+    for i in range(2, 7):
         cert = ca.builder(f"c{i}@example.com").sign(ca.key, hashes.SHA384())
         await client.post("/ct/v1/add-chain", json={"chain": ca.chain_b64(cert)})
         sth = await (await client.get("/ct/v1/get-sth")).json()
         roots[sth["tree_size"]] = base64.b64decode(sth["sha256_root_hash"])
-    for first in range(1, 6):
-        data = await (await client.get(f"/ct/v1/get-sth-consistency?first={first}&second=5")).json()
+    assert sorted(roots) == list(range(1, 7))
+    for first in range(1, 7):
+        data = await (await client.get(f"/ct/v1/get-sth-consistency?first={first}&second=6")).json()
         verify_consistency(
-            first, 5, [base64.b64decode(h) for h in data["consistency"]], roots[first], roots[5]
+            first, 6, [base64.b64decode(h) for h in data["consistency"]], roots[first], roots[6]
         )
 
 
@@ -284,6 +307,6 @@ async def test_chain_rules(ct: tuple[TestClient[Any, Any], CA, CheckpointSigner]
     resp = await client.post("/ct/v1/add-chain", json={"chain": stranger.chain_b64(foreign)})
     assert resp.status == 400
     assert "trusted root" in await resp.text()
-    assert (await (await client.get("/ct/v1/get-sth")).json())["tree_size"] == 0
-    bad = await client.get("/ct/v1/get-entries?start=0&end=1")
+    assert (await (await client.get("/ct/v1/get-sth")).json())["tree_size"] == 1  # genesis only
+    bad = await client.get("/ct/v1/get-entries?start=1&end=2")
     assert bad.status == 400

@@ -31,6 +31,7 @@ from sigstore_models.common import v1 as common_v1
 from clients.merkle import verify_consistency
 from services.app import Settings, create_app
 from services.db import Database
+from services.log.rekor.genesis import GenesisMismatch, statement, verify_genesis
 from tests.services.log.rekor import material
 
 AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
@@ -133,7 +134,7 @@ async def test_log_info_and_public_key(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/api/v1/log")
     assert resp.status == 200
     info = await resp.json()
-    assert info["treeSize"] == 0
+    assert info["treeSize"] == 1  # the genesis entry
     assert isinstance(info["treeID"], str)
     assert info["treeID"].isdigit()
     note = SignedCheckpoint.from_text(info["signedTreeHead"])
@@ -161,7 +162,9 @@ async def test_create_hashedrekord_verifies_in_sigstore_python(
     assert resp.headers["ETag"] == entry_id
     assert resp.headers["Location"] == f"/api/v1/log/entries/{entry_id}"
     entry = await verified(client, body)
-    assert entry._inner.log_index == 0
+    assert entry._inner.log_index == 1  # index 0 is the log's genesis entry
+    assert entry._inner.inclusion_proof.tree_size == 2
+    assert entry._inner.inclusion_proof.hashes
     value = body[entry_id]
     assert value["logID"] == (await keyring(client))[1].hex()
     assert entry_id.endswith(hashlib.sha256(b"\x00" + base64.b64decode(value["body"])).hexdigest())
@@ -185,7 +188,37 @@ async def test_duplicate_is_409_with_location(client: TestClient[Any, Any]) -> N
     follow = await client.get(again.headers["Location"])
     assert follow.status == 200
     await verified(client, await follow.json())
-    assert (await (await client.get("/api/v1/log")).json())["treeSize"] == 1
+    assert (await (await client.get("/api/v1/log")).json())["treeSize"] == 2
+
+
+async def test_genesis_entry_is_the_logs_own_and_checkable(client: TestClient[Any, Any]) -> None:
+    """Index 0: a hashedrekord by the log's key over the genesis statement of its origin."""
+    genesis = await (await client.get("/api/v1/log/entries?logIndex=0")).json()
+    entry = await verified(client, genesis)  # sigstore-python takes it like any entry
+    body = entry._inner.canonicalized_body
+    rekor_types.Hashedrekord.model_validate_json(body)
+    info = await (await client.get("/api/v1/log")).json()
+    origin = SignedCheckpoint.from_text(info["signedTreeHead"]).checkpoint.origin
+    pem = await (await client.get("/api/v1/log/publicKey")).read()
+    public_key = serialization.load_pem_public_key(pem)
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    verify_genesis(body, public_key, origin)
+    with pytest.raises(GenesisMismatch, match="genesis statement"):
+        verify_genesis(body, public_key, "another.example - 1")
+    with pytest.raises(GenesisMismatch, match="not signed by the log's key"):
+        verify_genesis(body, ec.generate_private_key(ec.SECP256R1()).public_key(), origin)
+    # Auditors find it by the statement's digest, and by the log's key.
+    digest = hashlib.sha256(statement(origin)).hexdigest()
+    found = await (
+        await client.post("/api/v1/index/retrieve", json={"hash": f"sha256:{digest}"})
+    ).json()
+    assert found == list(genesis)
+    # The first client entry comes after it, in a tree of two, with a non-empty proof.
+    created = await (
+        await client.post("/api/v1/log/entries", json=Signer().hashedrekord(b"first"))
+    ).json()
+    proof = next(iter(created.values()))["verification"]["inclusionProof"]
+    assert (proof["logIndex"], proof["treeSize"], len(proof["hashes"])) == (1, 2, 1)
 
 
 async def test_get_by_index_uuid_and_entry_id(client: TestClient[Any, Any]) -> None:
@@ -195,11 +228,11 @@ async def test_get_by_index_uuid_and_entry_id(client: TestClient[Any, Any]) -> N
         resp = await client.post("/api/v1/log/entries", json=signer.hashedrekord(b"a%d" % i))
         (entry_id,) = await resp.json()
         ids.append(entry_id)
-    for index, entry_id in enumerate(ids):
+    for index, entry_id in enumerate(ids, start=1):
         by_index = await (await client.get(f"/api/v1/log/entries?logIndex={index}")).json()
         assert list(by_index) == [entry_id]
         entry = await verified(client, by_index)
-        assert entry._inner.inclusion_proof.tree_size == 5  # proven against the latest head
+        assert entry._inner.inclusion_proof.tree_size == 6  # proven against the latest head
         by_uuid = await (await client.get(f"/api/v1/log/entries/{entry_id[16:]}")).json()
         assert list(by_uuid) == [entry_id]  # always keyed by the full entry ID
         by_id = await (await client.get(f"/api/v1/log/entries/{entry_id.upper()}")).json()
@@ -208,7 +241,7 @@ async def test_get_by_index_uuid_and_entry_id(client: TestClient[Any, Any]) -> N
 
 async def test_missing_entries_are_bodiless_404s(client: TestClient[Any, Any]) -> None:
     for path in (
-        "/api/v1/log/entries?logIndex=0",
+        "/api/v1/log/entries?logIndex=1",
         "/api/v1/log/entries/" + "ab" * 32,
         "/api/v1/log/entries/" + "0" * 16 + "ab" * 32,
     ):
@@ -246,7 +279,7 @@ async def test_retrieve_by_uuid_index_and_entry(client: TestClient[Any, Any]) ->
             path,
             json={
                 "entryUUIDs": [ids[0][16:], "cd" * 32],
-                "logIndexes": [2, 99],
+                "logIndexes": [3, 99],
                 "entries": [proposals[1]],
             },
         )
@@ -332,12 +365,15 @@ async def test_index_search_operators(client: TestClient[Any, Any]) -> None:
 async def test_consistency_proof_endpoint(client: TestClient[Any, Any]) -> None:
     signer = Signer()
     roots = {}
-    for i in range(1, 8):
+    info = await (await client.get("/api/v1/log")).json()
+    roots[info["treeSize"]] = bytes.fromhex(info["rootHash"])
+    for i in range(2, 8):
         body = await (
             await client.post("/api/v1/log/entries", json=signer.hashedrekord(b"c%d" % i))
         ).json()
         proof = next(iter(body.values()))["verification"]["inclusionProof"]
         roots[proof["treeSize"]] = bytes.fromhex(proof["rootHash"])
+    assert sorted(roots) == list(range(1, 8))
     for first in range(1, 8):
         resp = await client.get(f"/api/v1/log/proof?firstSize={first}&lastSize=7")
         assert resp.status == 200
@@ -388,7 +424,7 @@ async def test_bad_input_is_refused_and_nothing_is_stored(client: TestClient[Any
         assert err["code"] in (status, *range(600, 700)), err
         assert err["message"], err
     after = await (await client.get("/api/v1/log")).json()
-    assert after["treeSize"] == before["treeSize"] == 0
+    assert after["treeSize"] == before["treeSize"] == 1
     assert after["rootHash"] == before["rootHash"]
     # …and it keeps serving.
     assert (await client.post("/api/v1/log/entries", json=good)).status == 201

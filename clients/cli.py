@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clients.rekor import ClientError, LogClient, VerificationFailed, VerifiedEntry
+from clients.bundle import spell_out_defaults
+from clients.rekor import ClientError, LogClient, VerificationFailed, VerifiedEntry, load_log_key
 
 __all__ = ["add_log_parser", "run_log"]
 
@@ -49,6 +50,13 @@ def add_log_parser(sub: Any) -> None:
     proof = cmds.add_parser("proof", help="prove the tree at --last extends the tree at --first")
     proof.add_argument("--first", type=int, required=True)
     proof.add_argument("--last", type=int, required=True)
+    repair = cmds.add_parser(
+        "repair-bundle",
+        help="write out the proto3 defaults a bundle of entry 0 lacks (docs/genesis.md), "
+        "after checking its inclusion proof; offline",
+    )
+    repair.add_argument("bundle", type=Path, help="the Sigstore bundle to repair")
+    repair.add_argument("--out", type=Path, required=True, help="where to write the repaired one")
 
 
 def _entry_summary(e: VerifiedEntry) -> dict[str, Any]:
@@ -65,10 +73,30 @@ def _print(args: argparse.Namespace, data: Any, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
 
+def _repair_bundle(args: argparse.Namespace, key_pem: bytes | None) -> int:
+    try:
+        document = json.loads(args.bundle.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ClientError(f"{args.bundle}: cannot read a JSON bundle: {exc}") from None
+    log_key = None if key_pem is None else load_log_key(key_pem)
+    repaired = spell_out_defaults(document, log_key=log_key)
+    args.out.write_text(json.dumps(repaired.document, indent=2) + "\n")
+    added = ", ".join(repaired.added) or "nothing (the bundle was complete)"
+    checked = "inclusion proof and checkpoint signature" if log_key else "inclusion proof"
+    _print(
+        args,
+        {"out": str(args.out), "added": repaired.added, "verified": checked},
+        f"wrote {args.out}: added {added}; {checked} verified",
+    )
+    return 0
+
+
 def run_log(args: argparse.Namespace) -> int:
     """Run one ``log`` subcommand; 0 on success, 1 on a verification failure or error."""
     try:
         key = args.log_key.read_bytes() if args.log_key else None
+        if args.log_command == "repair-bundle":
+            return _repair_bundle(args, key)
         client = LogClient(args.url, state_dir=args.state_dir, log_key=key)
         if args.log_command == "info":
             cp = client.checkpoint()

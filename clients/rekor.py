@@ -32,6 +32,7 @@ __all__ = [
     "SignedCheckpoint",
     "VerificationFailed",
     "VerifiedEntry",
+    "load_log_key",
 ]
 
 _TIMEOUT = 30
@@ -99,8 +100,12 @@ def _key_id(key: ec.EllipticCurvePublicKey) -> bytes:
     return hashlib.sha256(der).digest()
 
 
-def _load_key(pem: bytes) -> ec.EllipticCurvePublicKey:
-    key = serialization.load_pem_public_key(pem)
+def load_log_key(pem: bytes) -> ec.EllipticCurvePublicKey:
+    """Load a log's PEM public key; raise ``ClientError`` unless it is an ECDSA key."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise ClientError("the log key is not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ClientError("the log key is not an ECDSA key")
     return key
@@ -118,18 +123,18 @@ class LogClient:
         state = self._read_state()
         pinned = state.get("public_key")
         if log_key is not None:
-            self.key = _load_key(log_key)
+            self.key = load_log_key(log_key)
             if pinned and pinned.encode() != log_key:
                 raise VerificationFailed(
                     f"the given log key differs from the one pinned in {self._state_file}"
                 )
         elif pinned:
-            self.key = _load_key(pinned.encode())
+            self.key = load_log_key(pinned.encode())
         else:
             # Trust on first use: the key is fetched once and pinned; a later change is an error.
             fetched = self._get("/api/v1/log/publicKey", raw=True)
             assert isinstance(fetched, bytes)
-            self.key = _load_key(fetched)
+            self.key = load_log_key(fetched)
             state["public_key"] = fetched.decode()
             self._write_state(state)
         self.log_id = _key_id(self.key)

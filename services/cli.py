@@ -17,7 +17,9 @@ from pathlib import Path
 from aiohttp import web
 from cryptography import x509
 
+from clients.bench import add_bench_parser, run_bench
 from clients.cli import add_log_parser, run_log
+from clients.errors import ClientError
 from services.app import COMPONENTS, DEFAULT_MAX_BODY, Settings, create_app
 from services.ca import devissuer
 from services.ca.keys import CAKeyError, load_chain
@@ -195,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the CA chain the server is given (key file or PKCS#11 CA): no CA is generated",
     )
     add_log_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -297,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "log":
         return run_log(args)
+    if args.command == "bench":
+        try:
+            return run_bench(args)
+        except ClientError as exc:
+            raise SystemExit(f"sigstead bench: {exc}") from None
     if args.command == "keys" and args.keys_command == "init":
         ca_chain = _chain(args.ca_chain)
         material = gather(args.data_dir, datetime.now(UTC), ca_chain=ca_chain, create=True)

@@ -331,4 +331,33 @@ def consistency_proof(size1: int, size2: int, get: Callable[[NodeID], bytes]) ->
     return nodes.rehash([get(i) for i in nodes.ids])
 
 
-__all__ += ["NodeVisitor", "consistency_proof", "inclusion_proof"]
+def append_with_proofs(
+    before: CompactRange, leaf_hashes: Sequence[bytes], visitor: NodeVisitor | None = None
+) -> tuple[CompactRange, list[list[bytes]]]:
+    """Append a batch to a copy of ``before``; return it and each new leaf's inclusion proof.
+
+    Everything comes from memory, with no stored node read: a proof of a leaf at index
+    ``i >= before.size`` needs only perfect nodes that are either roots of ``before`` or made
+    perfect by this batch. (A left sibling wholly inside ``[0, before.size)`` has a parent that
+    straddles ``before.size``, which makes it one of ``before``'s roots; every other node a proof
+    needs contains a new leaf, so appending the batch reports it.) ``visitor`` also sees every
+    newly perfect node, as ``CompactRange.append`` reports them.
+    """
+    ids = CompactRange.node_ids(before.size)
+    nodes: dict[NodeID, bytes] = dict(zip(ids, before.hashes, strict=True))
+    if visitor is None:
+        record: NodeVisitor = nodes.__setitem__
+    else:
+
+        def record(node: NodeID, node_hash: bytes) -> None:
+            nodes[node] = node_hash
+            visitor(node, node_hash)
+
+    after = before.copy()
+    after.extend(leaf_hashes, record)
+    get = nodes.__getitem__
+    size = after.size
+    return after, [inclusion_proof(i, size, get) for i in range(before.size, size)]
+
+
+__all__ += ["NodeVisitor", "append_with_proofs", "consistency_proof", "inclusion_proof"]

@@ -184,6 +184,27 @@ def test_prover_matches_reference(n: int, data: st.DataObject) -> None:
     assert merkle.consistency_proof(0, n, get) == []
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 1100), st.integers(1, 300))
+def test_batch_proofs_from_memory_match_the_reference(before: int, count: int) -> None:
+    """A batch's inclusion proofs come from the compact range and the batch alone."""
+    hs = [ref.leaf_hash(b"b%d" % i) for i in range(before + count)]
+    start = CompactRange()
+    start.extend(hs[:before])
+    seen: list[NodeID] = []
+    after, proofs = merkle.append_with_proofs(start, hs[before:], lambda n, _h: seen.append(n))
+    assert start.size == before  # the input is left alone
+    assert after.size == before + count
+    assert after.root() == ref.mth(hs)
+    for offset, proof in enumerate(proofs):
+        assert proof == ref.path(before + offset, hs)
+    fresh = CompactRange()
+    fresh.extend(hs[:before])
+    expected: list[NodeID] = []
+    fresh.extend(hs[before:], lambda n, _h: expected.append(n))
+    assert seen == expected  # the visitor sees exactly what append reports
+
+
 def test_root_and_compact_range_agree_for_sizes_up_to_300() -> None:
     hs = [ref.leaf_hash(b"%d" % i) for i in range(301)]
     compact = CompactRange()

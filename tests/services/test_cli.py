@@ -185,7 +185,7 @@ def test_trust_export_refuses_a_data_directory_without_keys(tmp_path: Path) -> N
     data, out = tmp_path / "typo", tmp_path / "trust"
     done = _trust_export(data, out)
     assert done.returncode == 1
-    assert f"sigstead: {data} holds no keys/rekor.pem, keys/ctlog.pem" in done.stderr
+    assert f"sigstead: {data} holds no keys/rekor.pub, keys/ctlog.pub" in done.stderr
     assert "(or pass --init)" in done.stderr
     assert "Traceback" not in done.stderr
     assert not data.exists()

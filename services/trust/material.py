@@ -126,7 +126,8 @@ def ensure_keys(
     *,
     ca_chain: Sequence[x509.Certificate] | None = None,
 ) -> None:
-    """Create every missing key ``sigstead up`` uses and write the log keys' public halves.
+    """Create every missing key ``sigstead up`` uses, write the log keys' public halves, and
+    make the TUF directory.
 
     ``ca_chain`` set means the CA key lives elsewhere (an operator's files or a PKCS#11 token):
     no CA is made here.
@@ -140,6 +141,10 @@ def ensure_keys(
     if ca_chain is None:
         ca_keys.load_or_create(data_dir, now)  # <data_dir>/ca/
     tsa_keys.load_or_create(data_dir / "tsa", now)
+    # The trust service's TUF directory (``publish.tuf_repository``), whose keys it makes on its
+    # first publication: made here so that a layout mounting only it (compose.yaml) finds it
+    # owned by the user that runs the services.
+    (data_dir / "tuf").mkdir(mode=0o700, exist_ok=True)
 
 
 def _tsa_chain(path: Path) -> tuple[x509.Certificate, ...]:

@@ -253,7 +253,7 @@ def test_backup_through_the_command(tmp_path: Path) -> None:
     assert init.returncode == 0
     done = backup("--out", str(tmp_path / "b1"), "--database-url", "postgresql://u@db/sigstead")
     assert done.returncode == 0, done.stderr
-    files = [p for p in data.rglob("*") if p.is_file()]
+    files = [p for p in data.rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert done.stdout.splitlines() == [
         f"wrote {tmp_path / 'b1'}: {len(files)} key and TUF files",
         "database: not SQLite; back it up now with pg_dump (docs/deploy.md)",

@@ -6,17 +6,23 @@ front running deploy/nginx.conf over TLS (``tests.e2e.nginx``). sigstore-python 
 verifies through it, ``sigstead log`` audits it. The steps are compose.yaml's: ``db upgrade``
 and ``keys init`` once, then ``serve log`` twice, ``serve ca``, ``serve tsa --workers 2`` and
 ``serve trust``, all with the gateway's https URL as public URL.
+
+Backup and restore follow docs/deploy.md: ``pg_dump`` then ``sigstead backup`` while everything
+runs, then a new deployment (new database, new directories) from the backup alone. The SQLite
+variant backs ``sigstead up`` up while entries are being written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
 import ssl
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -26,10 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.trust.publish import tuf_repository
 from tests import compose
 from tests.conftest import POSTGRES_URL
 from tests.e2e import nginx
@@ -37,6 +46,7 @@ from tests.e2e.idp import IdP, start_idp
 from tests.e2e.stack import IDENTITY, client_env
 from tests.serverproc import Server, free_port, start_server, stop_server
 from tests.services.ca.oidc_issuer import write_email_issuer_config
+from tests.services.log.rekor.material import hashedrekord_body
 
 pytestmark = [pytest.mark.e2e]
 
@@ -351,3 +361,206 @@ def test_plain_http_and_the_gateway_health_check(
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+@pytest.mark.postgres
+def test_backup_and_restore_into_a_new_deployment(
+    databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """pg_dump and ``sigstead backup`` of a running deployment; a new one, with a new database
+    and new directories, made from the backup alone: the old bundles verify there, the trust
+    documents are the same bytes, and the log continues from the checkpoint a monitor holds."""
+    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
+        pytest.fail("pg_dump is not installed: apt-get install postgresql-client")
+    idp = start_idp(tmp_path)
+    oidc = write_email_issuer_config(tmp_path / "fulcio.json", idp.url)
+    ca_file = nginx.make_tls(tmp_path / "tls")
+    https_port = free_port()
+    signer = Signer(idp, tmp_path / "home", ca_file)
+    signer.home.mkdir()
+    monitor = tmp_path / "monitor"
+    backup = tmp_path / "backup"
+    backup.mkdir(mode=0o700)
+
+    old_db = databases()
+    old = start_layout(
+        tmp_path / "old", database=old_db, oidc=oidc, https_port=https_port,
+        tls=tmp_path / "tls", ca_file=ca_file,
+    )  # fmt: skip
+    try:
+        old_trust = _export(old, tmp_path / "old-trust")
+        artifacts = [tmp_path / f"old-{i}.txt" for i in range(2)]
+        bundles = []
+        for artifact in artifacts:
+            artifact.write_text(f"signed before the backup: {artifact.name}\n")
+            bundles.append(signer.sign(old_trust, artifact))
+        seen = _audit(old.public_url, monitor, "info", ca_file=ca_file)
+        ct_seen = _get(f"{old.public_url}/ct/v1/get-sth", ca_file)["tree_size"]
+        published = tuf_repository(old.host).published()
+
+        # docs/deploy.md's order, everything running: the database, then the files.
+        done = _run("pg_dump", "--format=custom", "--file", str(backup / "sigstead.pgdump"), old_db)
+        assert done.returncode == 0, done.stderr
+        done = sigstead(
+            "backup", "--data-dir", str(old.host), "--out", str(backup / "sigstead-data"),
+            "--database-url", old_db,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "back it up now with pg_dump" in done.stdout
+    finally:
+        old.stop()
+
+    # A new deployment from the backup alone: a new database, new directories, and the public
+    # URL the clients know (the same port: the old gateway has gone).
+    new_db = databases()
+    done = _run("pg_restore", "--no-owner", "--exit-on-error", "--dbname", new_db,
+                str(backup / "sigstead.pgdump"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "new").mkdir()
+    done = _run("cp", "-a", str(backup / "sigstead-data"), str(tmp_path / "new" / "sigstead-data"))
+    assert done.returncode == 0, done.stderr
+    new = start_layout(
+        tmp_path / "new", database=new_db, oidc=oidc, https_port=https_port,
+        tls=tmp_path / "tls", ca_file=ca_file,
+    )  # fmt: skip
+    try:
+        # The same trust documents, byte for byte, and the same TUF versions: clients notice
+        # nothing.
+        new_trust = _export(new, tmp_path / "new-trust")
+        for name in ("trusted_root.json", "signing_config.v0.2.json"):
+            assert (new_trust / name).read_bytes() == (old_trust / name).read_bytes(), name
+        assert tuf_repository(new.host).published() == published
+
+        # The old bundles verify there, and their entries are in the restored log, proven
+        # against checkpoints consistent with the one the monitor saw before the backup.
+        assert _audit(new.public_url, monitor, "info", ca_file=ca_file) == seen
+        for artifact, bundle in zip(artifacts, bundles, strict=True):
+            signer.verify(new_trust, artifact)
+            entry = _audit(
+                new.public_url, monitor, "get", "--index", str(_log_index(bundle)),
+                ca_file=ca_file,
+            )  # fmt: skip
+            body = json.loads(bundle.read_text())["verificationMaterial"]["tlogEntries"][0]
+            assert entry["index"] == _log_index(bundle)
+            assert entry["kind"] == body["kindVersion"]["kind"]
+
+        # New signatures work, and the log continues right after the last entry backed up.
+        artifact = tmp_path / "new-0.txt"
+        artifact.write_text("signed after the restore\n")
+        assert _log_index(signer.sign(new_trust, artifact)) == seen["treeSize"]
+        grown = _audit(new.public_url, monitor, "info", ca_file=ca_file)
+        assert grown["treeSize"] == seen["treeSize"] + 1
+        assert _get(f"{new.public_url}/ct/v1/get-sth", ca_file)["tree_size"] == ct_seen + 1
+    finally:
+        new.stop()
+        idp.stop()
+
+
+def _writer(url: str, stop: threading.Event, written: list[int], limit: int = 0) -> None:
+    """Log hashedrekord entries from a throwaway key, as other signers would, until ``stop`` is
+    set or (with ``limit``) ``written`` counts that many."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    while not stop.is_set() and not (limit and len(written) >= limit):
+        artifact = f"someone else's artifact {uuid.uuid4()}".encode()
+        body = hashedrekord_body(
+            key_pem,
+            key.sign(artifact, ec.ECDSA(hashes.SHA256())),
+            hashlib.sha256(artifact).hexdigest(),
+        )
+        request = urllib.request.Request(
+            f"{url}/api/v1/log/entries", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+            written.append(1)
+
+
+def _wait_for(written: list[int], count: int) -> None:
+    while len(written) < count:
+        threading.Event().wait(0.01)
+
+
+def test_sqlite_backup_while_the_server_writes_and_restore(tmp_path: Path) -> None:
+    """``sigstead backup`` of a running ``sigstead up`` that is taking entries, restored as a
+    new data directory; what was logged after the backup is not in it, and a monitor that saw
+    it catches the fork."""
+    idp = start_idp(tmp_path)
+    oidc = write_email_issuer_config(tmp_path / "fulcio.json", idp.url)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    signer = Signer(idp, tmp_path / "home", ca_file=None)
+    signer.home.mkdir()
+    data, restored = tmp_path / "old" / "data", tmp_path / "new" / "data"
+    data.parent.mkdir()
+    server = start_server(data, "--oidc-config", str(oidc), port=port)
+    try:
+        trust = tmp_path / "trust"
+        done = sigstead("trust", "export", "--data-dir", str(data), "--public-url", url,
+                        "--out", str(trust))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        artifacts = [tmp_path / f"old-{i}.txt" for i in range(2)]
+        for artifact in artifacts:
+            artifact.write_text(f"signed before the backup: {artifact.name}\n")
+            signer.sign(trust, artifact)
+        seen = _audit(url, tmp_path / "monitor", "info")
+
+        # The backup, while other signers keep writing.
+        stop, written = threading.Event(), list[int]()
+        writers = [threading.Thread(target=_writer, args=(url, stop, written)) for _ in range(4)]
+        for thread in writers:
+            thread.start()
+        try:
+            _wait_for(written, 20)
+            before = len(written)
+            done = sigstead("backup", "--data-dir", str(data), "--out", str(tmp_path / "backup"))
+            after = len(written)
+            _wait_for(written, after + 20)
+        finally:
+            stop.set()
+            for thread in writers:
+                thread.join()
+        assert done.returncode == 0, done.stderr
+        assert after > before, "no entry was written while the backup ran"
+        (tree_line,) = [line for line in done.stdout.splitlines() if line.startswith("database:")]
+        backed_up = int(tree_line.split(" at size ")[1].split(",")[0].rstrip(")"))
+        assert seen["treeSize"] + before <= backed_up <= seen["treeSize"] + after
+        lost = _audit(url, tmp_path / "saw-more", "info")
+        assert lost["treeSize"] > backed_up
+    finally:
+        stop_server(server)
+
+    # The backup is a data directory: restoring it is copying it where the server runs.
+    restored.parent.mkdir()
+    done = _run("cp", "-a", str(tmp_path / "backup"), str(restored))
+    assert done.returncode == 0, done.stderr
+    server = start_server(restored, "--oidc-config", str(oidc), port=port)
+    try:
+        # The same trust documents, so the clients' exported files keep working.
+        again = tmp_path / "trust-again"
+        done = sigstead("trust", "export", "--data-dir", str(restored), "--public-url", url,
+                        "--out", str(again))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (again / "trusted_root.json").read_bytes() == (
+            trust / "trusted_root.json"
+        ).read_bytes()
+        for artifact in artifacts:
+            signer.verify(trust, artifact)
+        restart = _audit(url, tmp_path / "monitor", "info")
+        assert restart["treeSize"] == backed_up
+        artifact = tmp_path / "new.txt"
+        artifact.write_text("signed after the restore\n")
+        assert _log_index(signer.sign(trust, artifact)) == backed_up
+        assert _audit(url, tmp_path / "monitor", "info")["treeSize"] == backed_up + 1
+
+        # Entries acknowledged after the backup are gone; once the restored log grows past
+        # the checkpoint a monitor saw then, that monitor proves the fork.
+        _writer(url, threading.Event(), [], limit=lost["treeSize"] - backed_up)
+        done = sigstead("log", "--url", url, "--state-dir", str(tmp_path / "saw-more"), "info")
+        assert done.returncode == 1
+        assert "the log forked or rewrote history" in done.stderr
+    finally:
+        stop_server(server)
+        idp.stop()

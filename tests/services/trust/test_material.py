@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from services.ca import keys as ca_keys
 from services.trust.material import (
     MissingKeysError,
     describe,
@@ -15,6 +16,7 @@ from services.trust.material import (
     gather,
     public_files,
 )
+from services.tsa import keys as tsa_keys
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
@@ -63,3 +65,21 @@ def test_a_data_directory_from_before_public_halves_is_told_to_run_keys_init(
     assert gather(data, NOW, create=False).rekor.created.timestamp() == int(
         (data / "keys" / "rekor.pem").stat().st_mtime
     )
+
+
+def test_the_root_keys_can_be_taken_offline(tmp_path: Path) -> None:
+    """No service, and no later ``keys init``, reads or remakes the CA and TSA root keys: they
+    sign nothing once the CA's intermediate and the TSA's leaf exist (docs/deploy.md)."""
+    data, offline = tmp_path / "data", tmp_path / "offline"
+    ensure_keys(data, NOW)
+    before = gather(data, NOW, create=False)
+    offline.mkdir()
+    for root_key in (data / "ca" / ca_keys.ROOT_KEY_FILE, data / "tsa" / tsa_keys.ROOT_KEY_FILE):
+        root_key.rename(offline / root_key.name)
+    ensure_keys(data, NOW)  # what `keys init` runs on every compose start
+    assert not (data / "ca" / ca_keys.ROOT_KEY_FILE).exists()
+    assert not (data / "tsa" / tsa_keys.ROOT_KEY_FILE).exists()
+    assert gather(data, NOW, create=False) == before
+    # What `serve ca` and `serve tsa` load.
+    assert ca_keys.load_or_create(data, NOW).chain == before.ca_chain
+    assert tuple(tsa_keys.load_or_create(data / "tsa", NOW)[1]) == before.tsa_chain

@@ -273,8 +273,14 @@ TUF_DIR = web.AppKey("tuf_dir", Path)
 TUF_REFRESH_SECONDS = 600.0
 
 
-def _trust_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Publish the trust documents at start-up, then keep the TUF metadata from expiring."""
+def _trust_context(
+    settings: Settings, *, create_keys: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Publish the trust documents at start-up, then keep the TUF metadata from expiring.
+
+    Without ``create_keys`` (``serve trust``) only public material is read: in the production
+    layout this process is given no private key but its TUF keys (``trust.material``).
+    """
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         clock = settings.clock or time.time
@@ -288,7 +294,8 @@ def _trust_context(settings: Settings) -> Callable[[web.Application], AsyncItera
         )
 
         def refresh() -> None:
-            publish(settings.data_dir, options, datetime.fromtimestamp(clock(), UTC))
+            now = datetime.fromtimestamp(clock(), UTC)
+            publish(settings.data_dir, options, now, create_keys=create_keys)
 
         # Runs after the other contexts, which have created or loaded every key by now.
         await asyncio.to_thread(refresh)
@@ -387,7 +394,8 @@ def create_app(
         tsa_routes(app)
     if "trust" in components:
         # Last: the other contexts have created every key the trust documents describe.
-        app.cleanup_ctx.append(_trust_context(settings))
+        # Alone (``serve trust``) it creates no key: ``keys init`` has, and it reads public ones.
+        app.cleanup_ctx.append(_trust_context(settings, create_keys=components != ("trust",)))
         app.router.add_get("/tuf/{path:.+}", tuf_file)
     if "log" not in components:
         ready: list[web.AppKey[Any]] = []

@@ -21,6 +21,7 @@ from clients.bench import add_bench_parser, run_bench
 from clients.cli import add_log_parser, run_log
 from clients.errors import ClientError
 from services.app import COMPONENTS, DEFAULT_MAX_BODY, Settings, create_app
+from services.backup import BackupError, backup
 from services.ca import devissuer
 from services.ca.keys import CAKeyError, load_chain
 from services.ca.pkcs11 import Pkcs11KeyConfig
@@ -196,6 +197,19 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="the CA chain the server is given (key file or PKCS#11 CA): no CA is generated",
     )
+    bak = sub.add_parser(
+        "backup",
+        help="copy the keys, the TUF repository and a SQLite database, online, into a new "
+        "directory that is itself a data directory (PostgreSQL: pg_dump, docs/deploy.md)",
+    )
+    bak.add_argument("--data-dir", type=Path, default=Path("sigstead-data"))
+    bak.add_argument("--out", type=Path, required=True, help="the backup: a new directory")
+    bak.add_argument(
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV),
+        help=f"the server's (default: ${DATABASE_URL_ENV}, else SQLite in the data dir); a "
+        "PostgreSQL database is left to pg_dump",
+    )
     add_log_parser(sub)
     add_bench_parser(sub)
     return parser
@@ -253,6 +267,20 @@ def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
         )
     except CAKeyError as exc:
         raise SystemExit(f"sigstead: {exc}") from None
+
+
+def _backup(args: argparse.Namespace) -> int:
+    try:
+        made = backup(args.data_dir, args.out, database_url=args.database_url)
+    except BackupError as exc:
+        raise SystemExit(f"sigstead: not backed up: {exc}") from None
+    print(f"wrote {made.path}: {len(made.files)} key and TUF files")
+    if made.database is None:
+        print("database: not SQLite; back it up now with pg_dump (docs/deploy.md)")
+    else:
+        trees = ", ".join(f"{origin!r} at size {size}" for origin, size in made.trees)
+        print(f"database: {made.database.name} ({trees or 'no tree yet'})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             " and snippets"
         )
         return 0
+    if args.command == "backup":
+        return _backup(args)
     if args.command == "db" and args.db_command == "upgrade":
         asyncio.run(_db_upgrade(args.database_url))
         return 0

@@ -1,4 +1,8 @@
-"""Private keys on disk: created 0600 on first start, loaded afterwards, never logged."""
+"""Private keys on disk: created 0600 on first start, loaded afterwards, never logged.
+
+Beside a private key, ``write_public_key`` leaves its public half for services that must describe
+the key but never use it (the trust service, in a layout where it cannot read private keys).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-__all__ = ["KeyFileError", "load_or_create_ec_key", "load_private_key", "write_private_key"]
+__all__ = [
+    "KeyFileError",
+    "load_or_create_ec_key",
+    "load_private_key",
+    "load_public_ec_key",
+    "write_private_key",
+    "write_public_key",
+]
 
 
 class KeyFileError(Exception):
@@ -56,4 +67,42 @@ def load_or_create_ec_key(
     key = load_private_key(path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise KeyFileError(f"{path}: not an EC private key")
+    return key
+
+
+def write_public_key(path: Path, key: PublicKeyTypes, *, like: Path) -> None:
+    """Write ``key`` as SPKI PEM to ``path``, with the modification time of ``like`` (its private
+    key file), unless ``path`` already holds exactly that.
+
+    The time matters: a log key's file time is when the key came into use, and the trust
+    documents publish it (``services.trust.material``). A file holding another key is an error,
+    never replaced: it would make clients trust a key the service does not sign with.
+    """
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if path.exists():
+        if path.read_bytes() != pem:
+            raise KeyFileError(f"{path}: not the public key of {like}")
+        return
+    since = like.stat()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.utime(tmp, ns=(since.st_atime_ns, since.st_mtime_ns))
+    os.replace(tmp, path)
+
+
+def load_public_ec_key(path: Path) -> ec.EllipticCurvePublicKey:
+    """Load an SPKI PEM EC public key (``write_public_key``'s output)."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: not a PEM public key") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise KeyFileError(f"{path}: not an EC public key")
     return key

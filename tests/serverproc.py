@@ -29,8 +29,11 @@ def free_port() -> int:
         return port
 
 
-def start_server(data_dir: Path, *extra: str, command: tuple[str, ...] = ("up",)) -> Server:
-    port = free_port()
+def start_server(
+    data_dir: Path, *extra: str, command: tuple[str, ...] = ("up",), port: int | None = None
+) -> Server:
+    """Start ``sigstead COMMAND`` on ``port`` (a free one by default) and wait for /healthz."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log = (data_dir.parent / f"sigstead-{port}.log").open("wb")
     proc = subprocess.Popen(

@@ -91,9 +91,11 @@ class CertificateSigner(Protocol):
 
 CAKey = CAPrivateKey | CertificateSigner
 
-# The generated CA's files under ``<data_dir>/ca/``.
+# The generated CA's files under ``<data_dir>/ca/``. The root key is written for the operator
+# (to reissue the intermediate) and read by nothing: it can live offline.
 KEY_FILE = "ca.key"
 CHAIN_FILE = "chain.pem"
+ROOT_KEY_FILE = "root.key"
 
 
 class CAKeyType(enum.StrEnum):
@@ -398,7 +400,7 @@ def load_or_create(
         staging.mkdir(mode=0o700)
         try:
             root_key, ca_key, chain = generate(now, key_type=key_type, organization=organization)
-            write_private_key(staging / "root.key", root_key)
+            write_private_key(staging / ROOT_KEY_FILE, root_key)
             write_private_key(staging / KEY_FILE, ca_key)
             pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
             fd = os.open(staging / CHAIN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

@@ -1,10 +1,13 @@
 """The public half of every key in a data directory: what clients must trust.
 
-``gather`` loads exactly the keys ``sigstead up`` uses, by calling the same loaders. With
-``create`` it also makes missing ones (the server's first start, or an export prepared before it),
-so such an export and the repository the server publishes at start-up describe the same keys.
-Without ``create`` a missing key is an error: an export from a mistyped data directory would
-otherwise hand clients a trust root for keys no server holds.
+``gather`` reads public material only: the two log keys' public halves (``keys/rekor.pub``,
+``keys/ctlog.pub``), the CA chain and the TSA chain. That is all the trust service needs, so in
+the production layout (compose.yaml) it is given nothing else. ``ensure_keys`` makes the keys
+``sigstead up`` uses, by calling the same loaders, and writes those public halves beside them;
+``keys init`` runs it, and so does ``gather`` with ``create`` (the server's first start, or an
+export prepared before it), so such an export and the repository the server publishes at
+start-up describe the same keys. Without ``create`` a missing file is an error: an export from a
+mistyped data directory would otherwise hand clients a trust root for keys no server holds.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from services.ca import keys as ca_keys
-from services.keys import load_or_create_ec_key
+from services.keys import load_or_create_ec_key, load_public_ec_key, write_public_key
 from services.tsa import keys as tsa_keys
 
 __all__ = [
@@ -30,14 +33,19 @@ __all__ = [
     "MissingKeysError",
     "TrustMaterial",
     "describe",
+    "ensure_keys",
     "gather",
     "key_details",
+    "public_files",
     "spki_der",
 ]
 
-# The file names under ``<data_dir>/keys`` that ``services.app._tree`` uses for each log.
+# The file names under ``<data_dir>/keys`` that ``services.app._tree`` uses for each log, and
+# their public halves.
 REKOR_KEY_FILE = "rekor.pem"
 CT_KEY_FILE = "ctlog.pem"
+REKOR_PUBLIC_FILE = "rekor.pub"
+CT_PUBLIC_FILE = "ctlog.pub"
 
 
 def spki_der(key: PublicKeyTypes) -> bytes:
@@ -92,12 +100,77 @@ class MissingKeysError(FileNotFoundError):
 
 
 def _log_key(path: Path) -> LogKey:
-    key = load_or_create_ec_key(path)
-    # The key file's mtime is when the key was made: no entry or SCT can predate it. Key files are
-    # written once and never rewritten, so this is stable; ``documents.trusted_root`` also keeps
-    # a start it has already published, so a copied data directory cannot move it later.
+    # The file's mtime is its private key's (``write_public_key``): when the key was made, and no
+    # entry or SCT can predate it. Key files are written once and never rewritten, so this is
+    # stable; ``documents.trusted_root`` also keeps a start it has already published, so a copied
+    # data directory cannot move it later.
     created = datetime.datetime.fromtimestamp(int(path.stat().st_mtime), datetime.UTC)
-    return LogKey(key.public_key(), created)
+    return LogKey(load_public_ec_key(path), created)
+
+
+def public_files(
+    data_dir: Path, *, ca_chain: Sequence[x509.Certificate] | None = None
+) -> list[Path]:
+    """Every file ``gather`` reads (the CA chain only when the CA is the data directory's)."""
+    files = [
+        data_dir / "keys" / REKOR_PUBLIC_FILE,
+        data_dir / "keys" / CT_PUBLIC_FILE,
+        data_dir / "tsa" / tsa_keys.CHAIN_FILE,
+    ]
+    return files + ([data_dir / "ca" / ca_keys.CHAIN_FILE] if ca_chain is None else [])
+
+
+def ensure_keys(
+    data_dir: Path,
+    now: datetime.datetime,
+    *,
+    ca_chain: Sequence[x509.Certificate] | None = None,
+) -> None:
+    """Create every missing key ``sigstead up`` uses, write the log keys' public halves, and
+    make the TUF directory.
+
+    ``ca_chain`` set means the CA key lives elsewhere (an operator's files or a PKCS#11 token):
+    no CA is made here.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for private, public in ((REKOR_KEY_FILE, REKOR_PUBLIC_FILE), (CT_KEY_FILE, CT_PUBLIC_FILE)):
+        key = load_or_create_ec_key(data_dir / "keys" / private)
+        write_public_key(
+            data_dir / "keys" / public, key.public_key(), like=data_dir / "keys" / private
+        )
+    if ca_chain is None:
+        ca_keys.load_or_create(data_dir, now)  # <data_dir>/ca/
+    tsa_keys.load_or_create(data_dir / "tsa", now)
+    # The trust service's TUF directory (``publish.tuf_repository``), whose keys it makes on its
+    # first publication: made here so that a layout mounting only it (compose.yaml) finds it
+    # owned by the user that runs the services.
+    (data_dir / "tuf").mkdir(mode=0o700, exist_ok=True)
+
+
+def _tsa_chain(path: Path) -> tuple[x509.Certificate, ...]:
+    try:
+        return tuple(x509.load_pem_x509_certificates(path.read_bytes()))
+    except ValueError as exc:
+        raise tsa_keys.ChainError(f"{path}: not a PEM certificate chain: {exc}") from None
+
+
+def _missing_message(data_dir: Path, missing: Sequence[Path]) -> str:
+    names = ", ".join(str(p.relative_to(data_dir)) for p in missing)
+    if any(p.with_suffix(".pem").is_file() for p in missing if p.suffix == ".pub"):
+        # A data directory from before the public halves were written beside the keys.
+        return (
+            f"{data_dir} holds no {names}: run `sigstead keys init --data-dir {data_dir}` once "
+            "(it writes the public halves of the keys it holds and creates none of these)"
+        )
+    elsewhere = (
+        ", with the server's --ca-chain if its CA key lives elsewhere"
+        if data_dir / "ca" / ca_keys.CHAIN_FILE in missing
+        else ""
+    )
+    return (
+        f"{data_dir} holds no {names}: name the data directory the server runs with{elsewhere}, "
+        "or create the keys before its first start"
+    )
 
 
 def gather(
@@ -107,39 +180,24 @@ def gather(
     ca_chain: Sequence[x509.Certificate] | None = None,
     create: bool = True,
 ) -> TrustMaterial:
-    """Load the data directory's keys; with ``create``, make any that are missing first (as
-    ``sigstead up`` does), else raise ``MissingKeysError`` naming them.
+    """The data directory's public material; with ``create``, ``ensure_keys`` first (as
+    ``sigstead up`` does), else raise ``MissingKeysError`` naming what is missing.
 
     ``ca_chain`` replaces the data directory's CA when the CA key lives elsewhere (an operator's
     files or a PKCS#11 token): only the chain is trusted, so only the chain is needed.
     """
-    rekor_path = data_dir / "keys" / REKOR_KEY_FILE
-    ct_path = data_dir / "keys" / CT_KEY_FILE
-    tsa_dir = data_dir / "tsa"
     if create:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_keys(data_dir, now, ca_chain=ca_chain)
     else:
-        ca_file = data_dir / "ca" / ca_keys.CHAIN_FILE
-        needed = [rekor_path, ct_path, tsa_dir / tsa_keys.CHAIN_FILE]
-        needed += [ca_file] if ca_chain is None else []
-        missing = [p for p in needed if not p.is_file()]
+        missing = [p for p in public_files(data_dir, ca_chain=ca_chain) if not p.is_file()]
         if missing:
-            elsewhere = (
-                ", with the server's --ca-chain if its CA key lives elsewhere"
-                if ca_file in missing
-                else ""
-            )
-            names = ", ".join(str(p.relative_to(data_dir)) for p in missing)
-            raise MissingKeysError(
-                f"{data_dir} holds no {names}: name the data directory the server runs "
-                f"with{elsewhere}, or create the keys before its first start"
-            )
-    rekor = _log_key(rekor_path)
-    ct = _log_key(ct_path)
+            raise MissingKeysError(_missing_message(data_dir, missing))
+    rekor = _log_key(data_dir / "keys" / REKOR_PUBLIC_FILE)
+    ct = _log_key(data_dir / "keys" / CT_PUBLIC_FILE)
     if ca_chain is None:
-        ca_chain = ca_keys.load_or_create(data_dir, now).chain  # <data_dir>/ca/
-    _key, tsa_chain = tsa_keys.load_or_create(tsa_dir, now)
-    return TrustMaterial(rekor, ct, tuple(ca_chain), tuple(tsa_chain))
+        ca_chain = ca_keys.load_chain(data_dir / "ca" / ca_keys.CHAIN_FILE)
+    tsa_chain = _tsa_chain(data_dir / "tsa" / tsa_keys.CHAIN_FILE)
+    return TrustMaterial(rekor, ct, tuple(ca_chain), tsa_chain)
 
 
 def describe(material: TrustMaterial) -> list[str]:

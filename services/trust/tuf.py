@@ -108,7 +108,8 @@ class TufRepository:
         self.keys = directory / "keys"
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
+        """Hold the publishers' lock: nothing is published while it is held (a backup copies)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.directory / ".lock", "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -165,7 +166,7 @@ class TufRepository:
         metadata far from expiry nothing is written, so it is safe on every start and
         periodically.
         """
-        with self._locked():
+        with self.locked():
             return self._publish(build(self._current_target), now)
 
     def _fresh(self, md: Metadata[Any] | None, now: datetime.datetime) -> bool:
@@ -278,7 +279,7 @@ class TufRepository:
         """The versions currently published (``changed`` empty), or ``None`` before the first."""
         if not (self.repository / "timestamp.json").exists():
             return None  # and without creating anything, as the lock would
-        with self._locked():
+        with self.locked():
             root_md = self._load("root.json", Root)
             timestamp_md = self._load("timestamp.json", Timestamp)
             snapshot_md = self._load_versioned_snapshot()
@@ -294,7 +295,7 @@ class TufRepository:
 
     def current_target(self, name: str) -> bytes | None:
         """The bytes currently published as target ``name``, if any."""
-        with self._locked():
+        with self.locked():
             return self._current_target(name)
 
     def _current_target(self, name: str) -> bytes | None:
@@ -311,7 +312,7 @@ class TufRepository:
 
     def copy_to(self, destination: Path) -> None:
         """Copy the published repository (no keys) to ``destination``, e.g. for a static mirror."""
-        with self._locked():
+        with self.locked():
             shutil.copytree(
                 self.repository,
                 destination,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from tuf.ngclient import Updater
 
 from services.app import Settings, create_app
+from services.trust.material import MissingKeysError, describe, ensure_keys, gather, public_files
 from services.trust.publish import (
     SIGNING_CONFIG,
     TRUSTED_ROOT,
@@ -19,9 +22,12 @@ from services.trust.publish import (
     export,
     tuf_repository,
 )
+from services.trust.tuf import ROLES
 
 
 async def _client(aiohttp_client: AiohttpClient, data_dir: Path) -> TestClient:  # type: ignore[type-arg]
+    # ``serve trust`` creates no key: ``keys init`` has made them (compose.yaml's order).
+    ensure_keys(data_dir, datetime.datetime.now(datetime.UTC))
     settings = Settings(data_dir=data_dir, public_url="http://sigstead.test:3000")
     return await aiohttp_client(create_app(settings, components=("trust",)))
 
@@ -98,6 +104,7 @@ async def test_the_server_publishes_its_operator_and_oidc_urls_and_an_export_fol
         operator="ACME Security",
         oidc_urls=("https://keycloak.corp.example/realms/eng",),
     )
+    ensure_keys(data, datetime.datetime.now(datetime.UTC))
     await aiohttp_client(create_app(settings, components=("trust",)))
     repo = tuf_repository(data)
     config_bytes = repo.current_target(SIGNING_CONFIG)
@@ -115,3 +122,31 @@ async def test_the_server_publishes_its_operator_and_oidc_urls_and_an_export_fol
     exported = export(data, options, tmp_path / "out", datetime.datetime.now(datetime.UTC))
     assert exported.published.changed == ()
     assert (tmp_path / "out" / SIGNING_CONFIG).read_bytes() == config_bytes
+
+
+async def test_trust_alone_publishes_from_public_material_and_creates_no_key(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """compose.yaml gives ``serve trust`` the public files and its TUF directory, nothing else."""
+    keys, data = tmp_path / "keys", tmp_path / "trust"
+    now = datetime.datetime.now(datetime.UTC)
+    ensure_keys(keys, now)
+    for path in public_files(keys):
+        (data / path.parent.relative_to(keys)).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, data / path.relative_to(keys))
+    settings = Settings(data_dir=data, public_url="http://sigstead.test:3000")
+    client = await aiohttp_client(create_app(settings, components=("trust",)))
+    assert (await client.get("/tuf/timestamp.json")).status == 200
+    published = json.loads(tuf_repository(data).current_target(TRUSTED_ROOT) or b"")
+    assert published["tlogs"][0]["logId"]["keyId"] == describe(gather(keys, now))[0].split()[3]
+    private = {p.relative_to(data) for p in data.rglob("*.pem") if b"PRIVATE" in p.read_bytes()}
+    assert private == {Path("tuf/keys") / f"{role}.pem" for role in ROLES}
+
+
+async def test_trust_alone_on_a_data_directory_without_keys_fails_to_start(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", public_url="http://sigstead.test:3000")
+    with pytest.raises(MissingKeysError, match=r"holds no keys/rekor.pub"):
+        await aiohttp_client(create_app(settings, components=("trust",)))
+    assert not (tmp_path / "data" / "keys").exists()

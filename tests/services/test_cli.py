@@ -185,7 +185,7 @@ def test_trust_export_refuses_a_data_directory_without_keys(tmp_path: Path) -> N
     data, out = tmp_path / "typo", tmp_path / "trust"
     done = _trust_export(data, out)
     assert done.returncode == 1
-    assert f"sigstead: {data} holds no keys/rekor.pem, keys/ctlog.pem" in done.stderr
+    assert f"sigstead: {data} holds no keys/rekor.pub, keys/ctlog.pub" in done.stderr
     assert "(or pass --init)" in done.stderr
     assert "Traceback" not in done.stderr
     assert not data.exists()
@@ -228,3 +228,37 @@ def test_keys_init_creates_every_key_once(tmp_path: Path) -> None:
     root = json.loads((tmp_path / "trust" / "trusted_root.json").read_text())
     assert root["tlogs"][0]["logId"]["keyId"] == first[0].split()[3]
     assert root["ctlogs"][0]["logId"]["keyId"] == first[1].split()[3]
+
+
+def test_backup_through_the_command(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    def backup(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", "backup", "--data-dir", str(data), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={k: v for k, v in os.environ.items() if k != "SIGSTEAD_DATABASE_URL"},
+        )
+
+    done = backup("--out", str(tmp_path / "b1"))
+    assert done.returncode == 1
+    assert done.stderr == f"sigstead: not backed up: {data}: not a data directory\n"
+    init = subprocess.run(
+        [sys.executable, "-m", "services.cli", "keys", "init", "--data-dir", str(data)],
+        capture_output=True,
+        check=False,
+    )
+    assert init.returncode == 0
+    done = backup("--out", str(tmp_path / "b1"), "--database-url", "postgresql://u@db/sigstead")
+    assert done.returncode == 0, done.stderr
+    files = [p for p in data.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert done.stdout.splitlines() == [
+        f"wrote {tmp_path / 'b1'}: {len(files)} key and TUF files",
+        "database: not SQLite; back it up now with pg_dump (docs/deploy.md)",
+    ]
+    done = backup("--out", str(tmp_path / "b1"), "--database-url", "postgresql://u@db/sigstead")
+    assert done.returncode == 1
+    assert "a backup never overwrites one" in done.stderr
+    assert "Traceback" not in done.stderr

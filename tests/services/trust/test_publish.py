@@ -72,7 +72,7 @@ def test_export_names_the_missing_keys_and_creates_none(tmp_path: Path) -> None:
     with pytest.raises(MissingKeysError) as err:
         export(data, TrustOptions(URL), out, NOW)
     assert str(err.value) == (
-        f"{data} holds no keys/rekor.pem, keys/ctlog.pem, tsa/tsa-chain.pem, ca/chain.pem: name "
+        f"{data} holds no keys/rekor.pub, keys/ctlog.pub, tsa/tsa-chain.pem, ca/chain.pem: name "
         "the data directory the server runs with, with the server's --ca-chain if its CA key "
         "lives elsewhere, or create the keys before its first start"
     )

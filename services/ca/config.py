@@ -31,6 +31,7 @@ import yaml
 from cryptography import x509
 
 from services.ca.template import Template, TemplateError, parse_template
+from services.errors import OperatorError
 
 __all__ = [
     "EXTENSION_FIELDS",
@@ -47,7 +48,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(OperatorError, ValueError):
     """The configuration is unusable; the message names the field and the rule."""
 
 

@@ -1,0 +1,125 @@
+"""Migrations: replicas that start together on an empty database must all come up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.db import Database, sqlite_url
+from services.migrate import check_at_head
+from tests.conftest import POSTGRES_URL
+from tests.serverproc import start_server, stop_server
+
+TRIALS = 5
+PROCESSES = 3
+
+
+async def _admin(sql: str) -> None:
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    engine = create_async_engine(make_url(POSTGRES_URL).set(database="postgres"))
+    try:
+        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def empty_postgres() -> Iterator[Iterator[str]]:
+    """A factory of empty PostgreSQL databases (URLs), dropped after the test."""
+    created: list[str] = []
+
+    def databases() -> Iterator[str]:
+        while True:
+            name = f"sigstead_migrate_{uuid.uuid4().hex[:12]}"
+            asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+            created.append(name)
+            url = make_url(POSTGRES_URL).set(drivername="postgresql", database=name)
+            yield url.render_as_string(hide_password=False)
+
+    try:
+        yield databases()
+    finally:
+        for name in created:
+            asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def _at_head(url: str) -> None:
+    async def check() -> None:
+        db = Database(url)
+        try:
+            await check_at_head(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(check())
+
+
+def _upgrade_together(url: str) -> list[subprocess.CompletedProcess[str]]:
+    """``sigstead db upgrade`` in PROCESSES processes started at once on one database."""
+    env = {**os.environ, "SIGSTEAD_DATABASE_URL": url}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+@pytest.mark.postgres
+def test_concurrent_upgrades_of_an_empty_postgres_database_all_succeed(
+    empty_postgres: Iterator[str],
+) -> None:
+    for trial in range(TRIALS):
+        url = next(empty_postgres)
+        for done in _upgrade_together(url):
+            assert done.returncode == 0, f"trial {trial}: {done.stderr}"
+        _at_head(url)
+
+
+def test_concurrent_upgrades_of_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    for trial in range(TRIALS):
+        url = sqlite_url(tmp_path / f"trial-{trial}.db")
+        for done in _upgrade_together(url):
+            assert done.returncode == 0, f"trial {trial}: {done.stderr}"
+        _at_head(url)
+
+
+@pytest.mark.postgres
+def test_log_replicas_starting_together_on_an_empty_database_all_serve(
+    empty_postgres: Iterator[str], tmp_path: Path
+) -> None:
+    """compose.yaml's replicas, without its one-shot ``migrate``: each migrates on start."""
+    for trial in range(3):
+        url = next(empty_postgres)
+        data = tmp_path / f"trial-{trial}"
+        replicas = [
+            start_server(data, "--database-url", url, command=("serve", "log"), wait=False)
+            for _ in range(2)
+        ]
+        try:
+            for replica in replicas:
+                replica.wait_healthy()
+        finally:
+            for replica in replicas:
+                if replica.process.poll() is None:
+                    assert stop_server(replica) == 0

@@ -16,3 +16,6 @@ __all__ = ["OperatorError"]
 
 class OperatorError(Exception):
     """Something the operator gave or set up is unusable; ``str(err)`` says what and how to fix."""
+
+    # What the message is about, when the message alone does not say ("sigstead: LABEL: …").
+    label: str | None = None

@@ -67,6 +67,8 @@ _EC_HASHES: dict[str, CAHash] = {
 class CAKeyError(OperatorError):
     """The CA key or chain is unusable; the message names the rule it breaks."""
 
+    label = "CA key"
+
 
 class CertificateSigner(Protocol):
     """A CA key held outside this process (a PKCS#11 token).

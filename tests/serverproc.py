@@ -22,6 +22,11 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
 
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
     def wait_healthy(self, timeout: float = 30) -> None:
         """Return once ``/healthz`` answers 200; raise if the process exits or times out."""
         deadline = time.monotonic() + timeout
@@ -54,8 +59,9 @@ def start_server(
     wait: bool = True,
     port: int | None = None,
 ) -> Server:
-    """Start ``sigstead COMMAND`` on ``port`` (a free one by default); with ``wait``, return once
-    it is healthy."""
+    """Start ``sigstead COMMAND`` on ``port`` (default: a free one); with ``wait``, return once
+    it is healthy. A restart on a data directory takes the port it had: its default public URL
+    names the port, and a server refuses to publish under another URL than the published one."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = data_dir.parent / f"sigstead-{port}.log"

@@ -6,52 +6,17 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.db import Database, sqlite_url
 from services.migrate import check_at_head
-from tests.conftest import POSTGRES_URL
 from tests.serverproc import start_server, stop_server
 
 TRIALS = 5
 PROCESSES = 3
-
-
-async def _admin(sql: str) -> None:
-    # CREATE/DROP DATABASE cannot run inside a transaction.
-    engine = create_async_engine(make_url(POSTGRES_URL).set(database="postgres"))
-    try:
-        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def empty_postgres() -> Iterator[Iterator[str]]:
-    """A factory of empty PostgreSQL databases (URLs), dropped after the test."""
-    created: list[str] = []
-
-    def databases() -> Iterator[str]:
-        while True:
-            name = f"sigstead_migrate_{uuid.uuid4().hex[:12]}"
-            asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-            created.append(name)
-            url = make_url(POSTGRES_URL).set(drivername="postgresql", database=name)
-            yield url.render_as_string(hide_password=False)
-
-    try:
-        yield databases()
-    finally:
-        for name in created:
-            asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def _at_head(url: str) -> None:

@@ -435,6 +435,8 @@ def _url_host(host: str) -> str:
 def _settings(args: argparse.Namespace) -> Settings:
     from services.settings import Settings
 
+    if not 0 < args.port < 65536:
+        raise OperatorError(f"--port {args.port}: not a TCP port (1 to 65535)")
     public_url = args.public_url or f"http://{_url_host(args.host)}:{args.port}"
     services = getattr(args, "services", None)
     if services is not None:

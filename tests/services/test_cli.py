@@ -260,6 +260,8 @@ MISTAKES: dict[str, Case] = {
     "database url refused": _database(
         f"postgresql://postgres:pw@127.0.0.1:{free_port()}/test", "cannot connect to 127.0.0.1"
     ),
+    "port out of range": lambda tmp_path: (["--port", "99999"], "--port 99999: not a TCP port"),
+    "host unknown": lambda tmp_path: (["--host", "sigstead.invalid"], "--host sigstead.invalid: "),
     "public url with a path": lambda tmp_path: (
         ["--public-url", "http://sigstead.example/log"],
         "no path, clients expect the services at the root",
@@ -312,6 +314,19 @@ def test_a_database_that_is_not_there_is_one_line(
     done = sigstead("up", "--data-dir", str(data), "--database-url", url.render_as_string(False))
     refused(done, message)
     assert not data.exists()
+
+
+def test_a_port_in_use_stops_a_worker_pool_before_it_forks(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    with holder:
+        done = sigstead(
+            "serve", "tsa", "--workers", "2", "--data-dir", str(tmp_path / "d"), "--port", str(port)
+        )
+    refused(done, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert not (tmp_path / "d").exists()
 
 
 def test_an_unwritable_data_directory_is_one_line(tmp_path: Path) -> None:

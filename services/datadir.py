@@ -10,7 +10,7 @@ ends (exit, crash, ``kill -9``), so a claim never outlives its server and never 
 - ``publisher.lock``: held exclusively by whoever publishes the trust documents (``up``,
   ``serve trust``, ``trust publish``, an export that makes the first publication): one publisher
   means one public URL in the TUF repository, never two taking turns.
-- ``servers/<host>-<pid>-<n>.json``: each claimant's record (command, pid, host, URL, start
+- ``servers/<host>-<pid>-<random>.json``: each claimant's record (command, pid, host, URL, start
   time), under an exclusive lock of its own while the claimant lives. A refused start names the
   claimants whose records it cannot lock; a record it can lock is a dead process's, and goes.
 
@@ -24,12 +24,12 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from itertools import count
 from pathlib import Path
 from typing import IO
 
@@ -40,8 +40,6 @@ __all__ = ["Claim", "DataDirError", "InUseError", "Owner", "check", "claim", "ow
 SERVER_LOCK = "server.lock"
 PUBLISHER_LOCK = "publisher.lock"
 OWNERS_DIR = "servers"
-
-_records = count()
 
 
 class DataDirError(OperatorError):
@@ -197,7 +195,8 @@ def claim(
         directory = data_dir / OWNERS_DIR
         directory.mkdir(mode=0o700, exist_ok=True)
         host = socket.gethostname()
-        record = directory / f"{host}-{os.getpid()}-{next(_records)}.json"
+        # The random part: containers sharing a volume may have equal host names and pids.
+        record = directory / f"{host}-{os.getpid()}-{secrets.token_hex(4)}.json"
         owner = Owner(command, os.getpid(), host, url, _now(), publisher)
         # Locked and written under another name, then renamed: a record that ``owners`` can see
         # is always locked and complete, so it is never taken for a dead process's.

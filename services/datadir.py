@@ -127,7 +127,7 @@ def owners(data_dir: Path) -> list[Owner]:
                 found.append(Owner(**json.loads(fh.read())))
             except (ValueError, TypeError):
                 continue  # a record being written; its claimant is still starting
-    return found
+    return sorted(found, key=lambda o: (o.since, o.command, o.pid))
 
 
 class Claim:

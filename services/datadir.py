@@ -7,9 +7,11 @@ ends (exit, crash, ``kill -9``), so a claim never outlives its server and never 
   processes of the production layout (``sigstead serve log|ca|tsa|trust``, log replicas
   included) share it: they run on one directory by design, and none of them may run beside an
   ``up``.
-- ``publisher.lock``: held exclusively by whoever publishes the trust documents (``up``,
+- ``tuf/publisher.lock``: held exclusively by whoever publishes the trust documents (``up``,
   ``serve trust``, ``trust publish``, an export that makes the first publication): one publisher
-  means one public URL in the TUF repository, never two taking turns.
+  means one public URL in the TUF repository, never two taking turns. It lives beside the
+  repository, so it is shared wherever the repository is (compose.yaml's trust container
+  mounts only ``tuf/``).
 - ``servers/<host>-<pid>-<random>.json``: each claimant's record (command, pid, host, URL, start
   time), under an exclusive lock of its own while the claimant lives. A refused start names the
   claimants whose records it cannot lock; a record it can lock is a dead process's, and goes.
@@ -38,7 +40,7 @@ from services.errors import OperatorError
 __all__ = ["Claim", "DataDirError", "InUseError", "Owner", "check", "claim", "owners"]
 
 SERVER_LOCK = "server.lock"
-PUBLISHER_LOCK = "publisher.lock"
+PUBLISHER_LOCK = Path("tuf") / "publisher.lock"
 OWNERS_DIR = "servers"
 
 
@@ -148,7 +150,9 @@ class Claim:
 
 def _refusal(data_dir: Path, holders: list[Owner], role: str, advice: str) -> InUseError:
     if not holders:
-        names = "another sigstead process (starting or stopping; try again)"
+        # Its record is elsewhere (a container with its own view of the data directory) or not
+        # written yet (a start under way).
+        names = "another sigstead process (in another container, or just starting)"
     else:
         names = "; ".join(str(o) for o in holders)
     return InUseError(f"{data_dir} is {role} {names}: {advice}")
@@ -182,6 +186,7 @@ def claim(
                 advice = "`sigstead up` owns its data directory alone; stop it first"
             raise _refusal(data_dir, holders, "in use by", advice)
         if publisher:
+            (data_dir / PUBLISHER_LOCK).parent.mkdir(mode=0o700, exist_ok=True)
             publishing = (data_dir / PUBLISHER_LOCK).open("ab")
             files.append(publishing)
             if not _try_lock(publishing, fcntl.LOCK_EX):

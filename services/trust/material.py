@@ -134,11 +134,10 @@ def public_files(
     """Every file ``gather`` reads for ``services`` (the CA chain only when the CA is the data
     directory's)."""
     files = [data_dir / "keys" / REKOR_PUBLIC_FILE]
-    if "ca" in services:
-        files.append(data_dir / "keys" / CT_PUBLIC_FILE)
-        files += [data_dir / "ca" / ca_keys.CHAIN_FILE] if ca_chain is None else []
-    if "tsa" in services:
-        files.append(data_dir / "tsa" / tsa_keys.CHAIN_FILE)
+    files += [data_dir / "keys" / CT_PUBLIC_FILE] if "ca" in services else []
+    files += [data_dir / "tsa" / tsa_keys.CHAIN_FILE] if "tsa" in services else []
+    if "ca" in services and ca_chain is None:
+        files.append(data_dir / "ca" / ca_keys.CHAIN_FILE)
     return files
 
 

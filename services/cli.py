@@ -28,6 +28,9 @@ from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE
 if TYPE_CHECKING:
     import socket
 
+    from cryptography import x509
+
+    from services.ca.pkcs11 import Pkcs11KeyConfig
     from services.settings import Settings
     from services.trust.publish import TrustOptions
 
@@ -459,7 +462,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _ca_pkcs11(args: argparse.Namespace) -> Any:
+def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
     if getattr(args, "ca_pkcs11_module", None) is None:
         named = [getattr(args, f"ca_pkcs11_{n}", None) for n in ("token", "key_label", "key_id")]
         if any(named) or getattr(args, "ca_pkcs11_pin_file", None):
@@ -492,8 +495,6 @@ def _listen_sockets(host: str, port: int) -> list[socket.socket]:
         )
     except socket.gaierror as exc:
         raise OperatorError(f"--host {host}: {exc.strerror}") from None
-    except OverflowError:
-        raise OperatorError(f"--port {port}: not a port number (0-65535)") from None
     sockets: list[socket.socket] = []
     seen = set()
     try:
@@ -609,11 +610,11 @@ def _serve(args: argparse.Namespace) -> int:
         exclusive=args.command == "up",
         publisher="trust" in components,
     )
-    trust: TrustOptions | None = None
-    if "trust" in components:
-        trust = app_module.check_trust(settings, components)
-    started, stopped = _announce(command, components, settings, listen)
     try:
+        trust: TrustOptions | None = None
+        if "trust" in components:
+            trust = app_module.check_trust(settings, components)
+        started, stopped = _announce(command, components, settings, listen)
         if workers > 1:
             return _serve_workers(settings, args.host, args.port, workers, started, stopped)
         app = app_module.create_app(settings, components=components, trust=trust)
@@ -691,7 +692,7 @@ def _serve_workers(
 # --- the other commands -----------------------------------------------------------------------
 
 
-def _chain(path: Path | None) -> Any:
+def _chain(path: Path | None) -> tuple[x509.Certificate, ...] | None:
     """The PEM chain an operator names with --ca-chain, if any."""
     if path is None:
         return None

@@ -186,6 +186,10 @@ def run_log(args: argparse.Namespace) -> int:
     from clients.rekor import LogClient
 
     key = _read(args.log_key, "--log-key") if args.log_key else None
+    if key is not None:
+        from clients.rekor import load_log_key
+
+        load_log_key(key, f"--log-key {args.log_key}")  # named here; the client has the bytes
     if args.log_command == "repair-bundle":
         return _repair_bundle(args, key)
     query: dict[str, Any] | None = None

@@ -86,7 +86,7 @@ def test_a_url_nothing_answers(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--log-key", "{tmp}/missing.pem", "info"], "--log-key {tmp}/missing.pem: No such file"),
-        (["--log-key", "{tmp}/not.pem", "info"], "--log-key is not a PEM public key"),
+        (["--log-key", "{tmp}/not.pem", "info"], "--log-key {tmp}/not.pem is not a PEM public"),
         (["search", "--artifact", "{tmp}/missing"], "--artifact {tmp}/missing: No such file"),
         (["search", "--public-key", "{tmp}/missing"], "--public-key {tmp}/missing: No such"),
         (["search", "--public-key", "{tmp}/not.pem"], "not a PEM public key or certificate"),

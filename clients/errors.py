@@ -11,3 +11,6 @@ __all__ = ["ClientError"]
 
 class ClientError(Exception):
     """Something a client was given, fetched or asked to check is not acceptable."""
+
+    # How the command line labels the message ("sigstead: LABEL: message"); none by default.
+    label: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -40,6 +41,8 @@ _TIMEOUT = 30
 
 class VerificationFailed(ClientError):
     """Something the log returned did not verify. The log may be lying: do not trust it."""
+
+    label = "VERIFICATION FAILED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,41 +103,65 @@ def _key_id(key: ec.EllipticCurvePublicKey) -> bytes:
     return hashlib.sha256(der).digest()
 
 
-def load_log_key(pem: bytes) -> ec.EllipticCurvePublicKey:
-    """Load a log's PEM public key; raise ``ClientError`` unless it is an ECDSA key."""
+def load_log_key(pem: bytes, where: str = "the log key") -> ec.EllipticCurvePublicKey:
+    """Load a log's PEM public key; raise ``ClientError`` (naming ``where`` it came from)
+    unless it is an ECDSA key."""
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError:
-        raise ClientError("the log key is not a PEM public key") from None
+        raise ClientError(f"{where} is not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ClientError("the log key is not an ECDSA key")
+        raise ClientError(f"{where} is not an ECDSA key, as a Rekor log key is")
     return key
+
+
+def _check_url(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError as exc:
+        raise ClientError(f"--url {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientError(f"--url {url!r}: want http(s)://HOST[:PORT]")
+    return url.rstrip("/")
 
 
 class LogClient:
     """Talks to one log, pins its key, and remembers the newest verified checkpoint."""
 
     def __init__(self, url: str, *, state_dir: Path, log_key: bytes | None = None) -> None:
-        self.url = url.rstrip("/")
+        self.url = _check_url(url)
         self._state_dir = state_dir
         self._state_file = state_dir / (
             hashlib.sha256(self.url.encode()).hexdigest()[:16] + ".json"
         )
         state = self._read_state()
         pinned = state.get("public_key")
+        # Set when the key came from the pin file: a signature failure may then be a replaced
+        # key rather than a lying log, and the operator needs to know how to pin anew.
+        self._pin_hint = ""
         if log_key is not None:
-            self.key = load_log_key(log_key)
+            self.key = load_log_key(log_key, "--log-key")
             if pinned and pinned.encode() != log_key:
                 raise VerificationFailed(
-                    f"the given log key differs from the one pinned in {self._state_file}"
+                    f"the given log key differs from the one pinned in {self._state_file} on "
+                    f"first use; if the log's key was really replaced, delete that file"
                 )
         elif pinned:
-            self.key = load_log_key(pinned.encode())
+            self.key = load_log_key(pinned.encode(), f"the key pinned in {self._state_file}")
+            self._pin_hint = (
+                f" (checked against the key pinned in {self._state_file} on first use: if the "
+                "log's key was really replaced, check the new one, then delete that file or "
+                "give it with --log-key)"
+            )
         else:
             # Trust on first use: the key is fetched once and pinned; a later change is an error.
             fetched = self._get("/api/v1/log/publicKey", raw=True)
-            assert isinstance(fetched, bytes)
-            self.key = load_log_key(fetched)
+            if fetched is None:
+                raise ClientError(
+                    f"{self.url} is not a Rekor log: GET /api/v1/log/publicKey answered 404"
+                )
+            self.key = load_log_key(fetched, f"{self.url}/api/v1/log/publicKey (not a Rekor log?)")
             state["public_key"] = fetched.decode()
             self._write_state(state)
         self.log_id = _key_id(self.key)
@@ -143,16 +170,32 @@ class LogClient:
 
     def _read_state(self) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = json.loads(self._state_file.read_text())
+            data = json.loads(self._state_file.read_text())
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise ClientError(
+                f"--state-dir {self._state_dir}: cannot read {self._state_file}: {exc.strerror}"
+            ) from None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ClientError(
+                f"{self._state_file} is not a sigstead state file: delete it to start over "
+                "(the log key is then pinned anew)"
+            )
         return data
 
     def _write_state(self, state: Mapping[str, Any]) -> None:
-        self._state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self._state_file)
+        try:
+            self._state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self._state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self._state_file)
+        except OSError as exc:
+            raise ClientError(
+                f"--state-dir {self._state_dir}: cannot write {exc.filename or ''}: {exc.strerror}"
+            ) from None
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -167,7 +210,9 @@ class LogClient:
                 return int(resp.status), bytes(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
-        except OSError as exc:
+        except urllib.error.URLError as exc:
+            raise ClientError(f"could not reach {self.url}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise ClientError(f"could not reach {self.url}: {exc}") from None
 
     def _get(self, path: str, *, raw: bool = False, body: Any = None) -> Any:
@@ -181,18 +226,33 @@ class LogClient:
             except (ValueError, KeyError, TypeError):
                 message = payload[:200].decode(errors="replace")
             raise ClientError(f"{self.url}{path}: HTTP {status}: {message}")
-        return payload if raw else json.loads(payload)
+        if raw:
+            return payload
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise ClientError(
+                f"{self.url}{path} did not answer JSON: is {self.url} a Rekor log?"
+            ) from None
 
     # -- verified operations ---------------------------------------------------------------------
 
     def checkpoint(self) -> SignedCheckpoint:
         """Fetch, verify and remember the newest checkpoint (consistent with the last one seen)."""
         info = self._get("/api/v1/log")
-        cp = SignedCheckpoint.verify(info["signedTreeHead"], self.key)
-        if cp.size != info["treeSize"] or cp.root.hex() != info["rootHash"]:
+        if not isinstance(info, dict) or not isinstance(info.get("signedTreeHead"), str):
+            raise ClientError(f"{self.url}/api/v1/log is not a Rekor log's LogInfo")
+        cp = self._verify_note(info["signedTreeHead"])
+        if cp.size != info.get("treeSize") or cp.root.hex() != info.get("rootHash"):
             raise VerificationFailed("LogInfo does not match its own signed checkpoint")
         self._advance(cp)
         return cp
+
+    def _verify_note(self, note: str) -> SignedCheckpoint:
+        try:
+            return SignedCheckpoint.verify(note, self.key)
+        except VerificationFailed as exc:
+            raise VerificationFailed(f"{exc}{self._pin_hint}") from None
 
     def _advance(self, cp: SignedCheckpoint) -> None:
         """Check ``cp`` is consistent with the last checkpoint seen, then remember it."""
@@ -224,7 +284,10 @@ class LogClient:
         if first == last:
             return []
         data = self._get(f"/api/v1/log/proof?firstSize={first}&lastSize={last}")
-        return [bytes.fromhex(h) for h in data["hashes"]]
+        try:
+            return [bytes.fromhex(h) for h in data["hashes"]]
+        except (KeyError, TypeError, ValueError):
+            raise VerificationFailed(f"malformed consistency proof {first}..{last}") from None
 
     def prove(self, first: int, last: int) -> tuple[SignedCheckpoint, list[bytes], bytes]:
         """Verify that the tree at ``last`` extends the tree at ``first``.
@@ -279,9 +342,11 @@ class LogClient:
         try:
             self.key.verify(sig, payload, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
-            raise VerificationFailed("signed entry timestamp does not verify") from None
+            raise VerificationFailed(
+                f"signed entry timestamp does not verify{self._pin_hint}"
+            ) from None
         proof = entry["verification"]["inclusionProof"]
-        cp = SignedCheckpoint.verify(proof["checkpoint"], self.key)
+        cp = self._verify_note(proof["checkpoint"])
         if cp.size != proof["treeSize"] or cp.root.hex() != proof["rootHash"]:
             raise VerificationFailed("inclusion proof does not match its checkpoint")
         try:
@@ -309,7 +374,12 @@ class LogClient:
             else f"/api/v1/log/entries?logIndex={index}"
         )
         raw = self._get(path)
-        return None if raw is None else self._verify_entry(raw)
+        if raw is None:
+            return None
+        try:
+            return self._verify_entry(raw)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise VerificationFailed(f"malformed entry: {type(exc).__name__}: {exc}") from None
 
     def search(self, query: Mapping[str, Any]) -> list[VerifiedEntry]:
         """Search the index, then fetch and verify every hit."""

@@ -11,6 +11,7 @@ import asyncio
 import os
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from services.db import Database
@@ -20,7 +21,18 @@ config = context.config
 target_metadata = metadata
 
 
+# The key of the PostgreSQL advisory lock that every migration takes ("sigstead" in ASCII).
+MIGRATION_LOCK = 0x7369677374656164
+
+
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Replicas starting together on an empty database would each create the tables, and all
+        # but one fail on a duplicate. The lock lasts until this transaction ends: the next
+        # migrator then finds the schema at head (read committed: each statement sees what
+        # committed before it) and does nothing. On SQLite the write transaction's BEGIN
+        # IMMEDIATE already serialises migrators.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -9,11 +9,9 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy import text
@@ -22,9 +20,10 @@ from services.ca import keys as ca_keys
 from services.ca import pkcs11 as pkcs11_ca
 from services.ca.api import CA, CertificateAuthority
 from services.ca.api import add_routes as ca_routes
-from services.ca.config import load_config
+from services.ca.config import ConfigError, FulcioConfig, load_config
 from services.ca.oidc import TokenVerifier
-from services.db import Database, sqlite_url
+from services.db import Database, parse_url
+from services.errors import OperatorError
 from services.keys import load_or_create_ec_key
 from services.log.checkpoint import CheckpointSigner
 from services.log.ct.log import CT_LOG, CTLog
@@ -36,54 +35,133 @@ from services.log.rekor.genesis import genesis_entry as rekor_genesis
 from services.log.sequencer import GenesisFactory, Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.migrate import upgrade
-from services.trust.publish import TrustOptions, publish, tuf_repository
+from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
+from services.trust.documents import Endpoints
+from services.trust.publish import (
+    TrustOptions,
+    TrustSettingsError,
+    check_publication,
+    describe_services,
+    publish,
+    published_settings,
+    tuf_repository,
+)
 from services.tsa import keys as tsa_keys
 from services.tsa.app import TSA, TSA_CLOCK
 from services.tsa.app import add_routes as tsa_routes
 from services.tsa.authority import TimestampAuthority
 
-__all__ = ["Settings", "create_app", "tree_id_for_key"]
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_MAX_BODY",
+    "Settings",
+    "check",
+    "configured",
+    "create_app",
+    "tree_id_for_key",
+    "trust_options",
+]
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+def configured(settings: Settings) -> tuple[str, ...]:
+    """The components ``sigstead up`` runs with these settings: all, but the CA only with an
+    identity provider to serve (``--oidc-config``)."""
+    return tuple(c for c in COMPONENTS if c != "ca" or settings.oidc_config is not None)
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything ``create_app`` needs; see ``sigstead up --help`` for each field."""
+def _ca_flags(settings: Settings, components: tuple[str, ...]) -> None:
+    """Refuse CA key flags that cannot mean what the operator wrote."""
+    if "ca" not in components:
+        # A trust-only process takes the chain of a CA that runs elsewhere, and only that.
+        stray = settings.ca_key or settings.ca_pkcs11
+        if stray or (settings.ca_chain and components != ("trust",)):
+            raise OperatorError("the --ca-* flags need --oidc-config: without it, no CA")
+        return
+    if settings.ca_pkcs11 is not None:
+        if settings.ca_key is not None or settings.ca_chain is None:
+            raise OperatorError("a PKCS#11 CA key takes a chain file and no key file")
+    elif settings.ca_key is not None:
+        if settings.ca_chain is None:
+            raise OperatorError("a CA key file needs its chain file")
+    elif settings.ca_chain is not None:
+        raise OperatorError("a CA chain file needs a CA key file or a PKCS#11 key")
 
-    data_dir: Path
-    public_url: str
-    database_url: str | None = None
-    max_body: int = DEFAULT_MAX_BODY
-    batch_max_size: int = 256
-    batch_max_age: float = 0.05
-    max_pending: int = 10_000
-    oidc_config: Path | None = None
-    # The CA key: an operator's PEM key + chain, or a PKCS#11 token + chain; neither generates
-    # one in the data directory. Secrets (password, PIN) come from files or the environment.
-    ca_key: Path | None = None
-    ca_key_password_file: Path | None = None
-    ca_chain: Path | None = None
-    ca_pkcs11: pkcs11_ca.Pkcs11KeyConfig | None = None
-    # What the published trust documents say beyond keys and URLs (``sigstead trust export``
-    # must be given the same, or it refuses: the server is the one publisher).
-    operator: str | None = None
-    oidc_urls: tuple[str, ...] = ()
-    clock: Callable[[], float] | None = field(default=None, repr=False)
 
-    @property
-    def hostname(self) -> str:
-        """The public URL's host: the checkpoint key name and origin prefix."""
-        host = urlsplit(self.public_url).hostname
-        if not host:
-            raise ValueError(f"public URL {self.public_url!r} has no host")
-        return host
+def check(settings: Settings, components: tuple[str, ...]) -> FulcioConfig | None:
+    """Every check of the settings that writes nothing: run before anything is created.
 
-    def resolved_database_url(self) -> str:
-        """The database URL, defaulting to SQLite in the data directory."""
-        return self.database_url or sqlite_url(self.data_dir / "sigstead.db")
+    Returns the parsed ``--oidc-config`` (None without a CA). The keys themselves are loaded
+    when the services start; what is checked here is that every named file can be read.
+    """
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown components {sorted(unknown)}; choose from {COMPONENTS}")
+    if "ca" in components and settings.oidc_config is None:
+        raise ConfigError(
+            "the CA needs --oidc-config: with no identity provider it has nothing to serve"
+        )
+    if {"log", "ca"} & set(components):
+        parse_url(settings.resolved_database_url())
+    Endpoints(settings.public_url, settings.operator)  # a URL clients can use
+    if settings.oidc_urls and "ca" not in components and components != ("trust",):
+        raise TrustSettingsError(
+            "--oidc-url names where clients sign in for the CA, and there is no CA "
+            "(--oidc-config enables it)"
+        )
+    _ca_flags(settings, components)
+    if settings.ca_chain is not None:
+        ca_keys.load_chain(settings.ca_chain)
+    pin_file = settings.ca_pkcs11.pin_file if settings.ca_pkcs11 is not None else None
+    for secret in (settings.ca_key_password_file, pin_file):
+        if secret is not None:
+            ca_keys.read_secret(secret, "")  # readable, 0600, not empty; the value is not kept
+    if settings.ca_key is not None and not settings.ca_key.is_file():
+        raise OperatorError(f"--ca-key {settings.ca_key}: no such file")
+    if settings.ca_pkcs11 is not None and not settings.ca_pkcs11.module.is_file():
+        raise OperatorError(f"--ca-pkcs11-module {settings.ca_pkcs11.module}: no such file")
+    if "ca" in components:
+        assert settings.oidc_config is not None
+        return load_config(settings.oidc_config)
+    return None
+
+
+def trust_options(settings: Settings, components: tuple[str, ...]) -> TrustOptions:
+    """What a process running ``components`` publishes.
+
+    A process that runs the services publishes those it runs (the CA only with its config); a
+    trust-only process (``serve trust``) those its settings name, else those already published,
+    else all of them.
+    """
+    services = settings.published_services
+    if components != ("trust",):
+        if services is not None:
+            raise ValueError("published_services is for a trust-only process")
+        running = {"log"} | ({"ca", "tsa"} & set(components))
+        if settings.oidc_config is None:
+            running.discard("ca")
+        services = frozenset(running)
+    elif services is None:
+        published = published_settings(settings.data_dir)
+        services = frozenset(PUBLISHABLE) if published is None else published.services
+    ca_chain = None if settings.ca_chain is None else ca_keys.load_chain(settings.ca_chain)
+    return TrustOptions(
+        settings.public_url,
+        operator=settings.operator,
+        oidc_urls=settings.oidc_urls,
+        ca_chain=ca_chain,
+        services=services,
+    )
+
+
+def check_trust(settings: Settings, components: tuple[str, ...]) -> TrustOptions:
+    """The options this process will publish, refused (``PublicationMismatch``) if they would
+    move clients: run with the data directory's publisher claim held, before any key is made."""
+    options = trust_options(settings, components)
+    changed_by = "--services" if components == ("trust",) else "--oidc-config"
+    check_publication(settings.data_dir, options, changed_by=changed_by)
+    return options
 
 
 def tree_id_for_key(key_id: bytes) -> int:
@@ -205,34 +283,29 @@ CA_KEY_PASSWORD_ENV = "SIGSTEAD_CA_KEY_PASSWORD"  # noqa: S105 -- a variable nam
 
 
 def _load_ca(settings: Settings, now: datetime) -> ca_keys.CAKeyMaterial:
-    """The CA key and chain the settings name; generated in the data directory if none."""
+    """The CA key and chain the settings name (``check`` has vetted the combination);
+    generated in the data directory if none."""
     if settings.ca_pkcs11 is not None:
-        if settings.ca_key is not None or settings.ca_chain is None:
-            raise ca_keys.CAKeyError("a PKCS#11 CA key takes a chain file and no key file")
+        assert settings.ca_chain is not None
         return pkcs11_ca.load(settings.ca_pkcs11, settings.ca_chain, now)
     if settings.ca_key is not None:
-        if settings.ca_chain is None:
-            raise ca_keys.CAKeyError("a CA key file needs its chain file")
+        assert settings.ca_chain is not None
         password = ca_keys.read_secret(settings.ca_key_password_file, CA_KEY_PASSWORD_ENV)
         return ca_keys.load(settings.ca_key, settings.ca_chain, now, password=password)
-    if settings.ca_chain is not None:
-        raise ca_keys.CAKeyError("a CA chain file needs a CA key file or a PKCS#11 key")
     return ca_keys.load_or_create(settings.data_dir, now)  # <data_dir>/ca/
 
 
 def _ca_context(
-    settings: Settings, database: Database | None, ct_app: web.Application
+    settings: Settings, config: FulcioConfig, database: Database | None, ct_app: web.Application
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """The CA and its CT log (its own tree and key on the same engine and database)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        assert settings.oidc_config is not None
         clock = settings.clock or time.time
 
         def now() -> datetime:
             return datetime.fromtimestamp(clock(), UTC)
 
-        config = load_config(settings.oidc_config)
         # Holds the CT log key and the default SQLite even when the CA key lives elsewhere.
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ca = _load_ca(settings, now())
@@ -274,7 +347,7 @@ TUF_REFRESH_SECONDS = 600.0
 
 
 def _trust_context(
-    settings: Settings, *, create_keys: bool
+    options: TrustOptions, settings: Settings, *, create_keys: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Publish the trust documents at start-up, then keep the TUF metadata from expiring.
 
@@ -284,14 +357,6 @@ def _trust_context(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         clock = settings.clock or time.time
-        # With an operator's CA (key file or PKCS#11) only its chain is public and trusted.
-        ca_chain = None if settings.ca_chain is None else ca_keys.load_chain(settings.ca_chain)
-        options = TrustOptions(
-            settings.public_url,
-            operator=settings.operator,
-            oidc_urls=settings.oidc_urls,
-            ca_chain=ca_chain,
-        )
 
         def refresh() -> None:
             now = datetime.fromtimestamp(clock(), UTC)
@@ -300,6 +365,11 @@ def _trust_context(
         # Runs after the other contexts, which have created or loaded every key by now.
         await asyncio.to_thread(refresh)
         app[TUF_DIR] = tuf_repository(settings.data_dir).repository
+        _logger.info(
+            "publishing trust documents for %s at %s/tuf",
+            describe_services(options.services),
+            options.endpoints.base,
+        )
 
         async def loop() -> None:
             while True:
@@ -361,33 +431,34 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-COMPONENTS = ("log", "tsa", "ca", "trust")
-
-
 def create_app(
     settings: Settings,
     *,
     database: Database | None = None,
-    components: tuple[str, ...] = COMPONENTS,
+    components: tuple[str, ...] | None = None,
+    trust: TrustOptions | None = None,
 ) -> web.Application:
     """Build the application; the only constructor, used by ``sigstead up``/``serve`` and tests.
 
-    ``components`` picks the services (all of them for ``sigstead up``, one for ``sigstead
-    serve NAME``); their paths are disjoint, so any subset shares one origin. ``database`` lets a
-    caller that owns a ``Database`` (the tests) share it; otherwise one is opened from the
-    settings and closed on shutdown.
+    ``components`` picks the services: by default every one the settings configure (what
+    ``sigstead up`` runs), or one for ``sigstead serve NAME``; their paths are disjoint, so any
+    subset shares one origin. Naming ``ca`` without an OIDC config is an error: a CA with no
+    identity provider has nothing to serve. ``database`` lets a caller that owns a
+    ``Database`` (the tests) share it; otherwise one is opened from the settings and closed on
+    shutdown. ``trust`` is what the trust component publishes (``check_trust``'s result;
+    default ``trust_options``).
     """
-    unknown = set(components) - set(COMPONENTS)
-    if unknown:
-        raise ValueError(f"unknown components {sorted(unknown)}; choose from {COMPONENTS}")
+    if components is None:
+        components = configured(settings)
+    config = check(settings, components)
     app = web.Application(client_max_size=settings.max_body, middlewares=[error_middleware])
     if "log" in components:
         app.cleanup_ctx.append(_log_context(settings, database))
         add_routes(app)
         app.router.add_get("/healthz", healthz)
-    if "ca" in components and settings.oidc_config is not None:
+    if config is not None:
         ct_app = add_ct_routes(app)
-        app.cleanup_ctx.append(_ca_context(settings, database, ct_app))
+        app.cleanup_ctx.append(_ca_context(settings, config, database, ct_app))
         ca_routes(app)
     if "tsa" in components:
         app.cleanup_ctx.append(_tsa_context(settings))
@@ -395,13 +466,15 @@ def create_app(
     if "trust" in components:
         # Last: the other contexts have created every key the trust documents describe.
         # Alone (``serve trust``) it creates no key: ``keys init`` has, and it reads public ones.
-        app.cleanup_ctx.append(_trust_context(settings, create_keys=components != ("trust",)))
+        options = trust if trust is not None else trust_options(settings, components)
+        create_keys = components != ("trust",)
+        app.cleanup_ctx.append(_trust_context(options, settings, create_keys=create_keys))
         app.router.add_get("/tuf/{path:.+}", tuf_file)
     if "log" not in components:
         ready: list[web.AppKey[Any]] = []
         if "tsa" in components:
             ready.append(TSA)
-        if "ca" in components and settings.oidc_config is not None:
+        if config is not None:
             ready.append(CA)
         if "trust" in components:
             ready.append(TUF_DIR)

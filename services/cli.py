@@ -1,227 +1,671 @@
-"""The ``sigstead`` command."""
+"""The ``sigstead`` command.
+
+Each command imports what it needs when it runs: ``sigstead --help`` (and every refusal of a
+bad flag) must not pay for aiohttp, SQLAlchemy, cryptography and python-tuf.
+
+Errors take one path: ``main`` prints an ``OperatorError`` (a bad flag, file, key, database or
+data directory: see ``services.errors``) or a client's ``ClientError`` as one line and exits 1;
+only ``-v`` adds the traceback. Anything else is a bug, and says so.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from importlib.metadata import version
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from cryptography import x509
-
-from clients.bench import add_bench_parser, run_bench
-from clients.cli import add_log_parser, run_log
+from clients.bench import add_bench_parser
+from clients.cli import add_log_parser
 from clients.errors import ClientError
-from services.app import COMPONENTS, DEFAULT_MAX_BODY, Settings, create_app
-from services.backup import BackupError, backup
-from services.ca import devissuer
-from services.ca.keys import CAKeyError, load_chain
-from services.ca.pkcs11 import Pkcs11KeyConfig
-from services.db import Database
-from services.migrate import upgrade
-from services.trust.material import MissingKeysError, describe, gather
-from services.trust.publish import NotPublishedError, TrustOptions, export
-from services.tsa import keys as tsa_keys
+from services.errors import OperatorError
+from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE
+
+if TYPE_CHECKING:
+    import socket
+
+    from cryptography import x509
+
+    from services.ca.pkcs11 import Pkcs11KeyConfig
+    from services.settings import Settings
+    from services.trust.publish import TrustOptions
 
 __all__ = ["main"]
+
+_logger = logging.getLogger("sigstead")
 
 # The environment is the place for a URL with a password in it: the command line is visible to
 # every local user.
 DATABASE_URL_ENV = "SIGSTEAD_DATABASE_URL"
+DEFAULT_DATA_DIR = Path("sigstead-data")
+# Kept in step with services.ca.devissuer.DEFAULT_ISSUER (a test checks), which this module
+# does not import: it would load PyJWT and cryptography for every command.
+DEV_ISSUER = "https://dev-issuer.sigstead.invalid"
+
+ENVIRONMENT = """\
+environment:
+  SIGSTEAD_DATABASE_URL     default of --database-url (keeps a password out of `ps`)
+  PGPASSWORD, ~/.pgpass     the PostgreSQL password, if the URL has none
+  SIGSTEAD_CA_KEY_PASSWORD  the password of --ca-key, if encrypted (or --ca-key-password-file)
+  SIGSTEAD_PKCS11_PIN       the user PIN of the CA's PKCS#11 token (or --ca-pkcs11-pin-file)
+  SIGSTEAD_URL              default of `sigstead log --url`
+  SIGSTEAD_STATE_DIR        default of `sigstead log --state-dir` (pinned log keys)
+
+Run with -v for debug logging and, on an error, its traceback."""
 
 
-async def _db_upgrade(url: str) -> None:
-    db = Database(url)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it has none or its help already says it; text laid
+    out in lines of its own (the environment list) is kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action) or text
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sigstead", description="A private Sigstore.")
-    parser.add_argument("--version", action="version", version=version("sigstead"))
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    db = sub.add_parser("db", help="database maintenance")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    up = db_sub.add_parser("upgrade", help="migrate a database to the newest schema")
-    up.add_argument(
-        "--database-url",
-        default=os.environ.get(DATABASE_URL_ENV),
-        required=DATABASE_URL_ENV not in os.environ,
-        help=f"sqlite:///PATH or postgresql://USER@HOST/DB (default: ${DATABASE_URL_ENV})",
+class _Version(argparse.Action):
+    """``--version``, reading the installed version only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kw: object) -> None:
+        from importlib.metadata import version
+
+        print(version("sigstead"))
+        parser.exit()
+
+
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    # On every subcommand too: `sigstead up -v` works as well as `sigstead -v up`.
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logging, and a traceback with any error",
     )
-    run = sub.add_parser("up", help="run every sigstead service on one port")
-    run.add_argument("--data-dir", type=Path, default=Path("sigstead-data"), help="keys + SQLite")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=3000)
-    run.add_argument(
+
+
+def _command(sub: Any, name: str, summary: str, description: str | None = None) -> Any:
+    parser = sub.add_parser(
+        name, help=summary, description=description or summary, formatter_class=_Help
+    )
+    _verbose(parser)
+    return parser
+
+
+# --- option groups: each command takes only the options it uses ------------------------------
+
+
+def _data_dir(parser: argparse.ArgumentParser, what: str = "keys and the SQLite database") -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="DIR",
+        help=f"the data directory: {what} (created 0700; its parent must exist)",
+    )
+
+
+def _listen(parser: argparse.ArgumentParser, *, max_body: bool = True) -> None:
+    group = parser.add_argument_group("listening")
+    group.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 (or ::) for every interface",
+    )
+    group.add_argument("--port", type=int, default=3000, help="TCP port to listen on")
+    group.add_argument(
         "--public-url",
-        help="the URL clients use (default http://HOST:PORT); its host names the checkpoints",
+        metavar="URL",
+        help="the URL clients use, http(s)://HOST[:PORT] with no path (default: "
+        "http://HOST:PORT); its host names the log in every checkpoint",
     )
-    run.add_argument(
+    if max_body:
+        group.add_argument(
+            "--max-body",
+            type=int,
+            default=DEFAULT_MAX_BODY,
+            metavar="BYTES",
+            help="largest request body accepted",
+        )
+    group.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (costs about a third of the TSA's throughput)",
+    )
+
+
+def _database(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--database-url",
         default=os.environ.get(DATABASE_URL_ENV),
-        help=f"postgresql://USER@HOST/DB (default: ${DATABASE_URL_ENV}, else SQLite in the data "
-        "dir); the password from PGPASSWORD or ~/.pgpass keeps it out of the process list",
+        metavar="URL",
+        help="postgresql://USER@HOST[:PORT]/DB (postgres:// too) or sqlite:///PATH (default: "
+        f"${DATABASE_URL_ENV}, else SQLite in the data directory); the password belongs in "
+        "PGPASSWORD or ~/.pgpass, out of the process list",
     )
-    run.add_argument(
-        "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body limit in bytes"
-    )
-    run.add_argument("--access-log", action="store_true", help="log every request")
-    run.add_argument(
+
+
+def _ca_chain(parser: Any, help_text: str) -> None:
+    parser.add_argument("--ca-chain", type=Path, metavar="FILE", help=help_text)
+
+
+def _ca(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    group = parser.add_argument_group("certificate authority")
+    # Not argparse-required: the check in services.app says why in one line, not a usage dump.
+    group.add_argument(
         "--oidc-config",
         type=Path,
-        help="Fulcio-format OIDC issuer config (JSON or YAML); enables the CA and its CT log",
-    )
-    run.add_argument(
-        "--operator", help="operator name in the published trust documents (default: the host)"
-    )
-    run.add_argument(
-        "--oidc-url",
-        action="append",
-        default=[],
-        help="an IdP for interactive sign-in, listed in the published signing config (repeatable)",
+        metavar="FILE",
+        help="Fulcio-format OIDC issuer config (JSON or YAML): the identity providers whose "
+        "tokens the CA certifies"
+        + ("; required" if required else "; enables the CA and its CT log (without it, no CA)"),
     )
     # The CA key defaults to a root + intermediate generated in the data dir. Secrets never go
     # on the command line (every local user can read it in ps): files or environment only.
-    run.add_argument(
+    group.add_argument(
         "--ca-key",
         type=Path,
         metavar="FILE",
-        help="the CA's own PEM private key (mode 0600), with --ca-chain; password, if any, from "
-        "SIGSTEAD_CA_KEY_PASSWORD or --ca-key-password-file",
+        help="the CA's own PEM private key (mode 0600), with --ca-chain; its password, if any, "
+        "from $SIGSTEAD_CA_KEY_PASSWORD or --ca-key-password-file (default: a CA generated "
+        "in the data directory)",
     )
-    run.add_argument(
+    group.add_argument(
         "--ca-key-password-file", type=Path, metavar="FILE", help="file holding --ca-key's password"
     )
-    run.add_argument(
-        "--ca-chain",
-        type=Path,
-        metavar="FILE",
-        help="PEM chain for --ca-key or the PKCS#11 key: the signing certificate first, root last",
+    _ca_chain(
+        group, "PEM chain for --ca-key or the PKCS#11 key: the signing certificate first, root last"
     )
-    run.add_argument(
+    group.add_argument(
         "--ca-pkcs11-module",
         type=Path,
         metavar="FILE",
         help="PKCS#11 module (.so) whose token holds the CA key; with --ca-pkcs11-token, "
-        "--ca-pkcs11-key-label or -id, and --ca-chain; PIN from SIGSTEAD_PKCS11_PIN or "
+        "--ca-pkcs11-key-label or -id, and --ca-chain; PIN from $SIGSTEAD_PKCS11_PIN or "
         "--ca-pkcs11-pin-file",
     )
-    run.add_argument("--ca-pkcs11-token", metavar="LABEL", help="the token's label")
-    run.add_argument("--ca-pkcs11-key-label", metavar="LABEL", help="the private key's label")
-    run.add_argument(
+    group.add_argument("--ca-pkcs11-token", metavar="LABEL", help="the token's label")
+    group.add_argument("--ca-pkcs11-key-label", metavar="LABEL", help="the private key's label")
+    group.add_argument(
         "--ca-pkcs11-key-id", metavar="HEX", type=bytes.fromhex, help="the private key's CKA_ID"
     )
-    run.add_argument(
+    group.add_argument(
         "--ca-pkcs11-pin-file", type=Path, metavar="FILE", help="file holding the token's user PIN"
     )
-    serve = sub.add_parser("serve", help="run one service alone (production layout)")
-    serve.add_argument("component", choices=COMPONENTS)
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="tsa only: processes sharing the port (SO_REUSEPORT); the TSA is stateless",
+
+
+def _publication(parser: argparse.ArgumentParser, *, services: bool, chain: bool) -> None:
+    group = parser.add_argument_group("published trust documents")
+    group.add_argument(
+        "--operator",
+        help="operator name in the trust documents (default: the public URL's host)",
     )
-    for action in run._actions:
-        if action.dest != "help":
-            serve._add_action(action)
-    trust = sub.add_parser("trust", help="trust distribution")
-    trust_sub = trust.add_subparsers(dest="trust_command", required=True)
-    exp = trust_sub.add_parser(
-        "export",
-        help="write trusted_root.json, signing_config.v0.2.json, the client trust config, the "
-        "TUF repository and consumer snippets",
-    )
-    exp.add_argument("--data-dir", type=Path, default=Path("sigstead-data"))
-    exp.add_argument(
-        "--public-url",
-        required=True,
-        help="the URL clients use: the same as the server's --public-url (or http://HOST:PORT)",
-    )
-    exp.add_argument("--out", type=Path, required=True, help="directory to write into")
-    exp.add_argument(
-        "--operator", help="the server's --operator, if it was given (default: the host)"
-    )
-    exp.add_argument(
-        "--ca-chain",
-        type=Path,
-        help="the CA chain the server was given (key file or PKCS#11 CA); default: DIR/ca",
-    )
-    exp.add_argument(
+    group.add_argument(
         "--oidc-url",
         action="append",
         default=[],
-        help="the server's --oidc-url flags, if any (repeatable)",
+        metavar="URL",
+        help="an identity provider for interactive sign-in, listed in the signing config "
+        "(repeatable; needs a CA)",
     )
+    if chain:
+        _ca_chain(
+            group,
+            "the chain of a CA whose key is not in the data directory (--ca-key or PKCS#11 "
+            "on the CA's server) (default: DIR/ca)",
+        )
+    if services:
+        group.add_argument(
+            "--services",
+            metavar="LIST",
+            help=f"the services clients are sent to, from {','.join(PUBLISHABLE)} (the log "
+            "always) (default: those already published, all of them on a first publication)",
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigstead",
+        description="A private Sigstore: a Rekor-compatible transparency log, a "
+        "Fulcio-compatible CA, an RFC 3161 timestamp authority, and TUF trust distribution.",
+        epilog=ENVIRONMENT,
+        formatter_class=_Help,
+    )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and a traceback with any error"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = _command(
+        sub,
+        "up",
+        "run every service on one port",
+        "Run every service on one port: the Rekor log, the timestamp authority, the TUF "
+        "repository, and with --oidc-config the CA and its CT log. Stop with Ctrl-C or SIGTERM: "
+        "what is queued is committed first.",
+    )
+    _data_dir(up)
+    _listen(up)
+    _database(up)
+    _ca(up, required=False)
+    _publication(up, services=False, chain=False)
+    up.set_defaults(run=_serve)
+
+    serve = _command(
+        sub,
+        "serve",
+        "run one service alone (the production layout)",
+        "Run one service alone, as the production layout does (compose.yaml): the processes "
+        "share one data directory and database.",
+    )
+    serve.set_defaults(run=_serve)
+    serve_sub = serve.add_subparsers(dest="component", required=True, metavar="SERVICE")
+    log = _command(serve_sub, "log", "the Rekor log (replicas may share the database)")
+    _data_dir(log)
+    _listen(log)
+    _database(log)
+    ca = _command(serve_sub, "ca", "the CA and its CT log")
+    _data_dir(ca)
+    _listen(ca)
+    _database(ca)
+    _ca(ca, required=True)
+    tsa = _command(serve_sub, "tsa", "the RFC 3161 timestamp authority")
+    _data_dir(tsa, "the TSA's keys")
+    _listen(tsa)
+    tsa.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); the TSA is stateless",
+    )
+    trust = _command(
+        serve_sub,
+        "trust",
+        "the TUF repository, re-signed before it expires",
+        "Serve the TUF "
+        "repository at /tuf/ and publish the trust documents: the one publisher of the data "
+        "directory.",
+    )
+    _data_dir(trust, "the keys the documents describe, and the TUF repository")
+    _listen(trust, max_body=False)
+    _publication(trust, services=True, chain=True)
+    assert set(COMPONENTS) == set(serve_sub.choices)
+
+    trust_cmd = _command(sub, "trust", "trust distribution")
+    trust_sub = trust_cmd.add_subparsers(dest="trust_command", required=True, metavar="COMMAND")
+    exp = _command(
+        trust_sub,
+        "export",
+        "write what clients need to trust and use sigstead",
+        "Write trusted_root.json, signing_config.v0.2.json, the client trust config, the TUF "
+        "repository and consumer snippets: what the running server publishes, checked against "
+        "these flags, which must be the server's. Reads the data directory; a running server "
+        "is not disturbed.",
+    )
+    _data_dir(exp, "the server's")
+    exp.add_argument(
+        "--public-url",
+        required=True,
+        metavar="URL",
+        help="the URL clients use: the server's --public-url (or http://HOST:PORT)",
+    )
+    exp.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write")
+    _publication(exp, services=True, chain=True)
     exp.add_argument(
         "--init",
         action="store_true",
         help="create the keys if the data directory has none yet (to export before the first "
         "start); without it a missing key is an error",
     )
-    exp.add_argument("--identity", help="signer identity (SAN) to write into policy snippets")
-    exp.add_argument("--issuer", help="OIDC issuer to write into policy snippets")
-    dev = sub.add_parser(
+    exp.add_argument("--identity", help="signer identity (SAN) the policy snippets require")
+    exp.add_argument("--issuer", help="OIDC issuer the policy snippets require")
+    exp.set_defaults(run=_trust_export)
+    pub = _command(
+        trust_sub,
+        "publish",
+        "publish the trust documents under new settings (moves clients)",
+        "Publish the trust documents with these settings, for example under a new public URL: "
+        "clients following the TUF repository go where it says. A server refuses to start "
+        "with settings other than the published ones, so this is the one way to change them. "
+        "Stop the servers on the data directory first.",
+    )
+    _data_dir(pub, "the server's")
+    pub.add_argument(
+        "--public-url", required=True, metavar="URL", help="the URL clients are to use from now on"
+    )
+    _publication(pub, services=True, chain=True)
+    pub.set_defaults(run=_trust_publish)
+
+    dev = _command(
+        sub,
         "dev-issuer",
-        help="a local OIDC issuer for trying sigstead out (never list it in production)",
+        "a local OIDC issuer for trying sigstead out (never in production)",
     )
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    dev_init = dev_sub.add_parser("init", help="create its key and print the CA config path")
-    dev_init.add_argument("--dir", type=Path, default=Path("dev-issuer"))
-    dev_init.add_argument("--issuer", default=devissuer.DEFAULT_ISSUER)
-    dev_token = dev_sub.add_parser("token", help="print a 10-minute ID token")
-    dev_token.add_argument("--dir", type=Path, default=Path("dev-issuer"))
-    dev_token.add_argument("--email", required=True)
-    keys = sub.add_parser("keys", help="key material")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_init = keys_sub.add_parser(
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
+    dev_init = _command(dev_sub, "init", "create its key and print the CA config path")
+    dev_init.add_argument("--dir", type=Path, default=Path("dev-issuer"), help="where it lives")
+    dev_init.add_argument(
+        "--issuer", default=DEV_ISSUER, help="its issuer URL (never resolved: a JWKS file)"
+    )
+    dev_init.set_defaults(run=_dev_issuer_init)
+    dev_token = _command(dev_sub, "token", "print a 10-minute ID token")
+    dev_token.add_argument("--dir", type=Path, default=Path("dev-issuer"), help="its directory")
+    dev_token.add_argument("--email", required=True, help="the identity to vouch for")
+    dev_token.set_defaults(run=_dev_issuer_token)
+
+    keys = _command(sub, "keys", "key material")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    keys_init = _command(
+        keys_sub,
         "init",
-        help="create every missing key in the data directory (log, CT log, CA, TSA), once, "
-        "before services that share it start; print what it holds",
+        "create every missing key (log, CT log, CA, TSA) and print them",
+        "Create every missing key in the data directory (log, CT log, CA, TSA), once, before "
+        "services that share it start; print what it holds. Never replaces a key, so it is "
+        "safe beside a running server.",
     )
-    keys_init.add_argument("--data-dir", type=Path, default=Path("sigstead-data"))
-    keys_init.add_argument(
-        "--ca-chain",
-        type=Path,
-        help="the CA chain the server is given (key file or PKCS#11 CA): no CA is generated",
+    _data_dir(keys_init, "where the keys go")
+    _ca_chain(
+        keys_init, "the CA chain the server is given (key file or PKCS#11 CA): no CA is generated"
     )
-    bak = sub.add_parser(
+    keys_init.set_defaults(run=_keys_init)
+
+    bak = _command(
+        sub,
         "backup",
-        help="copy the keys, the TUF repository and a SQLite database, online, into a new "
-        "directory that is itself a data directory (PostgreSQL: pg_dump, docs/deploy.md)",
+        "copy the keys, the TUF repository and a SQLite database, online",
+        "Copy the keys, the TUF repository and a SQLite database, online, into a new directory "
+        "that is itself a data directory (PostgreSQL: pg_dump, docs/deploy.md).",
     )
-    bak.add_argument("--data-dir", type=Path, default=Path("sigstead-data"))
+    _data_dir(bak, "the server's")
     bak.add_argument("--out", type=Path, required=True, help="the backup: a new directory")
     bak.add_argument(
         "--database-url",
         default=os.environ.get(DATABASE_URL_ENV),
-        help=f"the server's (default: ${DATABASE_URL_ENV}, else SQLite in the data dir); a "
-        "PostgreSQL database is left to pg_dump",
+        metavar="URL",
+        help=f"the server's (default: ${DATABASE_URL_ENV}, else SQLite in the data directory); "
+        "a PostgreSQL database is left to pg_dump",
     )
-    add_log_parser(sub)
+    bak.set_defaults(run=_backup)
+
+    db = _command(sub, "db", "database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = _command(db_sub, "upgrade", "migrate a database to the newest schema")
+    upgrade.add_argument(
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV),
+        required=DATABASE_URL_ENV not in os.environ,
+        metavar="URL",
+        help=f"sqlite:///PATH or postgresql://USER@HOST/DB (default: ${DATABASE_URL_ENV})",
+    )
+    upgrade.set_defaults(run=_db_upgrade)
+
+    add_log_parser(sub, _Help, _verbose)
     add_bench_parser(sub)
+    bench = sub.choices["bench"]
+    _verbose(bench)
+    bench.set_defaults(run=_bench)
     return parser
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from clients.bench import run_bench
+
+    return run_bench(args)
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from services.settings import Settings
+
+    if not 0 < args.port < 65536:
+        raise OperatorError(f"--port {args.port}: not a TCP port (1 to 65535)")
+    public_url = args.public_url or f"http://{_url_host(args.host)}:{args.port}"
+    services = getattr(args, "services", None)
+    if services is not None:
+        from services.trust.publish import parse_services
+
+        services = parse_services(services)
+    return Settings(
+        data_dir=args.data_dir,
+        public_url=public_url,
+        database_url=getattr(args, "database_url", None),
+        max_body=getattr(args, "max_body", DEFAULT_MAX_BODY),
+        oidc_config=getattr(args, "oidc_config", None),
+        ca_key=getattr(args, "ca_key", None),
+        ca_key_password_file=getattr(args, "ca_key_password_file", None),
+        ca_chain=getattr(args, "ca_chain", None),
+        ca_pkcs11=_ca_pkcs11(args),
+        operator=getattr(args, "operator", None),
+        oidc_urls=tuple(getattr(args, "oidc_url", ())),
+        published_services=services,
+    )
+
+
+def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
+    if getattr(args, "ca_pkcs11_module", None) is None:
+        named = [getattr(args, f"ca_pkcs11_{n}", None) for n in ("token", "key_label", "key_id")]
+        if any(named) or getattr(args, "ca_pkcs11_pin_file", None):
+            raise OperatorError("--ca-pkcs11-* flags need --ca-pkcs11-module")
+        return None
+    from services.ca.pkcs11 import Pkcs11KeyConfig
+
+    return Pkcs11KeyConfig(
+        module=args.ca_pkcs11_module,
+        token_label=args.ca_pkcs11_token or "",
+        key_label=args.ca_pkcs11_key_label,
+        key_id=args.ca_pkcs11_key_id,
+        pin_file=args.ca_pkcs11_pin_file,
+    )
+
+
+def _listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening sockets for ``host:port``; an ``OperatorError`` if the port is taken.
+
+    Bound before anything else happens, so that a port in use stops a start before it has
+    created a key, a database or a data directory, and so that nobody can take the port while
+    the services start.
+    """
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OperatorError(f"--host {host}: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if address in seen:
+                continue
+            seen.add(address)
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                where = f"{_url_host(str(address[0]))}:{port}"
+                advice = {
+                    errno.EADDRINUSE: "another process listens there; stop it or choose --port",
+                    errno.EACCES: "ports below 1024 need privileges; choose --port",
+                    errno.EADDRNOTAVAIL: "not an address of this machine; check --host",
+                }.get(exc.errno or 0, "check --host and --port")
+                raise OperatorError(
+                    f"cannot listen on {where}: {exc.strerror} ({advice})"
+                ) from None
+            sock.listen(128)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """For worker pools, which bind with SO_REUSEPORT each: nobody else may listen there."""
+    for sock in _listen_sockets(host, port):
+        sock.close()
+
+
+def _check_database(url: str) -> None:
+    import asyncio
+
+    from services.db import Database
+
+    async def check() -> None:
+        db = Database(url)
+        try:
+            await db.check()
+        finally:
+            await db.dispose()
+
+    asyncio.run(check())
+
+
+_SERVED = {
+    "log": "Rekor log",
+    "ca": "CA with its CT log",
+    "tsa": "timestamp authority",
+    "trust": "TUF repository",
+}
+
+
+def _announce(
+    command: str, components: Sequence[str], settings: Settings, listen: str
+) -> tuple[str, str]:
+    """The start and stop lines: what is served where, so the operator can check it at once."""
+    from services.db import display_url
+
+    parts = [
+        f"{command}: serving {', '.join(_SERVED[c] for c in components)} at {settings.public_url} "
+        f"(listening on {listen})"
+    ]
+    if {"log", "ca"} & set(components):
+        parts.append(f"database {display_url(settings.resolved_database_url())}")
+    parts.append(f"data directory {settings.data_dir.absolute()}")
+    if command == "up" and "ca" not in components:
+        parts.append("no CA (--oidc-config enables it)")
+    return "; ".join(parts), f"{command} on {settings.public_url}: stopped"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """``sigstead up`` and ``sigstead serve NAME``."""
+    from services import app as app_module
+    from services import datadir
+
+    settings = _settings(args)
+    if args.command == "up":
+        command, components = "up", app_module.configured(settings)
+    else:
+        command, components = f"serve {args.component}", (args.component,)
+    # Everything that writes nothing comes first; then the port, which is held from here on;
+    # then the database; only then is anything created (the data directory and its claim).
+    app_module.check(settings, components)
+    datadir.check(settings.data_dir)
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise OperatorError("--workers must be at least 1")
+    if workers > 1:
+        _check_port_free(args.host, args.port)
+        sockets = []
+    else:
+        sockets = _listen_sockets(args.host, args.port)
+    listen = (
+        ", ".join(f"{_url_host(str(s.getsockname()[0]))}:{s.getsockname()[1]}" for s in sockets)
+        or f"{_url_host(args.host)}:{args.port}"
+    )
+    if settings.database_url is not None and {"log", "ca"} & set(components):
+        _check_database(settings.database_url)
+    claim = datadir.claim(
+        settings.data_dir,
+        command=command,
+        url=settings.public_url,
+        exclusive=args.command == "up",
+        publisher="trust" in components,
+    )
+    try:
+        trust: TrustOptions | None = None
+        if "trust" in components:
+            trust = app_module.check_trust(settings, components)
+        started, stopped = _announce(command, components, settings, listen)
+        if workers > 1:
+            return _serve_workers(settings, args.host, args.port, workers, started, stopped)
+        app = app_module.create_app(settings, components=components, trust=trust)
+
+        async def say_started(_app: object) -> None:
+            _logger.info("%s", started)
+
+        async def say_stopped(_app: object) -> None:
+            _logger.info("%s", stopped)
+
+        # After the cleanup contexts: ready when every service has started, stopped once the
+        # sequencer has committed what was queued and the database is closed.
+        app.on_startup.append(say_started)
+        app.on_cleanup.append(say_stopped)
+        # Per-request access lines cost about a third of TSA throughput (bench/bench_tsa.py);
+        # they are opt-in.
+        access_log = logging.getLogger("aiohttp.access") if args.access_log else None
+        from aiohttp import web
+
+        # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
+        # the cleanup contexts: the sequencer commits what is queued and the database closes.
+        web.run_app(app, sock=sockets, print=None, access_log=access_log)
+        return 0
+    finally:
+        for sock in sockets:
+            sock.close()
+        claim.release()
+
+
 def _serve_one(settings: Settings, host: str, port: int) -> None:
+    from aiohttp import web
+
+    from services.app import create_app
+
     app = create_app(settings, components=("tsa",))
     web.run_app(app, host=host, port=port, print=None, reuse_port=True, access_log=None)
 
 
-def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
-    """Run ``workers`` TSA processes on one port; SIGTERM/SIGINT stop them all."""
+def _serve_workers(
+    settings: Settings, host: str, port: int, workers: int, started: str, stopped: str
+) -> int:
+    """Run ``workers`` TSA processes on one port; SIGTERM/SIGINT stop them all.
+
+    The workers inherit this process's claim on the data directory (its locks); it ends with
+    the last of them.
+    """
+    import multiprocessing
+    from datetime import UTC, datetime
+
+    from services.tsa import keys as tsa_keys
+
     # Create the key material once, before forking, so first start cannot race on it.
     tsa_keys.load_or_create(settings.data_dir / "tsa", datetime.now(UTC))
     procs = [
@@ -230,6 +674,7 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
     ]
     for proc in procs:
         proc.start()
+    _logger.info("%s (%d worker processes)", started, workers)
 
     def stop(signum: int, _frame: object) -> None:
         for proc in procs:
@@ -240,116 +685,95 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
     signal.signal(signal.SIGINT, stop)
     for proc in procs:
         proc.join()
+    _logger.info("%s", stopped)
     return max((proc.exitcode or 0) for proc in procs)
+
+
+# --- the other commands -----------------------------------------------------------------------
 
 
 def _chain(path: Path | None) -> tuple[x509.Certificate, ...] | None:
     """The PEM chain an operator names with --ca-chain, if any."""
-    try:
-        return None if path is None else load_chain(path)
-    except CAKeyError as exc:
-        raise SystemExit(f"sigstead: {exc}") from None
-
-
-def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
-    if args.ca_pkcs11_module is None:
-        named = [args.ca_pkcs11_token, args.ca_pkcs11_key_label, args.ca_pkcs11_key_id]
-        if any(named) or args.ca_pkcs11_pin_file:
-            raise SystemExit("--ca-pkcs11-* flags need --ca-pkcs11-module")
+    if path is None:
         return None
-    try:
-        return Pkcs11KeyConfig(
-            module=args.ca_pkcs11_module,
-            token_label=args.ca_pkcs11_token or "",
-            key_label=args.ca_pkcs11_key_label,
-            key_id=args.ca_pkcs11_key_id,
-            pin_file=args.ca_pkcs11_pin_file,
-        )
-    except CAKeyError as exc:
-        raise SystemExit(f"sigstead: {exc}") from None
+    from services.ca.keys import load_chain
+
+    return load_chain(path)
 
 
-def _backup(args: argparse.Namespace) -> int:
-    try:
-        made = backup(args.data_dir, args.out, database_url=args.database_url)
-    except BackupError as exc:
-        raise SystemExit(f"sigstead: not backed up: {exc}") from None
-    print(f"wrote {made.path}: {len(made.files)} key and TUF files")
-    if made.database is None:
-        print("database: not SQLite; back it up now with pg_dump (docs/deploy.md)")
-    else:
-        trees = ", ".join(f"{origin!r} at size {size}" for origin, size in made.trees)
-        print(f"database: {made.database.name} ({trees or 'no tree yet'})")
+def _keys_init(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from services import datadir
+    from services.trust.material import describe, gather
+
+    # No claim: it only adds keys that are missing, each linked into place once complete, and
+    # never replaces one, so it may run beside the servers that use them (compose runs it
+    # before every start).
+    chain = _chain(args.ca_chain)
+    datadir.check(args.data_dir)
+    for line in describe(gather(args.data_dir, datetime.now(UTC), ca_chain=chain, create=True)):
+        print(line)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit status."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def _trust_options(args: argparse.Namespace, data_dir: Path) -> TrustOptions:
+    from services.trust.publish import (
+        TrustOptions,
+        parse_services,
+        published_settings,
     )
-    if args.command in ("up", "serve"):
-        public_url = args.public_url or f"http://{args.host}:{args.port}"
-        settings = Settings(
-            data_dir=args.data_dir,
-            public_url=public_url,
-            database_url=args.database_url,
-            max_body=args.max_body,
-            oidc_config=args.oidc_config,
-            ca_key=args.ca_key,
-            ca_key_password_file=args.ca_key_password_file,
-            ca_chain=args.ca_chain,
-            ca_pkcs11=_ca_pkcs11(args),
-            operator=args.operator,
-            oidc_urls=tuple(args.oidc_url),
-        )
-        if (settings.ca_key or settings.ca_chain or settings.ca_pkcs11) and not args.oidc_config:
-            raise SystemExit("the --ca-* flags need --oidc-config: without it the CA is off")
-        # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
-        # the cleanup contexts: the sequencer commits what is queued and the database closes.
-        components = COMPONENTS if args.command == "up" else (args.component,)
-        workers = getattr(args, "workers", 1)
-        if workers > 1:
-            if components != ("tsa",):
-                raise SystemExit("--workers applies to `serve tsa` only (the log has one writer)")
-            return _serve_workers(settings, args.host, args.port, workers)
-        app = create_app(settings, components=components)
-        # Per-request access lines cost about a third of TSA throughput (bench/bench_tsa.py);
-        # they are opt-in.
-        access_log = logging.getLogger("aiohttp.access") if args.access_log else None
-        try:
-            web.run_app(app, host=args.host, port=args.port, print=None, access_log=access_log)
-        except CAKeyError as exc:
-            # An unusable CA key is the operator's to fix: the reason, without a traceback.
-            raise SystemExit(f"sigstead: CA key: {exc}") from None
-        return 0
-    if args.command == "log":
-        return run_log(args)
-    if args.command == "bench":
-        try:
-            return run_bench(args)
-        except ClientError as exc:
-            raise SystemExit(f"sigstead bench: {exc}") from None
-    if args.command == "keys" and args.keys_command == "init":
-        ca_chain = _chain(args.ca_chain)
-        material = gather(args.data_dir, datetime.now(UTC), ca_chain=ca_chain, create=True)
-        for line in describe(material):
-            print(line)
-        return 0
-    if args.command == "dev-issuer":
-        if args.dev_command == "init":
-            print(devissuer.init(args.dir, args.issuer))
-        else:
-            print(devissuer.token(args.dir, args.email, datetime.now(UTC)))
-        return 0
-    if args.command == "trust" and args.trust_command == "export":
-        ca_chain = _chain(args.ca_chain)
-        options = TrustOptions(
-            args.public_url, operator=args.operator, oidc_urls=args.oidc_url, ca_chain=ca_chain
-        )
+
+    if args.services is not None:
+        services = parse_services(args.services)
+    else:
+        published = published_settings(data_dir)
+        services = frozenset(PUBLISHABLE) if published is None else published.services
+    return TrustOptions(
+        args.public_url,
+        operator=args.operator,
+        oidc_urls=args.oidc_url,
+        ca_chain=_chain(args.ca_chain),
+        services=services,
+    )
+
+
+def _trust_export(args: argparse.Namespace) -> int:
+    import contextlib
+    from datetime import UTC, datetime
+
+    from services import datadir
+    from services.trust.material import MissingKeysError, gather
+    from services.trust.publish import describe_services, export, tuf_repository
+
+    options = _trust_options(args, args.data_dir)
+    # An export only reads what the server publishes, and takes no claim: it must work while
+    # the server runs. Before the first publication it publishes itself, as the one publisher.
+    first = tuf_repository(args.data_dir).published() is None
+    with contextlib.ExitStack() as stack:
+        if first:
+            datadir.check(args.data_dir)
+            if not args.init:
+                # Before the claim, which would write into a mistyped data directory.
+                try:
+                    gather(
+                        args.data_dir,
+                        datetime.now(UTC),
+                        ca_chain=options.ca_chain,
+                        create=False,
+                        services=options.services,
+                    )
+                except MissingKeysError as exc:
+                    raise MissingKeysError(f"{exc} (or pass --init)") from None
+            stack.enter_context(
+                datadir.claimed(
+                    args.data_dir,
+                    command="trust export",
+                    url=options.public_url,
+                    exclusive=False,
+                    publisher=True,
+                )
+            )
         try:
             exported = export(
                 args.data_dir,
@@ -361,21 +785,143 @@ def main(argv: Sequence[str] | None = None) -> int:
                 create_keys=args.init,
             )
         except MissingKeysError as exc:
-            raise SystemExit(f"sigstead: {exc} (or pass --init)") from None
-        except NotPublishedError as exc:
-            raise SystemExit(f"sigstead: not exported: {exc}") from None
-        print(
-            f"wrote {args.out}: trusted root, signing config, client trust config, TUF "
-            f"repository (root v{exported.published.root}, targets v{exported.published.targets})"
-            " and snippets"
-        )
-        return 0
-    if args.command == "backup":
-        return _backup(args)
-    if args.command == "db" and args.db_command == "upgrade":
-        asyncio.run(_db_upgrade(args.database_url))
-        return 0
-    return 2  # pragma: no cover -- argparse rejects unknown commands first
+            raise MissingKeysError(f"{exc} (or pass --init)") from None
+    published = exported.published
+    print(
+        f"wrote {args.out} for {options.endpoints.base}, publishing "
+        f"{describe_services(exported.services)}: trusted root, signing config, client trust "
+        f"config, TUF repository (root v{published.root}, targets v{published.targets}) and "
+        + ("snippets" if "ca" in exported.services else "PEM keys (no CA: no policy snippets)")
+    )
+    return 0
+
+
+def _trust_publish(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from services import datadir
+    from services.trust.publish import (
+        describe_services,
+        difference,
+        publish,
+        published_settings,
+    )
+
+    options = _trust_options(args, args.data_dir)
+    if not args.data_dir.is_dir():
+        raise OperatorError(f"{args.data_dir} is not a data directory: check --data-dir")
+    with datadir.claimed(
+        args.data_dir,
+        command="trust publish",
+        url=options.public_url,
+        exclusive=False,
+        publisher=True,
+    ):
+        before = published_settings(args.data_dir)
+        exported = publish(args.data_dir, options, datetime.now(UTC), create_keys=False)
+    change = None if before is None else difference(before, options.publication)
+    what = (
+        "nothing changed"
+        if before is not None and change is None
+        else "first publication"
+        if change is None
+        else f"{change.what} {change.published} -> {change.wanted}"
+    )
+    print(
+        f"published {describe_services(options.services)} at {options.endpoints.base} "
+        f"(targets v{exported.published.targets}; {what}); start the servers with these settings"
+    )
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from services.backup import BackupError, backup
+
+    try:
+        made = backup(args.data_dir, args.out, database_url=args.database_url)
+    except BackupError as exc:
+        raise OperatorError(f"not backed up: {exc}") from None
+    print(f"wrote {made.path}: {len(made.files)} key and TUF files")
+    if made.database is None:
+        print("database: not SQLite; back it up now with pg_dump (docs/deploy.md)")
+    else:
+        trees = ", ".join(f"{origin!r} at size {size}" for origin, size in made.trees)
+        print(f"database: {made.database.name} ({trees or 'no tree yet'})")
+    return 0
+
+
+def _dev_issuer_init(args: argparse.Namespace) -> int:
+    from services.ca import devissuer
+
+    print(devissuer.init(args.dir, args.issuer))
+    return 0
+
+
+def _dev_issuer_token(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from services.ca import devissuer
+
+    print(devissuer.token(args.dir, args.email, datetime.now(UTC)))
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.db import Database, display_url
+    from services.migrate import upgrade
+
+    async def run() -> None:
+        db = Database(args.database_url)
+        try:
+            await db.check()
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    print(f"{display_url(args.database_url)}: at the newest schema")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    args = _parser().parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        # Alembic narrates its set-up at INFO on every start; the start line says what matters.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if verbose:
+            raise  # the traceback, as asked
+        print(f"sigstead: {_describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: Exception) -> str:
+    """One line for an error: the message of one the operator can fix, else a bug report."""
+    if isinstance(exc, OperatorError | ClientError):
+        label = getattr(exc, "label", None)
+        text = " ".join(str(exc).split())
+        return f"{label}: {text}" if label else text
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A file or directory the operator named: which one, and why, is the whole story.
+        return f"{exc.filename}: {exc.strerror}"
+    return (
+        f"unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback, and "
+        "please report it)"
+    )
 
 
 if __name__ == "__main__":

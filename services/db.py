@@ -25,11 +25,14 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["Database", "metadata", "sqlite_url"]
+from services.errors import OperatorError
+
+__all__ = ["Database", "DatabaseError", "display_url", "metadata", "parse_url", "sqlite_url"]
 
 _logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -50,6 +53,54 @@ metadata = MetaData(
 def sqlite_url(path: Path) -> str:
     """Return the database URL of the SQLite file at ``path``."""
     return f"sqlite:///{path}"
+
+
+class DatabaseError(OperatorError):
+    """The database URL is unusable, or the database cannot be reached or opened."""
+
+
+_URL_FORMS = "want sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
+
+
+def parse_url(url: str) -> URL:
+    """Parse a database URL; raise ``DatabaseError`` for one sigstead cannot use.
+
+    ``postgres://`` is PostgreSQL too: libpq, Heroku and many a tutorial spell it so.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # The text itself stays out of the message: it may hold a password.
+        raise DatabaseError(f"the database URL cannot be parsed: {_URL_FORMS}") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        return parsed.set(drivername="postgresql")
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(f"unsupported database {backend!r}: {_URL_FORMS}")
+    return parsed
+
+
+def display_url(url: str | URL) -> str:
+    """The URL with its password, if any, replaced by ``***``: for messages and logs."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def _why(exc: Exception, url: URL) -> str:
+    """What an operator needs to know about a failed first connection."""
+    if isinstance(exc, DBAPIError):
+        reason = str(exc.orig).strip()
+        if "database" in reason and "does not exist" in reason:
+            return f"{reason} (create it, e.g. createdb {url.database}, or fix the URL)"
+        if "role" in reason and "does not exist" in reason:
+            return f"{reason} (create the role, or fix the user in the URL)"
+        if "password" in reason:
+            return f"{reason} (the password comes from PGPASSWORD or ~/.pgpass)"
+        return reason
+    if isinstance(exc, OSError):
+        where = f"{url.host or 'localhost'}:{url.port or 5432}"
+        return f"cannot connect to {where}: {exc.strerror or exc} (is PostgreSQL running there?)"
+    raise exc
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -84,11 +135,19 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _check_sqlite_folder(url: URL) -> None:
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = Path(str(url.database)).absolute().parent
+        if not folder.is_dir():
+            raise DatabaseError(f"database {display_url(url)}: the folder {folder} does not exist")
+
+
 class Database:
     """A database URL made usable from asyncio; see the module docstring for the strategy."""
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
-        parsed = make_url(url)
+        parsed = parse_url(url)
+        self.url = parsed
         self.dialect = parsed.get_backend_name()
         self._async: AsyncEngine | None = None
         self._sync: Engine | None = None
@@ -100,10 +159,19 @@ class Database:
             engine_kwargs.setdefault("pool_pre_ping", True)
             async_url = parsed.set(drivername="postgresql+asyncpg")
             self._async = create_async_engine(async_url, **engine_kwargs)
-        else:
-            raise ValueError(
-                f"unsupported database {parsed.drivername!r}: use sqlite or postgresql"
-            )
+        else:  # pragma: no cover -- parse_url admits no other backend
+            raise DatabaseError(f"unsupported database {self.dialect!r}")
+
+    async def check(self) -> None:
+        """Connect once; raise ``DatabaseError`` saying why if that fails.
+
+        A SQLite file may be created, but never its folder: a missing one is a mistyped path.
+        """
+        _check_sqlite_folder(self.url)
+        try:
+            await self.read(lambda conn: conn.execute(sa.text("SELECT 1")))
+        except (DBAPIError, OSError) as exc:
+            raise DatabaseError(f"database {display_url(self.url)}: {_why(exc, self.url)}") from exc
 
     async def read(self, fn: Callable[[Connection], _T]) -> _T:
         """Run ``fn`` on a connection for reading (no transaction is committed)."""

@@ -6,12 +6,16 @@ the key but never use it (the trust service, in a layout where it cannot read pr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+
+from services.errors import OperatorError
 
 __all__ = [
     "KeyFileError",
@@ -23,15 +27,16 @@ __all__ = [
 ]
 
 
-class KeyFileError(Exception):
+class KeyFileError(OperatorError):
     """A key file exists but cannot be used (wrong permissions, wrong type, unparseable)."""
 
 
 def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM to a *new* file created with mode 0600.
 
-    ``O_EXCL`` makes a concurrent second start fail loudly instead of silently replacing a key
-    that may already have signed checkpoints.
+    The key is written and synced under a temporary name, then linked into place: ``path`` is
+    complete from the moment it exists, and a concurrent second start gets ``FileExistsError``
+    instead of silently replacing a key that may already have signed checkpoints.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     pem = key.private_bytes(
@@ -39,19 +44,27 @@ def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, pem)
-        os.fsync(fd)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
     finally:
-        os.close(fd)
+        tmp.unlink()
 
 
 def load_private_key(path: Path) -> PrivateKeyTypes:
     """Load a PEM private key, refusing files that group or others can read."""
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise KeyFileError(f"{path}: permissions {mode:o} are too open, want 600")
+        raise KeyFileError(
+            f"{path}: permissions {mode:o} are too open for a private key, want 600 "
+            f"(chmod 600 {path})"
+        )
     try:
         return serialization.load_pem_private_key(path.read_bytes(), password=None)
     except ValueError as exc:
@@ -63,7 +76,10 @@ def load_or_create_ec_key(
 ) -> ec.EllipticCurvePrivateKey:
     """Load the EC key at ``path``, generating it (P-256 by default) if the file does not exist."""
     if not path.exists():
-        write_private_key(path, ec.generate_private_key(curve or ec.SECP256R1()))
+        # Replicas starting together on a new data directory may race here: one key wins, and
+        # every process uses it.
+        with contextlib.suppress(FileExistsError):
+            write_private_key(path, ec.generate_private_key(curve or ec.SECP256R1()))
     key = load_private_key(path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise KeyFileError(f"{path}: not an EC private key")

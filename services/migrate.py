@@ -12,11 +12,12 @@ from sqlalchemy.engine import Connection
 
 import migrations
 from services.db import Database
+from services.errors import OperatorError
 
 __all__ = ["SchemaNotAtHead", "alembic_config", "check_at_head", "upgrade"]
 
 
-class SchemaNotAtHead(Exception):
+class SchemaNotAtHead(OperatorError):
     """The database schema is not the one this code expects."""
 
 

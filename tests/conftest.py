@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.db import Database, sqlite_url
@@ -55,6 +57,38 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     else:
         async for d in _postgres_db():
             yield d
+
+
+async def _admin(sql: str) -> None:
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    engine = create_async_engine(make_url(POSTGRES_URL).set(database="postgres"))
+    try:
+        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def empty_postgres() -> Iterator[Iterator[str]]:
+    """A source of empty PostgreSQL databases, as ``postgresql://`` URLs for a command line;
+    each is dropped after the test. (A database, not a schema: a command line cannot set the
+    search path.)"""
+    created: list[str] = []
+
+    def databases() -> Iterator[str]:
+        while True:
+            name = f"sigstead_t_{uuid.uuid4().hex[:12]}"
+            asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+            created.append(name)
+            url = make_url(POSTGRES_URL).set(drivername="postgresql", database=name)
+            yield url.render_as_string(hide_password=False)
+
+    try:
+        yield databases()
+    finally:
+        for name in created:
+            asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

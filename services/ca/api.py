@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from services.ca.certificate import build_final_certificate, build_precertificate
 from services.ca.config import FulcioConfig
-from services.ca.errors import CAError, CTLogError, MalformedRequest
+from services.ca.errors import CAError, CTLogError, InvalidIdentityToken, MalformedRequest
 from services.ca.identity import principal_from_claims
 from services.ca.keys import CAKeyMaterial
 from services.ca.oidc import TokenVerifier
@@ -146,8 +146,14 @@ def _guard(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except CAError as exc:
-            # The client gets Fulcio's fixed message; why a token failed stays in the debug log.
-            _logger.debug("signing request refused: %s (%s)", exc, exc.detail)
+            # The client gets Fulcio's fixed message; why stays in the log. A refused identity
+            # token is what an operator looks for when signing fails (wrong audience, expired,
+            # unknown issuer), so it is a warning; the reason quotes claims the caller chose,
+            # hence repr (no line breaks) and a length cap.
+            if isinstance(exc, InvalidIdentityToken):
+                _logger.warning("identity token refused: %r", exc.detail[:300])
+            else:
+                _logger.debug("signing request refused: %s (%s)", exc, exc.detail)
             return _error(exc)
 
     return guarded

@@ -31,6 +31,7 @@ import yaml
 from cryptography import x509
 
 from services.ca.template import Template, TemplateError, parse_template
+from services.errors import OperatorError
 
 __all__ = [
     "EXTENSION_FIELDS",
@@ -47,7 +48,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(OperatorError, ValueError):
     """The configuration is unusable; the message names the field and the rule."""
 
 
@@ -522,7 +523,10 @@ def parse_config(text: str | bytes, *, base_dir: Path | None = None) -> FulcioCo
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration is neither JSON nor YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"neither JSON nor YAML: {problem}{where}") from None
         reader = _Reader(is_json=False, base_dir=base)
     if doc is None:
         doc = {}
@@ -570,4 +574,7 @@ def load_config(path: Path) -> FulcioConfig:
         text = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    return parse_config(text, base_dir=path.parent)
+    try:
+        return parse_config(text, base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from services.errors import OperatorError
 from services.keys import load_or_create_ec_key
 
-__all__ = ["DEFAULT_ISSUER", "init", "token"]
+__all__ = ["DEFAULT_ISSUER", "DevIssuerError", "init", "token"]
 
 # ``.invalid`` (RFC 2606) cannot resolve, so nothing can ever be fetched from this URL.
 DEFAULT_ISSUER = "https://dev-issuer.sigstead.invalid"
@@ -28,6 +29,10 @@ KEY_FILE = "issuer.key"
 JWKS_FILE = "jwks.json"
 CONFIG_FILE = "oidc.yaml"
 ISSUER_FILE = "issuer-url"
+
+
+class DevIssuerError(OperatorError):
+    """The issuer directory is not one ``init`` made."""
 
 
 def _kid(key: ec.EllipticCurvePrivateKey) -> str:
@@ -74,11 +79,14 @@ def token(
     lifetime: datetime.timedelta = datetime.timedelta(minutes=10),
 ) -> str:
     """An ES256 ID token for ``email`` (verified), audience ``sigstore``, valid from ``now``."""
-    path = directory / KEY_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: run `sigstead dev-issuer init --dir {directory}` first")
+    path, issuer_file = directory / KEY_FILE, directory / ISSUER_FILE
+    if not path.is_file() or not issuer_file.is_file():
+        raise DevIssuerError(
+            f"{directory} holds no dev issuer: run `sigstead dev-issuer init --dir {directory}` "
+            "first"
+        )
     key = load_or_create_ec_key(path)
-    issuer = (directory / ISSUER_FILE).read_text().strip()
+    issuer = issuer_file.read_text().strip()
     issued = int(now.timestamp())
     claims = {
         "iss": issuer,

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from services.errors import OperatorError
 from services.keys import write_private_key
 
 __all__ = [
@@ -63,8 +64,10 @@ _EC_HASHES: dict[str, CAHash] = {
 }
 
 
-class CAKeyError(Exception):
+class CAKeyError(OperatorError):
     """The CA key or chain is unusable; the message names the rule it breaks."""
+
+    label = "CA key"
 
 
 class CertificateSigner(Protocol):
@@ -410,13 +413,18 @@ def load_or_create(
             finally:
                 os.close(fd)
             # From here on a crash leaves a complete CA (rename is atomic) or none at all.
-            os.rename(staging, ca_dir)
-            dir_fd = os.open(data_dir, os.O_RDONLY)
             try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+                os.rename(staging, ca_dir)
+            except OSError:
+                # Lost a first-start race if another process's CA is in place: use it.
+                if not (ca_dir / CHAIN_FILE).exists():
+                    raise
+            else:
+                dir_fd = os.open(data_dir, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already after a rename
     return load(ca_dir / KEY_FILE, ca_dir / CHAIN_FILE, now)

@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from services.errors import OperatorError
 from services.trust.material import LogKey, TrustMaterial, key_details, spki_der
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "SIGNING_CONFIG_MEDIA_TYPE",
     "TRUSTED_ROOT_MEDIA_TYPE",
     "Endpoints",
+    "PublicURLError",
     "client_trust_config",
     "dumps",
     "signing_config",
@@ -51,18 +53,28 @@ CLIENT_TRUST_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.clienttrustconfig
 Document = dict[str, Any]
 
 
+class PublicURLError(OperatorError, ValueError):
+    """The public URL cannot be one: clients could not reach the services under it."""
+
+
 class Endpoints:
     """Where each service of one sigstead answers, derived from its public URL."""
 
     __slots__ = ("base", "ct", "host", "operator", "tsa", "tuf")
 
     def __init__(self, public_url: str, operator: str | None = None) -> None:
-        parts = urlsplit(public_url)
+        try:
+            parts = urlsplit(public_url)
+            parts.port  # noqa: B018 -- raises on a port that is not a number
+        except ValueError as exc:
+            raise PublicURLError(f"--public-url {public_url!r}: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"public URL {public_url!r} must be http(s)://HOST[:PORT]")
+            raise PublicURLError(f"--public-url {public_url!r}: want http(s)://HOST[:PORT]")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             # sigstore-python joins "/api/v2/signingCert" onto the CA URL, dropping any path.
-            raise ValueError(f"public URL {public_url!r} must not have a path: serve at the root")
+            raise PublicURLError(
+                f"--public-url {public_url!r}: no path, clients expect the services at the root"
+            )
         self.base = f"{parts.scheme}://{parts.netloc}"
         self.host = parts.hostname
         self.operator = operator or parts.hostname
@@ -162,30 +174,35 @@ def trusted_root(
     now: datetime.datetime,
     previous: Mapping[str, Any] | None = None,
 ) -> Document:
-    """The trusted root for ``material`` served at ``endpoints``, merged with ``previous``."""
-    if len(material.tsa_chain) < 2:
+    """The trusted root for ``material`` served at ``endpoints``, merged with ``previous``.
+
+    A service without material (no CA, no TSA) has no current entry; what ``previous`` listed
+    for it stays, retired, so that what it signed still verifies.
+    """
+    if material.tsa_chain is not None and len(material.tsa_chain) < 2:
         raise ValueError("the TSA chain needs a leaf and a root: clients ignore a lone leaf")
     op = endpoints.operator
     prev = previous or {}
+    ca, ct, tsa = material.ca_chain, material.ct, material.tsa_chain
     sections = (
-        ("tlogs", _tlog(endpoints.base, material.rekor, op), _tlog_id, _tlog_validity),
+        ("tlogs", [_tlog(endpoints.base, material.rekor, op)], _tlog_id, _tlog_validity),
         (
             "certificateAuthorities",
-            _authority(material.ca_chain, endpoints.base, op),
+            [] if ca is None else [_authority(ca, endpoints.base, op)],
             _ca_id,
             _ca_validity,
         ),
-        ("ctlogs", _tlog(endpoints.ct, material.ct, op), _tlog_id, _tlog_validity),
+        ("ctlogs", [] if ct is None else [_tlog(endpoints.ct, ct, op)], _tlog_id, _tlog_validity),
         (
             "timestampAuthorities",
-            _authority(material.tsa_chain, endpoints.tsa, op),
+            [] if tsa is None else [_authority(tsa, endpoints.tsa, op)],
             _ca_id,
             _ca_validity,
         ),
     )
     root: Document = {"mediaType": TRUSTED_ROOT_MEDIA_TYPE}
     for name, current, identity, validity in sections:
-        root[name] = _merge([current], prev.get(name, []), identity, validity, now)
+        root[name] = _merge(current, prev.get(name, []), identity, validity, now)
     return root
 
 
@@ -203,19 +220,30 @@ def signing_config(
 ) -> Document:
     """Where clients sign: this sigstead's CA, Rekor v1 and TSA (and any interactive IdPs).
 
+    Only the services ``material`` has keys for are listed: a CA URL that answers 404 would fail
+    signing later, with an error that names neither the CA nor the cause. (sigstore-python
+    refuses a signing config without a CA outright; it only signs keylessly.)
+
     Each service's ``validFor.start`` is when its key came into use: sigstore-python drops a
     service whose start lies in the future, so it must never be later than the server's clock.
     """
     op = endpoints.operator
-    ca_start = material.ca_chain[0].not_valid_before_utc
-    tsa_start = material.tsa_chain[0].not_valid_before_utc
+    ca, tsa = material.ca_chain, material.tsa_chain
+    if oidc_urls and ca is None:
+        raise ValueError("OIDC URLs are where clients sign in for the CA; there is no CA")
+    ca_urls, oidc = [], []
+    if ca is not None:
+        ca_start = ca[0].not_valid_before_utc
+        ca_urls = [_service(endpoints.base, ca_start, op)]
+        # Only used for interactive sign-in; with a token (CI, workload identity) it may be empty.
+        oidc = [_service(url, ca_start, op) for url in oidc_urls]
+    tsa_urls = [] if tsa is None else [_service(endpoints.tsa, tsa[0].not_valid_before_utc, op)]
     return {
         "mediaType": SIGNING_CONFIG_MEDIA_TYPE,
-        "caUrls": [_service(endpoints.base, ca_start, op)],
-        # Only used for interactive sign-in; with a token (CI, workload identity) it may be empty.
-        "oidcUrls": [_service(url, ca_start, op) for url in oidc_urls],
+        "caUrls": ca_urls,
+        "oidcUrls": oidc,
         "rekorTlogUrls": [_service(endpoints.base, material.rekor.created, op)],
-        "tsaUrls": [_service(endpoints.tsa, tsa_start, op)],
+        "tsaUrls": tsa_urls,
         "rekorTlogConfig": {"selector": "ANY"},
         "tsaConfig": {"selector": "ANY"},
     }

@@ -8,6 +8,8 @@ the production layout (compose.yaml) it is given nothing else. ``ensure_keys`` m
 export prepared before it), so such an export and the repository the server publishes at
 start-up describe the same keys. Without ``create`` a missing file is an error: an export from a
 mistyped data directory would otherwise hand clients a trust root for keys no server holds.
+Only the material of the services being published is read (or made): a deployment without a CA
+has no CA chain or CT log key to describe.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from services.ca import keys as ca_keys
+from services.errors import OperatorError
 from services.keys import load_or_create_ec_key, load_public_ec_key, write_public_key
+from services.settings import PUBLISHABLE
 from services.tsa import keys as tsa_keys
 
 __all__ = [
@@ -87,15 +91,28 @@ class LogKey:
 
 @dataclass(frozen=True, slots=True)
 class TrustMaterial:
-    """Everything a verifier must trust, with no private key in it."""
+    """Everything a verifier must trust, with no private key in it.
+
+    The CA and its CT log come together; both are None when no CA is published, as the TSA
+    chain is when no TSA is.
+    """
 
     rekor: LogKey
-    ct: LogKey
-    ca_chain: tuple[x509.Certificate, ...]
-    tsa_chain: tuple[x509.Certificate, ...]
+    ct: LogKey | None
+    ca_chain: tuple[x509.Certificate, ...] | None
+    tsa_chain: tuple[x509.Certificate, ...] | None
+
+    @property
+    def services(self) -> frozenset[str]:
+        """The services these keys belong to: ``log``, and ``ca``, ``tsa`` where present."""
+        present = {"log": True, "ca": self.ca_chain is not None, "tsa": self.tsa_chain is not None}
+        return frozenset(name for name, here in present.items() if here)
 
 
-class MissingKeysError(FileNotFoundError):
+ALL_SERVICES = frozenset(PUBLISHABLE)
+
+
+class MissingKeysError(OperatorError, FileNotFoundError):
     """The data directory lacks keys the trust documents must describe."""
 
 
@@ -109,15 +126,19 @@ def _log_key(path: Path) -> LogKey:
 
 
 def public_files(
-    data_dir: Path, *, ca_chain: Sequence[x509.Certificate] | None = None
+    data_dir: Path,
+    *,
+    ca_chain: Sequence[x509.Certificate] | None = None,
+    services: frozenset[str] = ALL_SERVICES,
 ) -> list[Path]:
-    """Every file ``gather`` reads (the CA chain only when the CA is the data directory's)."""
-    files = [
-        data_dir / "keys" / REKOR_PUBLIC_FILE,
-        data_dir / "keys" / CT_PUBLIC_FILE,
-        data_dir / "tsa" / tsa_keys.CHAIN_FILE,
-    ]
-    return files + ([data_dir / "ca" / ca_keys.CHAIN_FILE] if ca_chain is None else [])
+    """Every file ``gather`` reads for ``services`` (the CA chain only when the CA is the data
+    directory's)."""
+    files = [data_dir / "keys" / REKOR_PUBLIC_FILE]
+    files += [data_dir / "keys" / CT_PUBLIC_FILE] if "ca" in services else []
+    files += [data_dir / "tsa" / tsa_keys.CHAIN_FILE] if "tsa" in services else []
+    if "ca" in services and ca_chain is None:
+        files.append(data_dir / "ca" / ca_keys.CHAIN_FILE)
+    return files
 
 
 def ensure_keys(
@@ -125,22 +146,26 @@ def ensure_keys(
     now: datetime.datetime,
     *,
     ca_chain: Sequence[x509.Certificate] | None = None,
+    services: frozenset[str] = ALL_SERVICES,
 ) -> None:
-    """Create every missing key ``sigstead up`` uses, write the log keys' public halves, and
-    make the TUF directory.
+    """Create every missing key of ``services`` that ``sigstead up`` uses, write the log keys'
+    public halves, and make the TUF directory.
 
     ``ca_chain`` set means the CA key lives elsewhere (an operator's files or a PKCS#11 token):
     no CA is made here.
     """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for private, public in ((REKOR_KEY_FILE, REKOR_PUBLIC_FILE), (CT_KEY_FILE, CT_PUBLIC_FILE)):
+    logs = [(REKOR_KEY_FILE, REKOR_PUBLIC_FILE)]
+    logs += [(CT_KEY_FILE, CT_PUBLIC_FILE)] if "ca" in services else []
+    for private, public in logs:
         key = load_or_create_ec_key(data_dir / "keys" / private)
         write_public_key(
             data_dir / "keys" / public, key.public_key(), like=data_dir / "keys" / private
         )
-    if ca_chain is None:
+    if "ca" in services and ca_chain is None:
         ca_keys.load_or_create(data_dir, now)  # <data_dir>/ca/
-    tsa_keys.load_or_create(data_dir / "tsa", now)
+    if "tsa" in services:
+        tsa_keys.load_or_create(data_dir / "tsa", now)
     # The trust service's TUF directory (``publish.tuf_repository``), whose keys it makes on its
     # first publication: made here so that a layout mounting only it (compose.yaml) finds it
     # owned by the user that runs the services.
@@ -179,25 +204,32 @@ def gather(
     *,
     ca_chain: Sequence[x509.Certificate] | None = None,
     create: bool = True,
+    services: frozenset[str] = ALL_SERVICES,
 ) -> TrustMaterial:
-    """The data directory's public material; with ``create``, ``ensure_keys`` first (as
-    ``sigstead up`` does), else raise ``MissingKeysError`` naming what is missing.
+    """The data directory's public material for ``services``; with ``create``, ``ensure_keys``
+    first (as ``sigstead up`` does), else raise ``MissingKeysError`` naming what is missing.
 
     ``ca_chain`` replaces the data directory's CA when the CA key lives elsewhere (an operator's
     files or a PKCS#11 token): only the chain is trusted, so only the chain is needed.
     """
     if create:
-        ensure_keys(data_dir, now, ca_chain=ca_chain)
+        ensure_keys(data_dir, now, ca_chain=ca_chain, services=services)
     else:
-        missing = [p for p in public_files(data_dir, ca_chain=ca_chain) if not p.is_file()]
+        wanted = public_files(data_dir, ca_chain=ca_chain, services=services)
+        missing = [p for p in wanted if not p.is_file()]
         if missing:
             raise MissingKeysError(_missing_message(data_dir, missing))
     rekor = _log_key(data_dir / "keys" / REKOR_PUBLIC_FILE)
-    ct = _log_key(data_dir / "keys" / CT_PUBLIC_FILE)
-    if ca_chain is None:
-        ca_chain = ca_keys.load_chain(data_dir / "ca" / ca_keys.CHAIN_FILE)
-    tsa_chain = _tsa_chain(data_dir / "tsa" / tsa_keys.CHAIN_FILE)
-    return TrustMaterial(rekor, ct, tuple(ca_chain), tsa_chain)
+    ct, tsa_chain = None, None
+    if "ca" in services:
+        ct = _log_key(data_dir / "keys" / CT_PUBLIC_FILE)
+        if ca_chain is None:
+            ca_chain = ca_keys.load_chain(data_dir / "ca" / ca_keys.CHAIN_FILE)
+    if "tsa" in services:
+        tsa_chain = _tsa_chain(data_dir / "tsa" / tsa_keys.CHAIN_FILE)
+    return TrustMaterial(
+        rekor, ct, tuple(ca_chain) if "ca" in services and ca_chain else None, tsa_chain
+    )
 
 
 def describe(material: TrustMaterial) -> list[str]:
@@ -209,9 +241,15 @@ def describe(material: TrustMaterial) -> list[str]:
     def subject(chain: Sequence[x509.Certificate]) -> str:
         return chain[0].subject.rfc4514_string()
 
-    return [
-        f"rekor log key  {log_id(material.rekor)}  (since {material.rekor.created.isoformat()})",
-        f"CT log key     {log_id(material.ct)}  (since {material.ct.created.isoformat()})",
-        f"CA             {subject(material.ca_chain)}",
-        f"TSA            {subject(material.tsa_chain)}",
+    lines = [
+        f"rekor log key  {log_id(material.rekor)}  (since {material.rekor.created.isoformat()})"
     ]
+    if material.ct is not None:
+        lines.append(
+            f"CT log key     {log_id(material.ct)}  (since {material.ct.created.isoformat()})"
+        )
+    if material.ca_chain is not None:
+        lines.append(f"CA             {subject(material.ca_chain)}")
+    if material.tsa_chain is not None:
+        lines.append(f"TSA            {subject(material.tsa_chain)}")
+    return lines

@@ -1,24 +1,31 @@
 """Publishing the trust documents: into the TUF repository, and exported for consumers.
 
-The running server is the one publisher: it publishes at start-up and every few minutes, with
-its own settings. ``sigstead trust export`` writes out what is published, byte for byte, after
-checking that its own settings would produce the same documents; a second publisher with other
-settings (another public URL, operator or OIDC URL) would otherwise have the server and the
-export take turns overwriting each other's targets. Only before anything is published (a data
+One process publishes a data directory's documents (it holds the publisher claim, see
+``services.datadir``): the running server, at start-up and every few minutes, with its own
+settings. Those settings (public URL, services, operator, sign-in URLs) are what clients that
+follow the TUF repository act on, so a start whose settings differ from the published ones is
+refused (``check_publication``); moving clients is an explicit operator action, ``sigstead trust
+publish``. ``sigstead trust export`` writes out what is published, byte for byte, after checking
+that its own settings would produce the same documents. Only before anything is published (a data
 directory prepared before the first start) does the export publish itself.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
-from collections.abc import Callable, Mapping, Sequence
+import shlex
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from services.errors import OperatorError
+from services.settings import PUBLISHABLE
 from services.trust import documents
 from services.trust.material import TrustMaterial, gather
 from services.trust.snippets import snippets
@@ -27,16 +34,50 @@ from services.trust.tuf import Published, TufRepository, write_atomic
 __all__ = [
     "SIGNING_CONFIG",
     "TRUSTED_ROOT",
+    "Difference",
     "Exported",
     "NotPublishedError",
+    "Publication",
+    "PublicationMismatch",
     "TrustOptions",
+    "TrustSettingsError",
+    "check_publication",
+    "describe_services",
+    "difference",
     "export",
+    "parse_services",
     "publish",
+    "published_settings",
 ]
 
 TRUSTED_ROOT = "trusted_root.json"
 SIGNING_CONFIG = "signing_config.v0.2.json"
 CLIENT_TRUST_CONFIG = "client_trust_config.json"
+
+
+class TrustSettingsError(OperatorError, ValueError):
+    """The publication settings contradict each other (an OIDC URL without a CA, …)."""
+
+
+SERVICE_NAMES = {"log": "Rekor log", "ca": "CA with its CT log", "tsa": "TSA"}
+
+
+def describe_services(services: Collection[str]) -> str:
+    """``Rekor log, CA with its CT log, TSA``: the services, in a fixed order, for people."""
+    return ", ".join(SERVICE_NAMES[name] for name in PUBLISHABLE if name in services)
+
+
+def parse_services(text: str) -> frozenset[str]:
+    """``log,ca,tsa`` (the ``--services`` flag) as a set; the log is always one of them."""
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(names - set(PUBLISHABLE))
+    if unknown:
+        raise TrustSettingsError(
+            f"--services: unknown {', '.join(unknown)}; choose from {','.join(PUBLISHABLE)}"
+        )
+    if "log" not in names:
+        raise TrustSettingsError("--services must include log: every sigstead runs its log")
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +89,93 @@ class TrustOptions:
     oidc_urls: Sequence[str] = ()
     # Set when the CA key is not in the data directory (operator files, PKCS#11).
     ca_chain: Sequence[x509.Certificate] | None = field(default=None, repr=False)
+    # What clients are sent to: only services that run (a listed CA that answers 404 fails
+    # signing later, with an error that names neither).
+    services: frozenset[str] = frozenset(PUBLISHABLE)
+
+    def __post_init__(self) -> None:
+        parse_services(",".join(self.services))
+        self.endpoints  # noqa: B018 -- raises PublicURLError on an unusable URL
+        if self.oidc_urls and "ca" not in self.services:
+            raise TrustSettingsError(
+                "--oidc-url names where clients sign in for the CA, and no CA is published"
+            )
 
     @property
     def endpoints(self) -> documents.Endpoints:
         """The service URLs derived from the public URL."""
         return documents.Endpoints(self.public_url, self.operator)
+
+    @property
+    def publication(self) -> Publication:
+        """The settings these options publish."""
+        endpoints = self.endpoints
+        return Publication(endpoints.base, endpoints.operator, tuple(self.oidc_urls), self.services)
+
+    def republish_command(self, data_dir: Path) -> str:
+        """The ``sigstead trust publish`` command that publishes these options."""
+        words = ["sigstead", "trust", "publish", "--data-dir", str(data_dir)]
+        words += ["--public-url", self.public_url]
+        words += ["--operator", self.operator] if self.operator else []
+        for url in self.oidc_urls:
+            words += ["--oidc-url", url]
+        words += ["--services", ",".join(n for n in PUBLISHABLE if n in self.services)]
+        return " ".join(shlex.quote(word) for word in words)
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What a signing config tells clients beyond keys: the settings a publisher must keep."""
+
+    url: str
+    operator: str
+    oidc_urls: tuple[str, ...]
+    services: frozenset[str]
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> Publication:
+        """The settings a published signing config was made with."""
+        rekor = config["rekorTlogUrls"][0]
+        listed = {"log": True, "ca": bool(config["caUrls"]), "tsa": bool(config["tsaUrls"])}
+        return cls(
+            rekor["url"],
+            rekor["operator"],
+            tuple(o["url"] for o in config["oidcUrls"]),
+            frozenset(name for name, here in listed.items() if here),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """The first setting in which two publications differ, and the flag that sets it."""
+
+    what: str
+    flag: str
+    published: str
+    wanted: str
+
+
+def difference(have: Publication, want: Publication) -> Difference | None:
+    """Where ``want`` departs from ``have``, or None if it does not."""
+    if have.url != want.url:
+        return Difference("public URL", "--public-url", have.url, want.url)
+    if have.services != want.services:
+        return Difference(
+            "services",
+            "--services",
+            describe_services(have.services),
+            describe_services(want.services),
+        )
+    if have.operator != want.operator:
+        return Difference("operator", "--operator", repr(have.operator), repr(want.operator))
+    if have.oidc_urls != want.oidc_urls:
+        return Difference(
+            "sign-in URLs",
+            "--oidc-url",
+            " ".join(have.oidc_urls) or "none",
+            " ".join(want.oidc_urls) or "none",
+        )
+    return None
 
 
 def tuf_repository(data_dir: Path) -> TufRepository:
@@ -67,6 +190,11 @@ class Exported:
     trusted_root: documents.Document
     signing_config: documents.Document
     published: Published
+
+    @property
+    def services(self) -> frozenset[str]:
+        """The services the signing config sends clients to."""
+        return Publication.of(self.signing_config).services
 
 
 def _documents(
@@ -83,15 +211,25 @@ def _documents(
     )
 
 
+def _gather(
+    data_dir: Path, options: TrustOptions, now: datetime.datetime, *, create: bool
+) -> TrustMaterial:
+    return gather(
+        data_dir, now, ca_chain=options.ca_chain, create=create, services=options.services
+    )
+
+
 def publish(
     data_dir: Path, options: TrustOptions, now: datetime.datetime, *, create_keys: bool = True
 ) -> Exported:
     """Bring the TUF repository in line with the data directory's keys; return the documents.
 
     ``create_keys`` makes missing keys, as the server's first start does; without it a missing
-    key raises ``MissingKeysError``.
+    key raises ``MissingKeysError``. Whoever calls this is the publisher: it holds the data
+    directory's publisher claim (``services.datadir``), and has checked (``check_publication``)
+    that it does not move clients elsewhere unless that is what the operator asked for.
     """
-    material = gather(data_dir, now, ca_chain=options.ca_chain, create=create_keys)
+    material = _gather(data_dir, options, now, create=create_keys)
     built: list[documents.Document] = []
 
     def build(current: Callable[[str], bytes | None]) -> Mapping[str, bytes]:
@@ -104,7 +242,44 @@ def publish(
     return Exported(built[0], built[1], published)
 
 
-class NotPublishedError(Exception):
+def published_settings(data_dir: Path) -> Publication | None:
+    """The settings of what ``data_dir`` publishes, or None before its first publication."""
+    repo = tuf_repository(data_dir)
+    if repo.published() is None:
+        return None  # checked first: reading a target creates the repository's directory
+    config = repo.current_target(SIGNING_CONFIG)
+    return None if config is None else Publication.of(json.loads(config))
+
+
+class PublicationMismatch(OperatorError):
+    """A start would publish other settings than the published ones, moving clients."""
+
+
+def check_publication(data_dir: Path, options: TrustOptions, *, changed_by: str) -> None:
+    """Raise ``PublicationMismatch`` if publishing ``options`` would change what clients are
+    told (URL, services, operator, sign-in URLs); nothing published yet is no change.
+
+    Clients that follow the TUF repository go wherever it sends them, so a start under a new
+    URL must never move them as a side effect: that is ``sigstead trust publish``'s job.
+    ``changed_by`` names the flag that sets the services for this caller (``--services`` or
+    ``--oidc-config``).
+    """
+    have = published_settings(data_dir)
+    if have is None:
+        return
+    diff = difference(have, options.publication)
+    if diff is None:
+        return
+    flag = changed_by if diff.flag == "--services" else diff.flag
+    raise PublicationMismatch(
+        f"{data_dir} publishes {diff.what} {diff.published}; this start would publish "
+        f"{diff.wanted} ({flag}) and move every client that follows its TUF repository. Start "
+        f"with the published settings, or, to move clients, stop every server on {data_dir} "
+        f"and run: {options.republish_command(data_dir)}"
+    )
+
+
+class NotPublishedError(OperatorError):
     """The export's settings describe other documents than the ones the server publishes."""
 
 
@@ -122,37 +297,38 @@ def _published_documents(
     if root_bytes is None or config_bytes is None:
         raise NotPublishedError(f"{data_dir}: the TUF repository has no documents")
     have_root, have_config = json.loads(root_bytes), json.loads(config_bytes)
-    material = gather(data_dir, now, ca_chain=options.ca_chain, create=False)
+    diff = difference(Publication.of(have_config), options.publication)
+    if diff is not None:
+        raise NotPublishedError(
+            f"the server publishes {diff.what} {diff.published}, not {diff.wanted}: give the "
+            f"server's {diff.flag} (moving clients is `sigstead trust publish`)"
+        )
+    material = _gather(data_dir, options, now, create=False)
     want_root, want_config = _documents(material, options, now, have_root)
     if documents.dumps(want_root) == root_bytes and documents.dumps(want_config) == config_bytes:
         return Exported(have_root, have_config, published)
-    raise NotPublishedError(_difference(have_config, want_config))
-
-
-def _difference(have: Mapping[str, Any], want: Mapping[str, Any]) -> str:
-    """Why the export's signing config is not the published one, in the server's terms."""
-    have_ca, want_ca = have["caUrls"][0], want["caUrls"][0]
-    if have_ca["url"] != want_ca["url"]:
-        return (
-            f"the server publishes for {have_ca['url']}, not {want_ca['url']}: give the "
-            "server's --public-url (or restart the server with the new one)"
-        )
-    if have_ca.get("operator") != want_ca.get("operator"):
-        return (
-            f"the server publishes operator {have_ca.get('operator')!r}, not "
-            f"{want_ca.get('operator')!r}: give the server's --operator (or restart it with yours)"
-        )
-    have_oidc = [o["url"] for o in have["oidcUrls"]]
-    want_oidc = [o["url"] for o in want["oidcUrls"]]
-    if have_oidc != want_oidc:
-        return (
-            f"the server publishes OIDC URLs {have_oidc}, not {want_oidc}: give the server's "
-            "--oidc-url flags (or restart it with yours)"
-        )
-    return (
+    raise NotPublishedError(
         "the data directory's keys or CA chain are not the published ones: give the server's "
         "--ca-chain, or restart the server so that it publishes them"
     )
+
+
+def _pem_snippets(root: Mapping[str, Any]) -> dict[str, bytes]:
+    """The current log and TSA keys as PEM: what a deployment without a CA has to hand out."""
+    rekor = serialization.load_der_public_key(
+        base64.b64decode(root["tlogs"][0]["publicKey"]["rawBytes"])
+    )
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    files = {"pem/rekor.pub": rekor.public_bytes(serialization.Encoding.PEM, spki)}
+    tsas = [t for t in root["timestampAuthorities"] if "end" not in t["validFor"]]
+    if tsas:
+        files["pem/tsa-chain.pem"] = b"".join(
+            x509.load_der_x509_certificate(base64.b64decode(c["rawBytes"])).public_bytes(
+                serialization.Encoding.PEM
+            )
+            for c in tsas[0]["certChain"]["certificates"]
+        )
+    return files
 
 
 def export(
@@ -171,7 +347,10 @@ def export(
     Unlike the server, an export does not make keys unless ``create_keys`` is set: the data
     directory is the one the server runs with, and a wrong one must fail, not invent keys.
     Raises ``NotPublishedError`` if ``options`` describe other documents than the published ones.
+    The caller holds the publisher claim if nothing is published yet (the export publishes).
     """
+    if out.exists() and not out.is_dir():
+        raise NotPublishedError(f"--out {out} is a file; give a directory to write into")
     repo = tuf_repository(data_dir)
     published = repo.published()
     if published is None:
@@ -184,13 +363,18 @@ def export(
     client_config = documents.client_trust_config(root, config)
     write_atomic(out / CLIENT_TRUST_CONFIG, documents.dumps(client_config))
     repo.copy_to(out / "tuf")
-    for name, content in snippets(
-        root,
-        config,
-        options.endpoints,
-        identity=identity,
-        issuer=issuer,
-        tuf_root=repo.root_json(),
-    ).items():
+    if "ca" in exported.services:
+        files = snippets(
+            root,
+            config,
+            options.endpoints,
+            identity=identity,
+            issuer=issuer,
+            tuf_root=repo.root_json(),
+        )
+    else:
+        # The policy snippets all verify keyless signatures, which need the CA.
+        files = _pem_snippets(root)
+    for name, content in files.items():
         write_atomic(out / "snippets" / name, content)
     return exported

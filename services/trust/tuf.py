@@ -51,6 +51,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from services.errors import OperatorError
 from services.keys import load_private_key, write_private_key
 
 __all__ = ["EXPIRY", "ROLES", "Published", "TufError", "TufRepository", "write_atomic"]
@@ -73,7 +74,7 @@ _SERIALIZER = JSONSerializer(compact=False)
 T = TypeVar("T", Root, Targets, Snapshot, Timestamp)
 
 
-class TufError(Exception):
+class TufError(OperatorError):
     """The repository cannot be published as asked (missing root key, foreign keys, …)."""
 
 

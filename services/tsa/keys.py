@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from services.errors import OperatorError
 from services.keys import load_private_key, write_private_key
 
 __all__ = [
@@ -47,7 +48,7 @@ CHAIN_FILE = "tsa-chain.pem"
 ROOT_KEY_FILE = "tsa-root.key"
 
 
-class ChainError(Exception):
+class ChainError(OperatorError):
     """The TSA key or chain is unusable; the message names the rule it breaks."""
 
 

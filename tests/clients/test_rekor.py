@@ -61,7 +61,10 @@ def test_info_get_search_proof(server: Server, tmp_path: Path) -> None:
     assert json.loads(got.stdout)["index"] == 1
     by_index = cli(server, state, "get", "--index", "3")
     assert by_index.returncode == 0
-    assert "index: 3" in by_index.stdout
+    # People read the human form: fields, not Python reprs.
+    assert "\nIndex:           3\n" in by_index.stdout
+    assert "Verified:        signed entry timestamp, inclusion proof" in by_index.stdout
+    assert "['" not in by_index.stdout
 
     for query in (
         ["--artifact", str(artifact)],
@@ -78,6 +81,7 @@ def test_info_get_search_proof(server: Server, tmp_path: Path) -> None:
     assert "verified" in proof.stdout
     missing = cli(server, state, "get", "--index", "99")
     assert missing.returncode == 1
+    assert missing.stderr == f"sigstead: {server.url} has no entry with index 99\n"
 
 
 def test_pinned_key_and_history_catch_a_lying_log(server: Server, tmp_path: Path) -> None:

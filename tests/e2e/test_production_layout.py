@@ -156,7 +156,7 @@ def start_layout(
                 extra += ["--oidc-config", str(oidc)]
             if args.component == "log":
                 extra += ["--access-log"]
-            if args.workers > 1:
+            if getattr(args, "workers", 1) > 1:  # serve tsa only
                 extra += ["--workers", str(args.workers)]
             layout.servers[name] = start_server(view, *extra, command=("serve", args.component))
         site = nginx.rewrite(

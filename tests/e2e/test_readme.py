@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,14 @@ def test_the_readme_quickstart_ends_in_a_verified_signature(tmp_path: Path) -> N
     assert "OK: artifact.txt" in done.stdout + done.stderr
     assert (tmp_path / "artifact.txt.sigstore.json").is_file()
     assert (tmp_path / "dev-issuer" / "issuer.key").stat().st_mode & 0o777 == 0o600
+    # Run from a checkout, nothing it wrote may end up in a commit: the .gitignore covers all.
+    shutil.copy(README.parent / ".gitignore", tmp_path / ".gitignore")
+    git = ["git", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout.split() == ["??", ".gitignore"], status.stdout

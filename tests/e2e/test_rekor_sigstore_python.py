@@ -89,7 +89,7 @@ def test_concurrent_clients_and_graceful_shutdown(server: Server) -> None:
     assert not errors
     assert sorted(results) == list(range(1, 41))
     assert stop_server(server) == 0
-    again = start_server(server.data_dir)
+    again = start_server(server.data_dir, port=server.port)
     try:
         assert RekorClient(again.url).log.get().tree_size == 41
         again_entry = RekorClient(again.url).log.entries.get(log_index=40)

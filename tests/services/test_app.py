@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,16 +14,28 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from tuf.ngclient import Updater
 
-from services.app import Settings, create_app
+from services.app import (
+    COMPONENTS,
+    Settings,
+    check_trust,
+    configured,
+    create_app,
+    trust_options,
+)
+from services.ca.config import ConfigError
 from services.trust.material import MissingKeysError, describe, ensure_keys, gather, public_files
 from services.trust.publish import (
     SIGNING_CONFIG,
     TRUSTED_ROOT,
+    PublicationMismatch,
     TrustOptions,
     export,
+    publish,
     tuf_repository,
 )
 from services.trust.tuf import ROLES
+
+NOW = datetime.datetime.now(datetime.UTC)
 
 
 async def _client(aiohttp_client: AiohttpClient, data_dir: Path) -> TestClient:  # type: ignore[type-arg]
@@ -150,3 +163,30 @@ async def test_trust_alone_on_a_data_directory_without_keys_fails_to_start(
     with pytest.raises(MissingKeysError, match=r"holds no keys/rekor.pub"):
         await aiohttp_client(create_app(settings, components=("trust",)))
     assert not (tmp_path / "data" / "keys").exists()
+
+
+def test_a_ca_without_an_identity_provider_is_refused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", public_url="http://sigstead.test:3000")
+    with pytest.raises(ConfigError, match="the CA needs --oidc-config"):
+        create_app(settings, components=("ca",))
+    # Without components, the app is what the settings configure: no CA, and no CA routes.
+    assert configured(settings) == ("log", "tsa", "trust")
+    app = create_app(settings)
+    assert not any(r.canonical.startswith("/api/v2") for r in app.router.resources())
+    assert not (tmp_path / "data").exists()  # building the app creates nothing
+
+
+def test_what_a_process_publishes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    plain = Settings(data_dir=data, public_url="http://sigstead.test:3000")
+    with_ca = Settings(data_dir=data, public_url="http://sigstead.test:3000", oidc_config=Path("x"))
+    assert trust_options(plain, configured(plain)).services == {"log", "tsa"}
+    assert trust_options(with_ca, COMPONENTS).services == {"log", "ca", "tsa"}
+    # A trust-only process: what its settings name, else what is published, else all.
+    assert trust_options(plain, ("trust",)).services == {"log", "ca", "tsa"}
+    publish(data, TrustOptions(plain.public_url, services=frozenset({"log"})), NOW)
+    assert trust_options(plain, ("trust",)).services == {"log"}
+    named = replace(plain, published_services=frozenset({"log", "tsa"}))
+    assert trust_options(named, ("trust",)).services == {"log", "tsa"}
+    with pytest.raises(PublicationMismatch, match=r"this start would publish Rekor log, TSA \("):
+        check_trust(named, ("trust",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,37 @@ async def test_refusals_issue_nothing(
     )
     assert malformed.status == 400
     assert (await (await client.get("/ct/v1/get-sth")).json())["tree_size"] == 1  # genesis
+
+
+async def test_a_refused_token_is_a_warning_with_the_reason(
+    fulcio: tuple[TestClient[Any, Any], Path],
+    issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client learns only Fulcio's fixed message; the operator's log says why."""
+    client, _ = fulcio
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    body = {
+        "credentials": {"oidcIdentityToken": token(issuer, aud="not-sigstore\nforged line")},
+        "publicKeyRequest": {
+            "publicKey": {"content": pub.decode()},
+            "proofOfPossession": base64.b64encode(
+                key.sign(b"dev@example.com", ec.ECDSA(hashes.SHA256()))
+            ).decode(),
+        },
+    }
+    with caplog.at_level(logging.WARNING, logger="services.ca.api"):
+        resp = await client.post("/api/v2/signingCert", json=body)
+    assert (await resp.json())["message"] == "There was an error processing the identity token"
+    (record,) = [r for r in caplog.records if r.name == "services.ca.api"]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert message.startswith("identity token refused: ")
+    assert "does not contain 'sigstore'" in message
+    assert "\n" not in message  # the claim's line break cannot forge a log line
 
 
 async def test_trust_bundle_and_configuration(

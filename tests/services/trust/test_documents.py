@@ -18,7 +18,7 @@ from sigstore.models import ClientTrustConfig
 from services.keys import load_private_key
 from services.log.checkpoint import key_id
 from services.trust import documents
-from services.trust.documents import Endpoints
+from services.trust.documents import Endpoints, PublicURLError
 from services.trust.material import TrustMaterial, gather
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -54,6 +54,7 @@ def test_sigstore_python_accepts_the_client_trust_config(material: TrustMaterial
     assert [t.url for t in signing.get_tlogs()] == [f"{URL}/api/v1"]  # type: ignore[attr-defined]
     assert [t.url for t in signing.get_tsas()] == [f"{URL}/api/v1/timestamp"]
     trusted = parsed.trusted_root
+    assert material.ca_chain is not None
     assert len(trusted.get_fulcio_certs()) == len(material.ca_chain)
     assert len(trusted.get_timestamp_authorities()) == 1
 
@@ -146,11 +147,12 @@ def test_a_published_start_is_kept_and_a_rotated_key_is_retired(
     "url", ["http://host:3000/sigstead", "ftp://host", "http://:3000", "http://h/?q=1"]
 )
 def test_public_urls_the_clients_cannot_use_are_refused(url: str) -> None:
-    with pytest.raises(ValueError, match="public URL"):
+    with pytest.raises(PublicURLError, match="--public-url"):
         Endpoints(url)
 
 
 def test_a_lone_tsa_certificate_is_refused(material: TrustMaterial) -> None:
+    assert material.tsa_chain is not None
     lone = TrustMaterial(material.rekor, material.ct, material.ca_chain, material.tsa_chain[:1])
     with pytest.raises(ValueError, match="TSA chain"):
         documents.trusted_root(lone, Endpoints(URL), NOW)

@@ -92,20 +92,26 @@ def test_export_names_the_missing_keys_and_creates_none(tmp_path: Path) -> None:
         (
             TrustOptions(URL),
             TrustOptions("https://sigstore.corp.example"),
-            f"the server publishes for {URL}, not https://sigstore.corp.example: give the "
-            "server's --public-url (or restart the server with the new one)",
+            f"the server publishes public URL {URL}, not https://sigstore.corp.example: give "
+            "the server's --public-url (moving clients is `sigstead trust publish`)",
         ),
         (
             TrustOptions(URL),
             TrustOptions(URL, operator="ACME"),
             "the server publishes operator 'sigstead.internal', not 'ACME': give the server's "
-            "--operator (or restart it with yours)",
+            "--operator (moving clients is `sigstead trust publish`)",
         ),
         (
             TrustOptions(URL, oidc_urls=["https://idp.example"]),
             TrustOptions(URL),
-            "the server publishes OIDC URLs ['https://idp.example'], not []: give the server's "
-            "--oidc-url flags (or restart it with yours)",
+            "the server publishes sign-in URLs https://idp.example, not none: give the server's "
+            "--oidc-url (moving clients is `sigstead trust publish`)",
+        ),
+        (
+            TrustOptions(URL, services=frozenset({"log", "tsa"})),
+            TrustOptions(URL),
+            "the server publishes services Rekor log, TSA, not Rekor log, CA with its CT log, "
+            "TSA: give the server's --services (moving clients is `sigstead trust publish`)",
         ),
     ],
 )

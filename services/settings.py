@@ -1,0 +1,77 @@
+"""What a sigstead server is told to do: ``Settings`` and the names the command line offers.
+
+Kept free of heavy imports: the command line builds its parser from these names, and
+``sigstead --help`` must not load aiohttp, SQLAlchemy or cryptography to print them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from services.ca.pkcs11 import Pkcs11KeyConfig
+
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_MAX_BODY",
+    "PUBLISHABLE",
+    "Settings",
+    "default_database_url",
+]
+
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+# What one process can serve: ``sigstead up`` runs all of them, ``sigstead serve NAME`` one.
+COMPONENTS = ("log", "tsa", "ca", "trust")
+# What the trust documents can list for clients to use; the log is always among them.
+PUBLISHABLE = ("log", "ca", "tsa")
+
+
+def default_database_url(data_dir: Path) -> str:
+    """SQLite in the data directory: the database when none is named."""
+    return f"sqlite:///{data_dir / 'sigstead.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``create_app`` needs; see ``sigstead up --help`` for each field."""
+
+    data_dir: Path
+    public_url: str
+    database_url: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    batch_max_size: int = 256
+    batch_max_age: float = 0.05
+    max_pending: int = 10_000
+    oidc_config: Path | None = None
+    # The CA key: an operator's PEM key + chain, or a PKCS#11 token + chain; neither generates
+    # one in the data directory. Secrets (password, PIN) come from files or the environment.
+    ca_key: Path | None = None
+    ca_key_password_file: Path | None = None
+    ca_chain: Path | None = None
+    ca_pkcs11: Pkcs11KeyConfig | None = None
+    # What the published trust documents say beyond keys and URLs (``sigstead trust export``
+    # must be given the same, or it refuses: the server is the one publisher).
+    operator: str | None = None
+    oidc_urls: tuple[str, ...] = ()
+    # The services a trust-only process (``serve trust``) publishes; None: the ones already
+    # published (all of them on a first publication). A process that runs the services itself
+    # publishes those it runs, and this must be None.
+    published_services: frozenset[str] | None = None
+    clock: Callable[[], float] | None = field(default=None, repr=False)
+
+    @property
+    def hostname(self) -> str:
+        """The public URL's host: the checkpoint key name and origin prefix."""
+        host = urlsplit(self.public_url).hostname
+        if not host:
+            raise ValueError(f"public URL {self.public_url!r} has no host")
+        return host
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or default_database_url(self.data_dir)

@@ -15,25 +15,18 @@ machine the generator competes with the server for the same cores.
 
 from __future__ import annotations
 
+# Only what building the command line needs is imported here: ``sigstead --help`` must stay
+# fast, so the generator's own imports happen when a run starts.
 import argparse
-import asyncio
-import base64
-import contextlib
-import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clients.errors import ClientError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Result", "add_bench_parser", "run_bench"]
 
@@ -163,6 +156,9 @@ def _p256() -> Any:
 
 def prepare_writes(n: int) -> list[bytes]:
     """``n`` distinct hashedrekord 0.0.1 bodies as sigstore-python posts them (one key)."""
+    import base64
+    import json
+
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, utils
 
@@ -207,6 +203,9 @@ def _token_subject(token: str) -> str:
 
 def prepare_certs(token: str, n: int) -> list[bytes]:
     """``n`` signingCert requests (fresh key, proof of possession) as cosign sends them."""
+    import base64
+    import json
+
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -255,6 +254,9 @@ def prepare_timestamps(n: int) -> list[bytes]:
 
 
 def _wrk_run(url: str, load: Load, concurrency: int, seconds: float, workdir: Path) -> Result:
+    import json
+    import subprocess
+
     script = workdir / "bench.lua"
     script.write_text(_LUA)
     bodies_file = "-"
@@ -298,7 +300,10 @@ def _percentile(sorted_ms: Sequence[float], p: float) -> float:
 
 
 async def _asyncio_run(url: str, load: Load, concurrency: int, seconds: float) -> Result:
+    import asyncio
     import random
+    import time
+    from collections import Counter
 
     import aiohttp
 
@@ -366,6 +371,11 @@ def run_load(
     url: str, load: Load, *, concurrency: int, seconds: float, engine: str = "auto"
 ) -> Result:
     """Run one workload against ``url`` for ``seconds`` with ``concurrency`` connections."""
+    import asyncio
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     use_wrk = engine == "wrk" or (engine == "auto" and shutil.which("wrk") is not None)
     if engine == "wrk" and shutil.which("wrk") is None:
         raise ClientError("--engine wrk: wrk is not installed (Debian: apt-get install wrk)")
@@ -380,6 +390,8 @@ def run_load(
 
 def ecdsa_verify_rate(seconds: float = 1.0) -> float:
     """ECDSA P-256 verifications per second on one core (what each log write must pay)."""
+    import time
+
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -410,15 +422,28 @@ def _hello_server(port: int) -> None:
 
 
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-@contextlib.contextmanager
-def hello_server() -> Iterator[str]:
-    """Start the hello server in a child process; yield its URL."""
+def hello_server() -> Any:
+    """A context manager: start the hello server in a child process; yield its URL."""
+    import contextlib
+
+    return contextlib.contextmanager(_hello_server_process)()
+
+
+def _hello_server_process() -> Iterator[str]:
+    import contextlib
+    import socket
+    import subprocess
+    import sys
+    import time
+
     port = _free_port()
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "-c", f"from clients.bench import _hello_server; _hello_server({port})"],
@@ -440,6 +465,7 @@ def hello_server() -> Iterator[str]:
 
 
 def _log_size(url: str) -> int:
+    import json
     import urllib.request
 
     with urllib.request.urlopen(f"{url}/api/v1/log", timeout=30) as resp:  # noqa: S310
@@ -530,6 +556,8 @@ def _row(r: Result) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run ``sigstead bench``; 0 unless a run could not be made."""
+    import json
+
     url = args.url.rstrip("/")
     results: list[Result] = []
     for name in args.workloads:

@@ -235,7 +235,7 @@ class TufRepository:
             for name, data in wanted.items():
                 digest = hashlib.sha256(data).hexdigest()
                 write_atomic(self.repository / "targets" / f"{digest}.{name}", data)
-            version = targets_md.signed.version + 1 if targets_md is not None else 1
+            version = _next_version(targets_md, now)
             targets_md = Metadata(Targets(version=version, expires=now + EXPIRY["targets"]))
             targets_md.signed.targets = want_files
             targets_md.sign(online["targets"])
@@ -243,7 +243,7 @@ class TufRepository:
             changed.append("targets")
 
         if snapshot_md is None or "targets" in changed or not self._fresh(snapshot_md, now):
-            version = snapshot_md.signed.version + 1 if snapshot_md is not None else 1
+            version = _next_version(snapshot_md, now)
             snapshot_md = Metadata(Snapshot(version=version, expires=now + EXPIRY["snapshot"]))
             snapshot_md.signed.meta["targets.json"] = MetaFile(version=targets_md.signed.version)
             snapshot_md.sign(online["snapshot"])
@@ -252,7 +252,7 @@ class TufRepository:
 
         timestamp_md = self._load("timestamp.json", Timestamp)
         if timestamp_md is None or "snapshot" in changed or not self._fresh(timestamp_md, now):
-            version = timestamp_md.signed.version + 1 if timestamp_md is not None else 1
+            version = _next_version(timestamp_md, now)
             timestamp_md = Metadata(Timestamp(version=version, expires=now + EXPIRY["timestamp"]))
             timestamp_md.signed.snapshot_meta = MetaFile(version=snapshot_md.signed.version)
             timestamp_md.sign(online["timestamp"])
@@ -320,3 +320,18 @@ class TufRepository:
                 dirs_exist_ok=True,
                 ignore=shutil.ignore_patterns(".*.tmp"),
             )
+
+
+def _next_version(previous: Metadata[Any] | None, now: datetime.datetime) -> int:
+    """The version of a re-signed targets, snapshot or timestamp role: never below the clock.
+
+    TUF clients refuse a version lower than one they have seen (rollback protection). A
+    repository restored from a backup would otherwise go back to the backup's versions and be
+    refused until it had re-signed past them, half a day per missed timestamp version. With the
+    clock (in seconds) as a floor, the first publication after any restore is newer than every
+    earlier one, as long as no role was re-signed more than once a second before it; ``+ 1``
+    keeps versions increasing when the clock stands still or goes back. The root keeps
+    consecutive versions: clients walk ``N.root.json`` one by one.
+    """
+    floor = int(now.timestamp())
+    return max(floor, previous.signed.version + 1) if previous is not None else floor

@@ -25,6 +25,8 @@ from services.trust.publish import (
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 URL = "http://sigstead.internal:3000"
+# The first version of the online TUF roles: the clock, so a restored repository never goes back.
+FIRST = int(NOW.timestamp())
 
 
 def test_export_writes_the_published_bytes_and_no_private_key(tmp_path: Path) -> None:
@@ -33,7 +35,7 @@ def test_export_writes_the_published_bytes_and_no_private_key(tmp_path: Path) ->
     exported = export(data, TrustOptions(URL), out, NOW, identity="ci@corp.example")
     # The server published first; the export changed nothing and wrote the same documents.
     assert exported.published.changed == ()
-    assert exported.published.targets == first.published.targets == 1
+    assert exported.published.targets == first.published.targets == FIRST
     repo = tuf_repository(data)
     assert (out / TRUSTED_ROOT).read_bytes() == repo.current_target(TRUSTED_ROOT)
     assert (out / SIGNING_CONFIG).read_bytes() == repo.current_target(SIGNING_CONFIG)
@@ -50,7 +52,7 @@ def test_a_new_public_url_is_a_new_targets_version(tmp_path: Path) -> None:
     data = tmp_path / "data"
     publish(data, TrustOptions(URL), NOW)
     moved = publish(data, TrustOptions("https://sigstore.corp.example"), NOW)
-    assert moved.published.targets == 2
+    assert moved.published.targets == FIRST + 1
     assert moved.trusted_root["tlogs"][0]["baseUrl"] == "https://sigstore.corp.example"
     # Same keys, so no key is retired and the published starts are kept.
     assert len(moved.trusted_root["tlogs"]) == 1
@@ -83,7 +85,7 @@ def test_export_names_the_missing_keys_and_creates_none(tmp_path: Path) -> None:
     with pytest.raises(MissingKeysError, match=r"tsa/tsa-chain.pem: name"):
         export(data, TrustOptions(URL, ca_chain=operator_ca.chain), out, NOW)
     exported = export(data, TrustOptions(URL), out, NOW, create_keys=True)
-    assert exported.published.targets == 1
+    assert exported.published.targets == FIRST
 
 
 @pytest.mark.parametrize(
@@ -127,7 +129,7 @@ def test_export_refuses_settings_the_server_does_not_publish(
     assert not out.exists()
     published = tuf_repository(data).published()
     assert published is not None
-    assert published.targets == 1
+    assert published.targets == FIRST
 
 
 def test_export_refuses_a_ca_the_server_does_not_publish(tmp_path: Path) -> None:

@@ -61,7 +61,9 @@ def test_first_publication_verifies_in_the_tuf_client(tmp_path: Path) -> None:
     repo = TufRepository(tmp_path / "tuf")
     done = repo.publish(targets(**{"trusted_root.json": b"root v1"}), NOW)
     assert done.changed == ("root", "targets", "snapshot", "timestamp")
-    assert (done.root, done.targets, done.snapshot, done.timestamp) == (1, 1, 1, 1)
+    # The root counts from 1; the online roles take the clock as their first version.
+    clock = int(NOW.timestamp())
+    assert (done.root, done.targets, done.snapshot, done.timestamp) == (1, clock, clock, clock)
     assert fetch(repo, tmp_path / "client", "trusted_root.json") == b"root v1"
     # Consistent snapshots: the target is stored under its hash, metadata under its version.
     assert json.loads(repo.root_json())["signed"]["consistent_snapshot"] is True
@@ -85,7 +87,8 @@ def test_changed_targets_reach_a_client_that_saw_the_old_ones(tmp_path: Path) ->
     repo.publish(targets(a=b"old"), NOW)
     assert fetch(repo, tmp_path / "client", "a") == b"old"
     done = repo.publish(targets(a=b"new", b=b"added"), NOW)
-    assert (done.targets, done.snapshot, done.timestamp) == (2, 2, 2)
+    clock = int(NOW.timestamp())
+    assert (done.targets, done.snapshot, done.timestamp) == (clock + 1, clock + 1, clock + 1)
     assert fetch(repo, tmp_path / "client", "a") == b"new"
     assert fetch(repo, tmp_path / "client", "b") == b"added"
     assert repo.current_target("a") == b"new"
@@ -110,6 +113,28 @@ def test_roles_are_resigned_with_half_their_period_left(
     assert done.changed == resigned
     # A client holding only root v1 still follows the chain to the new metadata.
     assert fetch(repo, tmp_path / "client", "a") == b"x"
+
+
+def test_a_repository_restored_from_a_backup_is_still_newer_than_what_clients_saw(
+    tmp_path: Path,
+) -> None:
+    """Versions never go back: a client that followed the repository after the backup was taken
+    takes the restored repository's first publication (python-tuf refuses rollbacks)."""
+    repo = TufRepository(tmp_path / "tuf")
+    repo.publish(targets(a=b"at backup time"), NOW)
+    shutil.copytree(tmp_path / "tuf", tmp_path / "backup")
+    for hours in (13, 26, 39):  # the live repository re-signs its timestamp several times
+        repo.publish(targets(a=b"after the backup"), NOW + datetime.timedelta(hours=hours))
+    client = tmp_path / "client"
+    assert fetch(repo, client, "a") == b"after the backup"
+    seen = json.loads((client / "timestamp.json").read_bytes())["signed"]["version"]
+
+    shutil.rmtree(tmp_path / "tuf")
+    shutil.copytree(tmp_path / "backup", tmp_path / "tuf")
+    restored = TufRepository(tmp_path / "tuf")
+    done = restored.publish(targets(a=b"restored"), NOW + datetime.timedelta(hours=40))
+    assert done.timestamp > seen
+    assert fetch(restored, client, "a") == b"restored"
 
 
 def test_root_key_offline_keeps_serving_and_warns(
@@ -155,9 +180,10 @@ def test_a_crash_before_the_timestamp_leaves_the_old_publication(
         repo.publish(targets(a=b"new"), NOW)
     assert fetch(repo, tmp_path / "client", "a") == b"old"
     monkeypatch.setattr(tuf_module, "write_atomic", real)
-    # Recovery is just the next publication; the orphaned targets v2 is superseded, not reused.
+    # Recovery is just the next publication; the orphaned targets version is superseded, not
+    # reused.
     done = repo.publish(targets(a=b"new"), NOW)
-    assert done.timestamp == 2
+    assert done.timestamp == int(NOW.timestamp()) + 1
     assert fetch(repo, tmp_path / "client", "a") == b"new"
 
 

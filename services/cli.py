@@ -366,6 +366,14 @@ def _parser() -> argparse.ArgumentParser:
     dev_token = _command(dev_sub, "token", "print a 10-minute ID token")
     dev_token.add_argument("--dir", type=Path, default=Path("dev-issuer"), help="its directory")
     dev_token.add_argument("--email", required=True, help="the identity to vouch for")
+    dev_token.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the token to FILE (mode 0600, no trailing newline: the form cosign's "
+        "--identity-token takes, since a JWT is longer than a file name and cosign reads the "
+        "flag as a path first) instead of printing it",
+    )
     dev_token.set_defaults(run=_dev_issuer_token)
 
     keys = _command(sub, "keys", "key material")
@@ -862,7 +870,18 @@ def _dev_issuer_token(args: argparse.Namespace) -> int:
 
     from services.ca import devissuer
 
-    print(devissuer.token(args.dir, args.email, datetime.now(UTC)))
+    token = devissuer.token(args.dir, args.email, datetime.now(UTC))
+    if args.out is None:
+        print(token)
+        return 0
+    try:
+        # O_EXCL-free but 0600 from creation: a token is a bearer credential for ten minutes.
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token)
+    except OSError as e:
+        raise OperatorError(f"cannot write the token to {args.out}: {e.strerror}") from e
     return 0
 
 

@@ -369,6 +369,19 @@ def test_a_dev_issuer_token_before_init_is_one_line(tmp_path: Path) -> None:
     assert not directory.exists()
 
 
+def test_a_dev_issuer_token_to_a_file_is_private_and_has_no_newline(tmp_path: Path) -> None:
+    directory, token = tmp_path / "dev-issuer", tmp_path / "token"
+    assert sigstead("dev-issuer", "init", "--dir", str(directory)).returncode == 0
+    args = ("dev-issuer", "token", "--dir", str(directory), "--email", "a@example.com")
+    done = sigstead(*args, "--out", str(token))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert token.read_text().count(".") == 2
+    assert not token.read_text().endswith("\n")
+    refused(sigstead(*args, "--out", str(tmp_path / "missing" / "t")), "cannot write the token to")
+
+
 # --- the CA's key flags ---------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from services.ca.oidc import TokenVerifier
 from services.db import Database, parse_url
 from services.errors import OperatorError
 from services.keys import load_or_create_ec_key
+from services.limits import BodyLimits, body_guard
 from services.log.checkpoint import CheckpointSigner
 from services.log.ct.log import CT_LOG, CTLog
 from services.log.ct.log import add_routes as add_ct_routes
@@ -451,7 +452,12 @@ def create_app(
     if components is None:
         components = configured(settings)
     config = check(settings, components)
-    app = web.Application(client_max_size=settings.max_body, middlewares=[error_middleware])
+    limits = BodyLimits(max_body=settings.max_body, deadline=settings.body_timeout)
+    # body_guard outermost: it answers its own refusals in each endpoint's error format, and
+    # every handler and error mapper below it sees a body already read under its limit.
+    app = web.Application(
+        client_max_size=settings.max_body, middlewares=[body_guard(limits), error_middleware]
+    )
     if "log" in components:
         app.cleanup_ctx.append(_log_context(settings, database))
         add_routes(app)

@@ -23,7 +23,7 @@ from clients.bench import add_bench_parser
 from clients.cli import add_log_parser
 from clients.errors import ClientError
 from services.errors import OperatorError
-from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE
+from services.settings import COMPONENTS, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, PUBLISHABLE
 
 if TYPE_CHECKING:
     import socket
@@ -139,7 +139,15 @@ def _listen(parser: argparse.ArgumentParser, *, max_body: bool = True) -> None:
             type=int,
             default=DEFAULT_MAX_BODY,
             metavar="BYTES",
-            help="largest request body accepted",
+            help="largest Rekor entry accepted (other endpoints have fixed limits that fit "
+            "their requests: docs/limits.md)",
+        )
+        group.add_argument(
+            "--body-timeout",
+            type=float,
+            default=DEFAULT_BODY_TIMEOUT,
+            metavar="SECONDS",
+            help="time a client has to send a request body once its headers are in (408)",
         )
     group.add_argument(
         "--access-log",
@@ -459,6 +467,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         public_url=public_url,
         database_url=getattr(args, "database_url", None),
         max_body=getattr(args, "max_body", DEFAULT_MAX_BODY),
+        body_timeout=getattr(args, "body_timeout", DEFAULT_BODY_TIMEOUT),
         oidc_config=getattr(args, "oidc_config", None),
         ca_key=getattr(args, "ca_key", None),
         ca_key_password_file=getattr(args, "ca_key_password_file", None),
@@ -644,7 +653,11 @@ def _serve(args: argparse.Namespace) -> int:
 
         # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
         # the cleanup contexts: the sequencer commits what is queued and the database closes.
-        web.run_app(app, sock=sockets, print=None, access_log=access_log)
+        # auto_decompress off: aiohttp would inflate a gzip body in its parser, before any
+        # limit applies, and log a traceback for a corrupt one; body_guard refuses them (415).
+        web.run_app(
+            app, sock=sockets, print=None, access_log=access_log, auto_decompress=False
+        )
         return 0
     finally:
         for sock in sockets:
@@ -658,7 +671,15 @@ def _serve_one(settings: Settings, host: str, port: int) -> None:
     from services.app import create_app
 
     app = create_app(settings, components=("tsa",))
-    web.run_app(app, host=host, port=port, print=None, reuse_port=True, access_log=None)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        reuse_port=True,
+        access_log=None,
+        auto_decompress=False,
+    )
 
 
 def _serve_workers(

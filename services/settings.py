@@ -17,13 +17,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPONENTS",
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_BODY",
     "PUBLISHABLE",
     "Settings",
     "default_database_url",
 ]
 
-DEFAULT_MAX_BODY = 32 * 1024 * 1024
+# The largest Rekor entry accepted (--max-body). Entries carry digests, signatures, keys and
+# DSSE envelopes, never artifacts: 4 MiB holds an attestation with thousands of subjects.
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0
 
 # What one process can serve: ``sigstead up`` runs all of them, ``sigstead serve NAME`` one.
 COMPONENTS = ("log", "tsa", "ca", "trust")
@@ -44,6 +48,7 @@ class Settings:
     public_url: str
     database_url: str | None = None
     max_body: int = DEFAULT_MAX_BODY
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     batch_max_size: int = 256
     batch_max_age: float = 0.05
     max_pending: int = 10_000

@@ -34,6 +34,7 @@ from services.ca.pop import (
     verify_csr,
     verify_proof_of_possession,
 )
+from services.limits import parse_json_async
 from services.log.ct.log import CTError, CTLog
 
 __all__ = ["CA", "CertificateAuthority", "add_routes"]
@@ -128,7 +129,7 @@ def _token(body: Mapping[str, Any], request: web.Request) -> str:
 
 async def _json_body(request: web.Request) -> Mapping[str, Any]:
     try:
-        body = json.loads(await request.read())
+        body = await parse_json_async(await request.read())
     except (ValueError, UnicodeDecodeError):
         raise MalformedRequest(message="request body is not valid JSON") from None
     if not isinstance(body, dict):

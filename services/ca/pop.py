@@ -78,6 +78,10 @@ def check_leaf_key(key: object) -> LeafPublicKey:
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size not in _RSA_SIZES:
             raise InsecurePublicKey(f"RSA key size {key.key_size} is not 2048, 3072 or 4096")
+        # Exponent 3 (or any below F4) invites forgeries against lax PKCS#1 v1.5 verifiers
+        # of the certificate we would issue; the CA/Browser Forum asks for at least 65537.
+        if key.public_numbers().e < 65537:
+            raise InsecurePublicKey(f"RSA public exponent {key.public_numbers().e} is below 65537")
         return key
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key

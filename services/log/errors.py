@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CorruptLog",
     "DuplicateEntry",
+    "EntryRefused",
     "HeadMoved",
     "LogError",
     "Pushback",
@@ -36,6 +37,12 @@ class SequencerStopped(LogError):
 
 class SequencingFailed(LogError):
     """A batch could not be committed; the entries in it were *not* appended."""
+
+
+class EntryRefused(LogError):
+    """The store refused this one entry's data (a batch without it commits): a client error,
+    400, not a server one. Validation upstream should make this unreachable; this is the net
+    that keeps one bad entry from failing every other client's entries in its batch."""
 
 
 class HeadMoved(LogError):

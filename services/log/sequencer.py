@@ -27,6 +27,7 @@ from services.log.checkpoint import Checkpoint, CheckpointSigner
 from services.log.errors import (
     CorruptLog,
     DuplicateEntry,
+    EntryRefused,
     HeadMoved,
     Pushback,
     SequencerStopped,
@@ -445,7 +446,20 @@ class Sequencer:
                 raise
             except Exception as exc:  # any storage failure takes the recovery path
                 _logger.warning("tree %d batch failed: %r", self.tree_id, exc)
-                await self._recover(pending, exc)
+                unstored = await self._recover(pending)
+                if not _is_data_error(exc):
+                    self._fail_all(unstored, SequencingFailed(f"entry not appended: {exc!r}"))
+                elif len(unstored) == 1:
+                    self._fail_all(
+                        unstored, EntryRefused(f"the log cannot store this entry: {exc}")
+                    )
+                elif unstored:
+                    # One entry's data was refused (the store names no culprit): halve the
+                    # batch until the culprit is alone, so every other entry still commits.
+                    # Costs 2·log2(batch) extra commits, only when a batch is poisoned.
+                    half = len(unstored) // 2
+                    await self._sequence(unstored[:half])
+                    await self._sequence(unstored[half:])
                 return
         self._fail_all(pending, SequencingFailed("tree head kept moving; entries not appended"))
 
@@ -519,23 +533,24 @@ class Sequencer:
         for p in repeats:
             p.future.set_exception(DuplicateEntry(p.leaf_hash, in_batch[p.leaf_hash]))
 
-    async def _recover(self, pending: list[_Pending], cause: BaseException) -> None:
+    async def _recover(self, pending: list[_Pending]) -> list[_Pending]:
         """After a failed commit: reload committed state, then resolve waiters by what it holds.
 
         The failure may have happened before the commit (nothing stored) or after it reached the
         disk (everything stored, only the acknowledgement was lost). The store is the truth: an
-        entry it holds is committed and its waiter gets a receipt; the others get an error and
-        were not appended.
+        entry it holds is committed and its waiter gets a receipt; the others were not appended
+        and are returned, unanswered, for the caller to fail or retry.
         """
         await self._load()
         head = self.head
         waiting = [p for p in pending if not p.future.done()]
         found = await self._store.find_leaves(self.tree_id, [p.leaf_hash for p in waiting])
         answered: set[bytes] = set()
+        unstored: list[_Pending] = []
         for p in waiting:
             stored = found.get(p.leaf_hash)
             if stored is None:
-                p.future.set_exception(SequencingFailed(f"entry not appended: {cause!r}"))
+                unstored.append(p)
             elif p.leaf_hash in answered:
                 p.future.set_exception(DuplicateEntry(p.leaf_hash, stored.index))
             else:
@@ -544,6 +559,33 @@ class Sequencer:
                 p.future.set_result(
                     Receipt(stored.index, p.leaf_hash, stored.integrated_time, head, proof)
                 )
+        return unstored
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Whether the store refused the batch's *data* (a value it cannot hold), as opposed to
+    being unreachable or failing: only then can a smaller batch succeed."""
+    # Imported here: the engine has no SQLAlchemy dependency of its own; stores built on it
+    # raise its exceptions.
+    from sqlalchemy.exc import DataError, StatementError
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cause = todo.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, DataError | UnicodeError):
+            return True
+        # SQLSTATE class 22, "data exception" (asyncpg raises U+0000 in text as 22021 and
+        # SQLAlchemy wraps it as a plain DBAPIError).
+        if str(getattr(cause, "sqlstate", "") or getattr(cause, "pgcode", "")).startswith("22"):
+            return True
+        if isinstance(cause, StatementError):
+            todo.append(cause.orig)
+        todo += [cause.__cause__, cause.__context__]
+    return False
 
 
 def _edge_tile_keys(size: int) -> dict[TileKey, int]:

@@ -62,16 +62,20 @@ def _error(exc: TSAError) -> web.Response:
 
 
 async def _read_body(request: web.Request, max_body: int) -> bytes:
-    """The whole body, refusing more than ``max_body`` bytes before buffering them."""
+    """The whole body, refusing more than ``max_body`` bytes before buffering them.
+
+    Behind ``services.limits.body_guard`` (``sigstead up``) the body is already buffered
+    under the TSA's limit and this returns it; stand-alone, aiohttp's ``client_max_size``
+    (set to ``max_body``) stops a chunked body while it is read."""
     if request.content_length is not None and request.content_length > max_body:
         raise BodyTooLarge(f"Content-Length {request.content_length} > {max_body}")
-    body = bytearray()
-    # A chunked body has no Content-Length, so the limit is also enforced while reading.
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
-        body += chunk
-        if len(body) > max_body:
-            raise BodyTooLarge(f"more than {max_body} bytes")
-    return bytes(body)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"more than {max_body} bytes") from None
+    if len(body) > max_body:
+        raise BodyTooLarge(f"more than {max_body} bytes")
+    return body
 
 
 def _timestamp_handler(max_body: int) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -156,7 +160,8 @@ async def serve(
     """
     key, chain = keys.load_or_create(data_dir / "tsa", clock())
     app = create_app(TimestampAuthority(key, chain), clock=clock)
-    runner = web.AppRunner(app, access_log=None)
+    # auto_decompress off: a compressed body is refused, never inflated past the limit.
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -7,6 +7,7 @@ entry that is already in the tree.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -22,6 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from services.limits import MAX_CT_CHAIN, parse_json_async
 from services.log.checkpoint import CheckpointSigner
 from services.log.ct import rfc6962
 from services.log.ct.rfc6962 import EntryType, SignedCertificateTimestamp, TimestampedEntry
@@ -105,13 +107,20 @@ class CTLog:
             raise CTError(400, "chain is not a list of base64 DER certificates") from None
         return await self.add_ders(ders, precert=precert)
 
-    async def add_ders(self, ders: Sequence[bytes], *, precert: bool) -> SignedCertificateTimestamp:
-        """``add`` for a chain already in DER (the CA's in-process path, which embeds the SCT)."""
+    def _parse_and_validate(self, ders: Sequence[bytes], precert: bool) -> list[x509.Certificate]:
         try:
             chain = [x509.load_der_x509_certificate(d) for d in ders]
         except ValueError:
             raise CTError(400, "chain is not a list of DER certificates") from None
-        full = self._validate(chain, precert=precert)
+        return self._validate(chain, precert=precert)
+
+    async def add_ders(self, ders: Sequence[bytes], *, precert: bool) -> SignedCertificateTimestamp:
+        """``add`` for a chain already in DER (the CA's in-process path, which embeds the SCT)."""
+        # Parsing and verifying a chain costs milliseconds of CPU per certificate: in a worker
+        # thread, so one submitter cannot stall every other request on the event loop.
+        full = await asyncio.get_running_loop().run_in_executor(
+            None, self._parse_and_validate, ders, precert
+        )
         leaf_der = ders[0]
         dedup_key = _dedup_key(leaf_der)
         existing = await self.store.search(self.sequencer.tree_id, [dedup_key], match_all=False)
@@ -217,12 +226,16 @@ def _int_param(request: web.Request, name: str, minimum: int = 0) -> int:
 
 async def _chain_body(request: web.Request) -> list[str]:
     try:
-        body = json.loads(await request.read())
+        body = await parse_json_async(await request.read())
         chain = body["chain"]
         if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
             raise TypeError
     except (ValueError, KeyError, TypeError):
         raise CTError(400, 'body must be {"chain": ["<base64 DER>", ...]}') from None
+    if not chain or len(chain) > MAX_CT_CHAIN:
+        # Every certificate costs a parse and a signature check; real chains here are a
+        # leaf, an intermediate and a root.
+        raise CTError(400, f"chain must hold 1 to {MAX_CT_CHAIN} certificates")
     return chain
 
 

@@ -21,9 +21,10 @@ import rfc8785
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from services.limits import parse_json_async
 from services.log import merkle
 from services.log.checkpoint import CheckpointSigner
-from services.log.errors import DuplicateEntry, LogError, Pushback, SequencerStopped
+from services.log.errors import DuplicateEntry, EntryRefused, LogError, Pushback, SequencerStopped
 from services.log.merkle import ProofRangeError
 from services.log.rekor import searchkeys
 from services.log.rekor.errors import RekorError, SchemaViolation
@@ -115,6 +116,8 @@ class RekorLog:
             raise Conflict(self.entry_id(dup.leaf_hash)) from None
         except (Pushback, SequencerStopped) as exc:
             raise ServiceUnavailable(str(exc)) from None
+        except EntryRefused as exc:
+            raise RekorError(str(exc)) from None
         except LogError as exc:
             _logger.error("append failed: %s", exc)
             raise ServiceUnavailable("the entry could not be appended; retry") from None
@@ -306,7 +309,7 @@ async def error_middleware(
 async def _read_json(request: web.Request) -> Any:
     raw = await request.read()
     try:
-        return json.loads(raw)
+        return await parse_json_async(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RekorError(f"parsing body failed, because {exc}") from None
 

@@ -437,7 +437,16 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
 _GO_HASH_NAMES = {"sha256": "SHA-256", "sha384": "SHA-384", "sha512": "SHA-512"}
 
 
+MIN_RSA_EXPONENT = 65537
+
+
 def _check_rsa_size(key: rsa.RSAPublicKey) -> None:
+    # Exponent 3 (or any below F4) invites signature forgeries against lax PKCS#1 v1.5
+    # verifiers (Bleichenbacher 2006); the CA/Browser Forum asks for at least 65537.
+    if key.public_numbers().e < MIN_RSA_EXPONENT:
+        raise SignatureError(
+            f"RSA public exponent {key.public_numbers().e} is below {MIN_RSA_EXPONENT}"
+        )
     if key.key_size < _MIN_RSA_BITS:
         raise SignatureError(f"crypto/rsa: {key.key_size}-bit keys are insecure")
     if key.key_size > _MAX_RSA_BITS:

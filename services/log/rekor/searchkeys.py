@@ -91,18 +91,35 @@ _HEX_LENGTHS = {40: "sha1", 64: "sha256", 96: "sha384", 128: "sha512"}
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
 
 
+def _storable(key: str) -> bool:
+    """Whether every database stores ``key`` as text: PostgreSQL refuses U+0000, and a lone
+    surrogate has no UTF-8 encoding. A client controls these strings (in-toto subjects, SANs,
+    search queries), and one unstorable key must not fail the batch other clients share."""
+    if "\x00" in key:
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _bounded(namespace: str, value: str) -> str:
+    """``<namespace>:<value>``, or a digest of it when it is too long or not storable: the
+    same value maps to the same key when it is stored and when it is searched for, so such
+    entries stay findable while the index holds only plain text."""
     value = value.lower()
     key = f"{namespace}:{value}"
-    if len(key) <= MAX_KEY_LENGTH:
+    if len(key) <= MAX_KEY_LENGTH and _storable(key):
         return key
-    return f"{namespace}-sha256:{hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()}"
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{namespace}-sha256:{digest}"
 
 
 def digest_key(algorithm: str, value: str) -> str:
     """``<alg>:<value>`` lowercased, e.g. ``sha256:ab12...``."""
     key = f"{algorithm}:{value}".lower()
-    if len(key) <= MAX_KEY_LENGTH:
+    if len(key) <= MAX_KEY_LENGTH and _storable(key):
         return key
     return _bounded(_DIGEST, f"{algorithm}:{value}")
 

@@ -156,8 +156,9 @@ def test_unparseable_keys(content: bytes) -> None:
         ec.generate_private_key(ec.SECP224R1()),
         rsa.generate_private_key(65537, 1024),
         rsa.generate_private_key(65537, 2560),
+        rsa.generate_private_key(3, 2048),
     ],
-    ids=["secp256k1", "p224", "rsa1024", "rsa2560"],
+    ids=["secp256k1", "p224", "rsa1024", "rsa2560", "rsa2048-e3"],
 )
 def test_insecure_keys(key: Any) -> None:
     with pytest.raises(InsecurePublicKey) as info:
@@ -173,6 +174,12 @@ def _csr(key: Any, hash_: Any = SHA256, **kw: Any) -> x509.CertificateSigningReq
 
 def _csr_pem(csr: x509.CertificateSigningRequest) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def test_csr_with_rsa_exponent_3_is_refused() -> None:
+    """Issue 10: a CSR with an RSA-2048 key and e=3 was certified."""
+    with pytest.raises(InsecurePublicKey):
+        verify_csr(parse_csr(_csr_pem(_csr(rsa.generate_private_key(3, 2048)))))
 
 
 def test_csr_as_sigstore_python_sends_it() -> None:

@@ -239,3 +239,22 @@ def test_message_verifier_refuses_keys_it_cannot_use() -> None:
     )
     with pytest.raises(UnsupportedKeyType):
         message_verifier(parse_material(pem))
+
+
+def test_rsa_public_exponent_below_65537_is_refused() -> None:
+    """Exponent 3 invites forgeries against lax PKCS#1 v1.5 verifiers (issue 10): refused for
+    hashedrekord's digest signatures and for DSSE/intoto message signatures, even when the
+    signature itself is valid."""
+    key = rsa.generate_private_key(3, 2048)
+    material = parse_material(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(b"msg")
+    signature = key.sign(b"msg", padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(SignatureError, match="public exponent 3 is below 65537"):
+        verify_digest_signature(material, signature, digest.finalize(), "sha256")
+    with pytest.raises(SignatureError, match="public exponent 3 is below 65537"):
+        message_verifier(material)(signature, b"msg")

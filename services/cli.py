@@ -655,9 +655,7 @@ def _serve(args: argparse.Namespace) -> int:
         # the cleanup contexts: the sequencer commits what is queued and the database closes.
         # auto_decompress off: aiohttp would inflate a gzip body in its parser, before any
         # limit applies, and log a traceback for a corrupt one; body_guard refuses them (415).
-        web.run_app(
-            app, sock=sockets, print=None, access_log=access_log, auto_decompress=False
-        )
+        web.run_app(app, sock=sockets, print=None, access_log=access_log, auto_decompress=False)
         return 0
     finally:
         for sock in sockets:

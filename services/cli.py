@@ -894,7 +894,8 @@ def _dev_issuer_token(args: argparse.Namespace) -> int:
         print(token)
         return 0
     try:
-        # O_EXCL-free but 0600 from creation: a token is a bearer credential for ten minutes.
+        # A bearer credential for ten minutes: 0600 from creation, and fchmod because O_CREAT's
+        # mode does not apply to a file that already exists.
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.e2e.stack import IDENTITY, Stack, client_env
 from tests.gotools import tool
+from tests.serverproc import free_port
 
 COSIGNS = ("cosign-v2", "cosign-v3")
 
@@ -106,13 +107,6 @@ class Cosign:
             str(self.stack.trust / "tuf" / "root.json"),
         )
         assert done.returncode == 0, done.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -86,7 +86,7 @@ def dsse_b64decode(data: bytes) -> bytes:
     raise GoDecodeError("unable to base64 decode payload (is payload in the right format?)")
 
 
-def _accepted_signature(verify_key: MessageVerifier, envelope: Envelope, message: bytes) -> bytes:
+def accepted_signature(verify_key: MessageVerifier, envelope: Envelope, message: bytes) -> bytes:
     # One go-securesystemslib EnvelopeVerifier with a single provider: every signature is
     # base64-decoded (a bad one fails the envelope), the provider accepts the *first* signature
     # it verifies and is then used up, and threshold 1 means it must accept one.
@@ -108,7 +108,7 @@ def _accepted_signature(verify_key: MessageVerifier, envelope: Envelope, message
     )
 
 
-def _pae_message(envelope: Envelope) -> bytes:
+def pae_message(envelope: Envelope) -> bytes:
     if not envelope.signatures:
         raise MalformedEntry("could not verify envelope: no signature found")
     try:
@@ -148,8 +148,8 @@ def verify_envelope(
         materials.append(material)
         if message is None:
             # Decoded per verifier in Go, after the key parsed: key errors are reported first.
-            message = _pae_message(envelope)
-        accepted = _accepted_signature(verify_key, envelope, message)
+            message = pae_message(envelope)
+        accepted = accepted_signature(verify_key, envelope, message)
         unverified.discard(accepted)
         by_signature[accepted] = material
     if unverified:

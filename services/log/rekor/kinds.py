@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from services.log.rekor import dsse, hashedrekord, intoto
+from services.log.rekor import dsse, hashedrekord, intoto, intoto_v001
 from services.log.rekor.entry import CanonicalEntry, JSONValue, go_json_loads, json_kind
 from services.log.rekor.errors import (
     PATTERN_FAIL_CODE,
@@ -45,12 +45,11 @@ REKOR_KINDS = frozenset(
 SUPPORTED_VERSIONS: dict[str, frozenset[str]] = {
     hashedrekord.KIND: frozenset({hashedrekord.API_VERSION}),
     dsse.KIND: frozenset({dsse.API_VERSION}),
-    intoto.KIND: frozenset({intoto.API_VERSION}),
+    intoto.KIND: frozenset({intoto.API_VERSION, intoto_v001.API_VERSION}),
 }
 """Kind -> insertable versions on this log."""
 
 # Versions Rekor implements but this log does not insert: Rekor's message for such a version.
-_REKOR_ONLY_VERSIONS = {intoto.KIND: frozenset({"0.0.1"})}
 
 _SEMVER_PATTERN = (
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -126,10 +125,6 @@ def canonicalize_proposed_value(
     if versions is None:
         raise UnsupportedKind(kind)
     if api_version not in versions:
-        if api_version in _REKOR_ONLY_VERSIONS.get(kind, frozenset()):
-            raise UnsupportedVersion(
-                f"entry kind '{kind}' does not support inserting entries of version '{api_version}'"
-            )
         raise UnsupportedVersion(
             f"{kind} implementation for version '{api_version}' not found: "
             f"unable to locate entry for version {api_version}"
@@ -140,4 +135,6 @@ def canonicalize_proposed_value(
         dsse.KIND: dsse.canonicalize,
         intoto.KIND: intoto.canonicalize,
     }
+    if kind == intoto.KIND and api_version == intoto_v001.API_VERSION:
+        return intoto_v001.canonicalize(spec)
     return handlers[kind](spec)

@@ -101,8 +101,8 @@ def test_known_rekor_kinds_this_log_does_not_accept(kind: str) -> None:
          "unable to locate entry for version 0.0.2"),
         ("dsse", "0.0.2", "dsse implementation for version '0.0.2' not found: unable to locate "
          "entry for version 0.0.2"),
-        ("intoto", "0.0.1", "entry kind 'intoto' does not support inserting entries of version "
-         "'0.0.1'"),
+        ("intoto", "0.0.3", "intoto implementation for version '0.0.3' not found: unable to "
+         "locate entry for version 0.0.3"),
     ],
 )  # fmt: skip
 def test_unsupported_versions(kind: str, version: str, message: str) -> None:

@@ -18,11 +18,27 @@ command -v go >/dev/null || { echo "build-tools: no Go toolchain on PATH (Go 1.2
 exec 9>"$cache/.lock"
 flock 9
 
+# A tool's pin: its line, and for a patched tool the SHA-256 (12 hex digits) of its patch files,
+# so that editing a patch rebuilds the tool as changing the line does. tests/gotools.py computes
+# the same string.
+pin_of() {
+  local line=$1 word patches=()
+  for word in $line; do
+    case "$word" in *.patch) patches+=("$here/$word") ;; esac
+  done
+  if [ ${#patches[@]} -eq 0 ]; then
+    printf '%s\n' "$line"
+  else
+    printf '%s %s\n' "$line" "$(cat "${patches[@]}" | sha256sum | cut -c1-12)"
+  fi
+}
+
 build_one() {
   local line=$1 name module pkg version mode rest
   read -r name module pkg version mode rest <<<"$line"
-  local dest="$cache/$name-$version"
-  if [ -f "$dest/pin" ] && [ "$(cat "$dest/pin")" = "$line" ]; then
+  local dest="$cache/$name-$version" pin
+  pin=$(pin_of "$line")
+  if [ -f "$dest/pin" ] && [ "$(cat "$dest/pin")" = "$pin" ]; then
     return 0
   fi
   echo "== go tools: building $name $version ($mode; a cold build takes minutes)" >&2
@@ -44,7 +60,10 @@ build_one() {
       chmod -R u+w "$work/src"
       local r
       for r in $rest; do
-        (cd "$work/src" && go mod edit -replace "$r")
+        case "$r" in
+          *.patch) (cd "$work/src" && git apply -p1 "$here/$r") ;;
+          *) (cd "$work/src" && go mod edit -replace "$r") ;;
+        esac
       done
       # -mod=mod: a replace added above may need go.sum lines the release does not carry.
       (cd "$work/src" && GOFLAGS=-mod=mod go build -trimpath -o "$work/out/$bin" "./$pkg")
@@ -55,7 +74,7 @@ build_one() {
       ;;
   esac
   echo $((SECONDS - start)) >"$work/out/build-seconds"
-  printf '%s\n' "$line" >"$work/out/pin"
+  printf '%s\n' "$pin" >"$work/out/pin"
   rm -rf "$dest"
   mv "$work/out" "$dest"
   rm -rf "$work"

@@ -342,6 +342,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--identity", help="signer identity (SAN) the policy snippets require")
     exp.add_argument("--issuer", help="OIDC issuer the policy snippets require")
+    exp.add_argument(
+        "--images",
+        metavar="GLOB",
+        help="image pattern the policy snippets apply to (e.g. registry.internal/team/*)",
+    )
+    exp.add_argument(
+        "--builder-id",
+        metavar="URI",
+        help="SLSA builder id the policy snippets require in provenance (runDetails.builder.id); "
+        "also Tekton Chains' builder.id",
+    )
     exp.set_defaults(run=_trust_export)
     pub = _command(
         trust_sub,
@@ -809,6 +820,8 @@ def _trust_export(args: argparse.Namespace) -> int:
                 datetime.now(UTC),
                 identity=args.identity,
                 issuer=args.issuer,
+                images=args.images,
+                builder=args.builder_id,
                 create_keys=args.init,
             )
         except MissingKeysError as exc:

@@ -339,6 +339,8 @@ def export(
     *,
     identity: str | None = None,
     issuer: str | None = None,
+    images: str | None = None,
+    builder: str | None = None,
     create_keys: bool = False,
 ) -> Exported:
     """Write everything a consumer needs into ``out`` (no private key): what the server has
@@ -364,13 +366,23 @@ def export(
     write_atomic(out / CLIENT_TRUST_CONFIG, documents.dumps(client_config))
     repo.copy_to(out / "tuf")
     if "ca" in exported.services:
+        tuf_files = {
+            path.relative_to(out / "tuf").as_posix(): path.read_bytes()
+            for path in sorted((out / "tuf").rglob("*"))
+            if path.is_file()
+        }
+        timestamp = json.loads(tuf_files["timestamp.json"])
         files = snippets(
             root,
             config,
             options.endpoints,
+            tuf_root=repo.root_json(),
+            tuf_files=tuf_files,
+            tuf_expires=str(timestamp["signed"]["expires"]),
             identity=identity,
             issuer=issuer,
-            tuf_root=repo.root_json(),
+            images=images,
+            builder=builder,
         )
     else:
         # The policy snippets all verify keyless signatures, which need the CA.

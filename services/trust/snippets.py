@@ -1,9 +1,13 @@
 """Ready-to-edit client configuration for one sigstead, derived only from its trust documents.
 
-``snippets`` turns a trusted root and a signing config into the files an operator hands to
-consumers: PEM files, a cosign v3 shell helper, a Kyverno ``ClusterPolicy``, a sigstore
-policy-controller ``TrustRoot`` + ``ClusterImagePolicy``, a Tekton Chains ``chains-config`` and a
-README. Field names were checked against each project's API types (cited in each file's header).
+``snippets`` turns a trusted root, a signing config and the TUF repository into the files an
+operator hands to consumers: PEM files, a cosign shell helper (v3, or v2.6+), a Kyverno
+``ImageValidatingPolicy`` and ``ClusterPolicy``, sigstore policy-controller ``TrustRoot`` +
+``ClusterImagePolicy`` pairs for bundles, for the tag layout and for an air gap, a Tekton Chains
+``chains-config`` and a README. Each is applied by the real program in tests/e2e/test_admission.py
+(or, for Chains, checked against its configuration parser), and its objects validate against the
+CRDs of the releases named in its header. All YAML is generated from data with PyYAML, so a
+comment can never swallow a document separator.
 
 Invariants:
 
@@ -20,22 +24,28 @@ Invariants:
   Tekton Chains) use the *current* entry only: those consumers read one key or one chain, so an
   appended retired key would be ignored or rejected, and new signatures must never be made
   against retired material. Where a verifier can hold several entries (policy-controller's
-  lists, Kyverno's ``roots`` pool) retired entries are kept after the current ones, because a
-  rotation does not invalidate what the old key signed and the trusted root itself still lists
-  them. Retired keys and chains are also written to ``pem/retired/`` for single-key consumers
-  that must verify old signatures.
+  ``sigstoreKeys`` lists, Kyverno's ``roots`` pool) retired entries are kept after the current
+  ones, because a rotation does not invalidate what the old key signed and the trusted root
+  itself still lists them. Retired keys and chains are also written to ``pem/retired/`` for
+  single-key consumers that must verify old signatures.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
+import gzip
 import hashlib
+import io
+import json
 import shlex
+import tarfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 import yaml
@@ -45,6 +55,8 @@ from cryptography.hazmat.primitives import serialization
 from services.trust.documents import Endpoints
 
 __all__ = [
+    "BUILDER_PLACEHOLDER",
+    "CHAINS_CHECKED",
     "IDENTITY_PLACEHOLDER",
     "IMAGE_PATTERN_PLACEHOLDER",
     "ISSUER_PLACEHOLDER",
@@ -58,6 +70,7 @@ ISSUER_PLACEHOLDER = "REPLACE-WITH-OIDC-ISSUER"
 # Lower case and a syntactically valid image pattern, so a policy applied unedited matches
 # nothing real instead of being rejected or, worse, matching every image in the cluster.
 IMAGE_PATTERN_PLACEHOLDER = "registry.example.com/replace-with-your-repository/*"
+BUILDER_PLACEHOLDER = "https://REPLACE-WITH-BUILDER-ID.invalid"
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 TRUST_ROOT_NAME = "sigstead"
 # Where cosign's "filesystem" OIDC provider (and so Tekton Chains' default) looks for a token.
@@ -291,7 +304,21 @@ def _b64_text(text: str) -> str:
 # --- the snippets -----------------------------------------------------------------------------
 
 
-def _placeholders(identity: str | None, issuer: str | None) -> str:
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    """What every admission policy requires: who signed, through which issuer, which images,
+    and which builder made the SLSA provenance."""
+
+    identity: str
+    issuer: str
+    images: str
+    builder: str
+    notes: str  # the "Replace before use" comment, empty when nothing is a placeholder
+
+
+def _placeholders(
+    identity: str | None, issuer: str | None, images: str | None, builder: str | None
+) -> str:
     notes = []
     if identity is None:
         notes.append(
@@ -303,29 +330,123 @@ def _placeholders(identity: str | None, issuer: str | None) -> str:
         notes.append(
             f"{ISSUER_PLACEHOLDER}: the OIDC issuer URL of that identity's token (its `iss` claim)."
         )
-    notes.append(
-        f"{IMAGE_PATTERN_PLACEHOLDER}: the images this policy applies to (never `*` unless "
-        "every image in the cluster, system ones included, is signed this way)."
-    )
+    if images is None:
+        notes.append(
+            f"{IMAGE_PATTERN_PLACEHOLDER}: the images this policy applies to (never `*` unless "
+            "every image in the cluster, system ones included, is signed this way)."
+        )
+    if builder is None:
+        notes.append(
+            f"{BUILDER_PLACEHOLDER}: the SLSA builder that must have made the image's provenance "
+            "(`runDetails.builder.id`), e.g. your Tekton Chains `builder.id`."
+        )
+    if not notes:
+        return ""
     return _comment("Replace before use:\n" + "\n".join(f"- {n}" for n in notes))
 
 
-def _kyverno(trust: _Trust, identity: str, issuer: str, placeholders: str) -> str:
+def _builder_cue(builder: str) -> str:
+    # CUE unifies the document with these constraints: a different builder (or predicate
+    # type) is a conflict, so the attestation fails.
+    return (
+        f"predicateType: {json.dumps(SLSA_PROVENANCE_V1)}\n"
+        f"predicate: runDetails: builder: id: {json.dumps(builder)}\n"
+    )
+
+
+def _kyverno_ivp(trust: _Trust, endpoints: Endpoints, policy: _Policy, tuf_root: bytes) -> str:
+    cel_builder = policy.builder.replace("\\", "\\\\").replace("'", "\\'")
+    attestor = {
+        "name": "sigstead",
+        "cosign": {
+            "keyless": {"identities": [{"issuer": policy.issuer, "subject": policy.identity}]},
+            "ctlog": {"url": trust.rekor_url},
+            # Kyverno always initialises a TUF client for keyless attestors; without this it
+            # would go to the public-good Sigstore TUF repository.
+            "tuf": {"mirror": endpoints.tuf, "root": {"data": base64.b64encode(tuf_root).decode()}},
+        },
+    }
+    document = {
+        "apiVersion": "policies.kyverno.io/v1",
+        "kind": "ImageValidatingPolicy",
+        "metadata": {"name": "sigstead-verify-images"},
+        "spec": {
+            "validationActions": ["Deny"],
+            "webhookConfiguration": {"timeoutSeconds": 30},
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["pods"],
+                    }
+                ]
+            },
+            "matchImageReferences": [{"glob": policy.images}],
+            "attestors": [attestor],
+            "attestations": [{"name": "slsa", "intoto": {"type": SLSA_PROVENANCE_V1}}],
+            "validations": [
+                {
+                    "expression": "images.containers.map(image, verifyImageSignatures(image, "
+                    "[attestors.sigstead])).all(e, e > 0)",
+                    "message": "the image is not signed by the expected identity through sigstead",
+                },
+                {
+                    "expression": "images.containers.map(image, verifyAttestationSignatures("
+                    "image, attestations.slsa, [attestors.sigstead])).all(e, e > 0)",
+                    "message": "the image has no SLSA v1 provenance signed by the expected "
+                    "identity",
+                },
+                {
+                    "expression": "images.containers.map(image, extractPayload(image, "
+                    f"attestations.slsa).predicate.runDetails.builder.id == '{cel_builder}')"
+                    ".all(e, e)",
+                    "message": "the image's provenance names another builder",
+                },
+            ],
+        },
+    }
+    header = f"""
+Kyverno ImageValidatingPolicy (policies.kyverno.io/v1, Kyverno 1.17+; v1beta1 in 1.15-1.16):
+admit Pods only when each image carries a keyless signature and an SLSA v1 provenance attestation
+({SLSA_PROVENANCE_V1}) made through the sigstead at {trust.rekor.url}, by the expected identity,
+with the expected builder.id. Checked with the Kyverno 1.19 CLI: `kyverno apply
+kyverno-imagevalidatingpolicy.yaml --resource pod.yaml --registry`.
+
+Kyverno finds both signature layouts itself: Sigstore bundles attached as OCI referrers (cosign
+v3, cosign v2 with --new-bundle-format) and the `.sig`/`.att` tags (cosign v2's default, Tekton
+Chains). Trust comes from this sigstead's TUF repository (`tuf.mirror`, `tuf.root.data` is
+base64 of tuf/root.json), so key rotations arrive without editing the policy; the admission
+controller must reach {endpoints.tuf}. This is the policy to use; kyverno-clusterpolicy.yaml is
+the older ClusterPolicy form (deprecated since Kyverno 1.17).
+"""
+    return _comment(header) + policy.notes + _yaml(document)
+
+
+def _kyverno_cpol(trust: _Trust, policy: _Policy) -> str:
     # A pool, not a chain: Kyverno loads `roots` into an x509.CertPool, so retired CA chains can
     # sit beside the current one and certificates they issued before a rotation still verify.
     roots = "".join(ca.pem for ca in trust.cas)
     ctlog: dict[str, Any] = {"pubkey": trust.ct.pem}
-    if trust.tsa is not None:
-        ctlog["tsaCertChain"] = trust.tsa.pem
     keyless = {
-        "subject": identity,
-        "issuer": issuer,
+        "subject": policy.identity,
+        "issuer": policy.issuer,
         "roots": roots,
         "rekor": {"url": trust.rekor.url, "pubkey": trust.rekor.pem},
         "ctlog": ctlog,
     }
     attestors = [{"entries": [{"keyless": keyless}]}]
-    policy = {
+    builder_condition = {
+        "all": [
+            {
+                "key": "{{ runDetails.builder.id }}",
+                "operator": "Equals",
+                "value": policy.builder,
+            }
+        ]
+    }
+    document = {
         "apiVersion": "kyverno.io/v1",
         "kind": "ClusterPolicy",
         "metadata": {"name": "sigstead-verify-images"},
@@ -339,10 +460,17 @@ def _kyverno(trust: _Trust, identity: str, issuer: str, placeholders: str) -> st
                     "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
                     "verifyImages": [
                         {
-                            "imageReferences": [IMAGE_PATTERN_PLACEHOLDER],
+                            "imageReferences": [policy.images],
+                            "type": "Cosign",
                             "failureAction": "Enforce",
                             "attestors": attestors,
-                            "attestations": [{"type": SLSA_PROVENANCE_V1, "attestors": attestors}],
+                            "attestations": [
+                                {
+                                    "type": SLSA_PROVENANCE_V1,
+                                    "attestors": attestors,
+                                    "conditions": [builder_condition],
+                                }
+                            ],
                         }
                     ],
                 }
@@ -350,25 +478,27 @@ def _kyverno(trust: _Trust, identity: str, issuer: str, placeholders: str) -> st
         },
     }
     header = f"""
-Kyverno ClusterPolicy: admit Pods only when their images carry a keyless signature and an SLSA v1
-provenance attestation (predicate type {SLSA_PROVENANCE_V1}) made through the sigstead at
-{trust.rekor.url}.
+Kyverno ClusterPolicy (kyverno.io/v1; deprecated since Kyverno 1.17, prefer
+kyverno-imagevalidatingpolicy.yaml): admit Pods only when their images carry a keyless signature
+and an SLSA v1 provenance attestation whose runDetails.builder.id is the expected builder, made
+through the sigstead at {trust.rekor.url}. Checked with the Kyverno 1.19 CLI.
 
-Field names: kyverno/kyverno api/kyverno/v1/image_verification_types.go (KeylessAttestor
-subject/issuer/roots/rekor/ctlog; Rekor url/pubkey; CTLog pubkey/tsaCertChain; Attestation type,
-which replaced the deprecated predicateType). `failureAction` per verifyImages entry is Kyverno
-1.13+; older releases take `spec.validationFailureAction: Enforce` instead.
+It reads the `.sig`/`.att` tag layout only (`type: Cosign`): signatures from cosign v2's default
+`cosign sign`/`cosign attest`, cosign v3 with `--new-bundle-format=false
+--use-signing-config=false` (cosign.sh: sigstead_sign_image_legacy), and Tekton Chains. For
+Sigstore bundles (cosign v3's default) use the ImageValidatingPolicy: Kyverno's `type:
+SigstoreBundle` ignores roots/rekor/ctlog below and trusts only the TUF root the Kyverno
+controller was started with (Helm `features.tuf.enabled`, `.mirror`, `.root`), which the
+`kyverno` CLI cannot be given.
 
 - roots: the Fulcio-compatible CA chain(s), PEM; retired chains included so that images signed
   before a CA rotation still verify.
 - rekor.pubkey / ctlog.pubkey: one key each, so only the current key; after a rotation, add a
   second attestor entry with the key from pem/retired/ (and `count: 1`) for older signatures.
-- ctlog.tsaCertChain: newer Kyverno then requires an RFC 3161 timestamp on each signature; cosign
-  v3 signing with signing_config.v0.2.json adds one. Remove it if you sign without the TSA.
-- cosign v3 stores signatures as Sigstore bundles (OCI referrers) by default; see
-  docs/consumers.md for the signing flags this Kyverno version needs.
+- `failureAction` per verifyImages entry is Kyverno 1.13+; older releases take
+  `spec.validationFailureAction: Enforce` instead.
 """
-    return _comment(header) + placeholders + _yaml(policy)
+    return _comment(header) + policy.notes + _yaml(document)
 
 
 def _trust_root_keys(trust: _Trust) -> dict[str, Any]:
@@ -392,98 +522,196 @@ def _trust_root_keys(trust: _Trust) -> dict[str, Any]:
     return keys
 
 
-def _policy_controller(
-    trust: _Trust,
-    endpoints: Endpoints,
-    identity: str,
-    issuer: str,
-    placeholders: str,
-    tuf_root: bytes | None,
-) -> str:
-    trust_root = {
-        "apiVersion": "policy.sigstore.dev/v1alpha1",
-        "kind": "TrustRoot",
-        "metadata": {"name": TRUST_ROOT_NAME},
-        "spec": {"sigstoreKeys": _trust_root_keys(trust)},
-    }
+def _image_policy(
+    trust: _Trust, policy: _Policy, *, name: str, trust_root: str, signature_format: str
+) -> dict[str, Any]:
     authority: dict[str, Any] = {
         "name": "sigstead",
         "keyless": {
             "url": trust.ca.uri,
-            "identities": [{"issuer": issuer, "subject": identity}],
-            "trustRootRef": TRUST_ROOT_NAME,
+            "identities": [{"issuer": policy.issuer, "subject": policy.identity}],
+            "trustRootRef": trust_root,
         },
         # Despite its name this is the Rekor (transparency log) URL (clients.md §6.4).
-        "ctlog": {"url": trust.rekor.url, "trustRootRef": TRUST_ROOT_NAME},
+        "ctlog": {"url": trust.rekor.url, "trustRootRef": trust_root},
     }
-    if trust.tsas:
-        authority["rfc3161timestamp"] = {"trustRootRef": TRUST_ROOT_NAME}
+    if trust.tsas and signature_format == "bundle":
+        # Bundles from a signing config carry a TSA timestamp. The tag layout is verified by
+        # the Rekor entry's signed time instead: Tekton Chains adds no timestamp there, and
+        # requiring one would refuse all of its signatures.
+        authority["rfc3161timestamp"] = {"trustRootRef": trust_root}
+    authority["signatureFormat"] = signature_format
     authority["attestations"] = [
         {
             "name": "slsa-provenance",
             "predicateType": SLSA_PROVENANCE_V1,
-            "policy": {"type": "cue", "data": f'predicateType: "{SLSA_PROVENANCE_V1}"\n'},
+            "policy": {"type": "cue", "data": _builder_cue(policy.builder)},
         }
     ]
-    policy = {
+    return {
         "apiVersion": "policy.sigstore.dev/v1beta1",
         "kind": "ClusterImagePolicy",
-        "metadata": {"name": "sigstead-keyless"},
-        "spec": {"images": [{"glob": IMAGE_PATTERN_PLACEHOLDER}], "authorities": [authority]},
+        "metadata": {"name": name},
+        "spec": {"images": [{"glob": policy.images}], "authorities": [authority]},
     }
-    header = """
-sigstore policy-controller: a TrustRoot holding this sigstead's keys and a ClusterImagePolicy that
-requires a keyless signature and an SLSA v1 provenance attestation made through it.
 
-Verified in sigstore/policy-controller:
-- pkg/apis/policy/v1alpha1/trustroot_types.go: CertificateAuthority.CertChain and
-  TransparencyLogInstance.PublicKey are []byte, so the YAML carries base64 of the PEM text (not
-  the PEM itself); Remote.Root is []byte too (base64 of root.json).
-- pkg/apis/config/sigstore_keys.go (ConvertTransparencyLogInstance): hashAlgorithm is "sha256";
-  the log ID is recomputed from the key; validFor is not carried over, so a retired entry listed
-  here is trusted without its end date. Retired entries are kept because signatures made before
-  a rotation stay valid; delete an entry outright if its key was compromised.
-- pkg/apis/policy/v1beta1/clusterimagepolicy_types.go: Authority keyless{url, identities,
-  trustRootRef, insecureIgnoreSCT}, ctlog{url, trustRootRef}, rfc3161timestamp{trustRootRef},
-  attestations[{name, predicateType, policy}].
+
+def _remote_trust_root(endpoints: Endpoints, tuf_root: bytes) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy.sigstore.dev/v1alpha1",
+        "kind": "TrustRoot",
+        "metadata": {"name": TRUST_ROOT_NAME},
+        "spec": {
+            "remote": {
+                "mirror": endpoints.tuf,
+                "root": base64.b64encode(tuf_root).decode(),
+                "trustedRootTarget": "trusted_root.json",
+            }
+        },
+    }
+
+
+_POLICY_CONTROLLER_TYPES = """
+Field names: sigstore/policy-controller v0.15.1 pkg/apis/policy/v1alpha1/trustroot_types.go and
+v1beta1/clusterimagepolicy_types.go (checked against the CRDs in its config/ directory).
 """
-    out = _comment(header) + placeholders + _yaml(trust_root) + "---\n" + _yaml(policy)
-    if tuf_root is not None:
-        remote = {
-            "apiVersion": "policy.sigstore.dev/v1alpha1",
-            "kind": "TrustRoot",
-            "metadata": {"name": TRUST_ROOT_NAME},
-            "spec": {
-                "remote": {
-                    "mirror": endpoints.tuf,
-                    "root": base64.b64encode(tuf_root).decode(),
-                }
-            },
-        }
-        note = f"""
-Alternative TrustRoot (use it instead of the one above, same name): follow the TUF mirror, so
-key rotations arrive without editing this resource. `root` is base64 of tuf/root.json, the
-repository's initial root of trust; the controller must reach {endpoints.tuf}.
----
+
+
+def _policy_controller(
+    trust: _Trust, endpoints: Endpoints, policy: _Policy, tuf_root: bytes
+) -> str:
+    header = f"""
+sigstore policy-controller, for Sigstore bundles (cosign v3's default, cosign v2 with
+--new-bundle-format): a TrustRoot that follows this sigstead's TUF repository and a
+ClusterImagePolicy that requires a keyless signature and an SLSA v1 provenance attestation from
+the expected identity and builder. Checked with policy-controller v0.15.1's policy-tester.
+
+- TrustRoot `remote`: `root` is base64 of tuf/root.json; the controller must reach
+  {endpoints.tuf}. Without network access to it use policy-controller-airgap.yaml's TrustRoot
+  instead (same name).
+- `signatureFormat: bundle` (policy-controller v0.13+): the default, `legacy`, reads only
+  `.sig`/`.att` tags; for those use policy-controller-legacy.yaml. One authority checks one
+  format: keep both policies if both kinds of signatures are in use.
+{_POLICY_CONTROLLER_TYPES}"""
+    trust_root = _remote_trust_root(endpoints, tuf_root)
+    image_policy = _image_policy(
+        trust,
+        policy,
+        name="sigstead-keyless",
+        trust_root=TRUST_ROOT_NAME,
+        signature_format="bundle",
+    )
+    return _comment(header) + policy.notes + _yaml(trust_root) + "---\n" + _yaml(image_policy)
+
+
+def _policy_controller_legacy(trust: _Trust, policy: _Policy) -> str:
+    name = f"{TRUST_ROOT_NAME}-keys"
+    header = f"""
+sigstore policy-controller, for the `.sig`/`.att` tag layout (cosign v2's default, cosign v3
+with --new-bundle-format=false, Tekton Chains): a TrustRoot holding this sigstead's keys inline
+and a ClusterImagePolicy in `signatureFormat: legacy`. Checked with policy-controller v0.15.1's
+policy-tester.
+
+Why a second TrustRoot: in policy-controller v0.15.1 each format works with one TrustRoot kind
+only. A `sigstoreKeys` TrustRoot stores log IDs as hex text, which the bundle verifier does not
+match (so bundles need the TUF TrustRoot of policy-controller.yaml); a TUF TrustRoot stores them
+as bytes, which the legacy verifier's CT log lookup does not match.
+- certChain and publicKey are base64 of the PEM text (they are []byte in the API). validFor is
+  not carried over, so a retired entry listed here is trusted without its end date; retired
+  entries are kept because signatures made before a rotation stay valid. Delete one outright if
+  its key was compromised. Export again after a rotation.
+{_POLICY_CONTROLLER_TYPES}"""
+    trust_root = {
+        "apiVersion": "policy.sigstore.dev/v1alpha1",
+        "kind": "TrustRoot",
+        "metadata": {"name": name},
+        "spec": {"sigstoreKeys": _trust_root_keys(trust)},
+    }
+    image_policy = _image_policy(
+        trust, policy, name="sigstead-keyless-legacy", trust_root=name, signature_format="legacy"
+    )
+    return _comment(header) + policy.notes + _yaml(trust_root) + "---\n" + _yaml(image_policy)
+
+
+def _mirror_fs(tuf_files: Mapping[str, bytes]) -> bytes:
+    """The TUF repository as policy-controller's `repository.mirrorFS` takes it: a gzipped tar
+    whose paths start with `repository/` (v1alpha1.DefaultTUFRepoPrefix), byte-for-byte the same
+    for the same files (fixed times and owners) so that re-exporting changes nothing."""
+    out = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        directories = sorted({str(p) for name in tuf_files for p in PurePosixPath(name).parents})
+        for directory in directories:
+            if directory == ".":
+                continue
+            info = tarfile.TarInfo(f"repository/{directory}")
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name in sorted(tuf_files):
+            info = tarfile.TarInfo(f"repository/{name}")
+            info.size, info.mode = len(tuf_files[name]), 0o644
+            tar.addfile(info, io.BytesIO(tuf_files[name]))
+    return out.getvalue()
+
+
+def _policy_controller_airgap(
+    endpoints: Endpoints, tuf_root: bytes, tuf_files: Mapping[str, bytes], expires: str
+) -> str:
+    header = f"""
+sigstore policy-controller without network access to {endpoints.tuf}: the same TrustRoot as in
+policy-controller.yaml (apply this one instead of that one, with its ClusterImagePolicy), holding
+a copy of this sigstead's whole TUF repository (`repository.mirrorFS`: base64 of a gzipped tar
+of tuf/ under `repository/`). Checked with policy-controller v0.15.1's policy-tester.
+
+The controller reads it when the TrustRoot is applied or changes, and checks the TUF metadata's
+expiry then: export and apply again before {expires} (the TUF timestamp's expiry) and after every
+key rotation.
 """
-        # Unwrapped: uncommenting these lines must give back exactly the YAML document.
-        out += "\n" + _comment(note) + _comment(_yaml(remote), wrap=False)
-    return out
+    trust_root = {
+        "apiVersion": "policy.sigstore.dev/v1alpha1",
+        "kind": "TrustRoot",
+        "metadata": {"name": TRUST_ROOT_NAME},
+        "spec": {
+            "repository": {
+                "root": base64.b64encode(tuf_root).decode(),
+                "mirrorFS": base64.b64encode(_mirror_fs(tuf_files)).decode(),
+                "targets": "targets",
+                "trustedRootTarget": "trusted_root.json",
+            }
+        },
+    }
+    return _comment(header) + _yaml(trust_root)
 
 
-def _tekton_chains(trust: _Trust, endpoints: Endpoints, issuer: str) -> str:
+# The Tekton Chains release whose configuration keys the snippet was checked against: v0.29.2 is
+# the newest, but the Go module proxy serves no v0.27+ (403), so the test reads v0.26.2's
+# pkg/config/config.go; docs/config.md of v0.29.2 names the same keys.
+CHAINS_CHECKED = "v0.26.2"
+
+
+def _tekton_chains(trust: _Trust, endpoints: Endpoints, policy: _Policy) -> str:
     # ConfigMap values must be strings; safe_dump quotes "true" so it stays one.
     data = {
-        "artifacts.taskrun.format": "slsa/v1",
+        # slsa/v2alpha4 writes SLSA v1.0 provenance (predicate type https://slsa.dev/provenance/v1,
+        # which the admission policies require); "slsa/v1" is an alias of in-toto and writes
+        # SLSA v0.2.
+        "artifacts.taskrun.format": "slsa/v2alpha4",
+        "artifacts.taskrun.storage": "oci",
         "artifacts.taskrun.signer": "x509",
-        "artifacts.pipelinerun.format": "slsa/v1",
+        "artifacts.pipelinerun.format": "slsa/v2alpha4",
+        "artifacts.pipelinerun.storage": "oci",
         "artifacts.pipelinerun.signer": "x509",
+        "artifacts.oci.format": "simplesigning",
+        "artifacts.oci.storage": "oci",
         "artifacts.oci.signer": "x509",
+        "builder.id": policy.builder,
         "transparency.enabled": "true",
         "transparency.url": trust.rekor_url,
         "signers.x509.fulcio.enabled": "true",
         "signers.x509.fulcio.address": trust.ca_url,
-        "signers.x509.fulcio.issuer": issuer,
+        "signers.x509.fulcio.issuer": policy.issuer,
         "signers.x509.fulcio.provider": "filesystem",
         "signers.x509.identity.token.file": CHAINS_TOKEN_FILE,
         "signers.x509.tuf.mirror.url": endpoints.tuf,
@@ -495,25 +723,27 @@ def _tekton_chains(trust: _Trust, endpoints: Endpoints, issuer: str) -> str:
         "data": data,
     }
     header = f"""
-Tekton Chains: sign TaskRun/PipelineRun provenance (slsa/v1, an alias of in-toto) and OCI images
-keylessly through this sigstead, and record them in its Rekor v1 log.
+Tekton Chains: sign images and TaskRun/PipelineRun provenance (SLSA v1.0, format slsa/v2alpha4)
+keylessly through this sigstead, store both in the image's registry next to the image (`.sig` and
+`.att` tags, storage oci), and record them in its Rekor v1 log. builder.id is the builder the
+admission policies require. Keys checked against tektoncd/chains {CHAINS_CHECKED}
+pkg/config/config.go.
 
-Keys checked against tektoncd/chains docs/config.md. Merge it into the installed chains-config,
-keeping its other keys:
+Merge it into the installed chains-config, keeping its other keys:
   kubectl -n tekton-chains patch configmap chains-config --type merge \\
       --patch-file tekton-chains.yaml
 - signers.x509.identity.token.file: mount a projected ServiceAccount token with audience
   "sigstore" in the chains controller at {CHAINS_TOKEN_FILE}.
   Its issuer is the cluster's service-account issuer, which the sigstead CA must accept (its
-  OIDC config).
+  OIDC config); the signer identity is then the controller's service account, the identity the
+  admission policies must name.
 - signers.x509.fulcio.issuer: that token's `iss`.
 - signers.x509.tuf.mirror.url: Chains fetches <url>/root.json as its initial root of trust, over
   plain HTTP if the URL is http://: serve it over TLS or on a trusted network.
+- Chains writes the `.sig`/`.att` layout: verify with the ImageValidatingPolicy,
+  kyverno-clusterpolicy.yaml or policy-controller-legacy.yaml.
 """
-    notes = ""
-    if issuer == ISSUER_PLACEHOLDER:
-        notes = _comment(f"Replace before use:\n- {ISSUER_PLACEHOLDER}: the token's issuer URL.")
-    return _comment(header) + notes + _yaml(config_map)
+    return _comment(header) + policy.notes + _yaml(config_map)
 
 
 def _cosign_sh(trust: _Trust, endpoints: Endpoints, identity: str, issuer: str) -> str:
@@ -523,9 +753,7 @@ def _cosign_sh(trust: _Trust, endpoints: Endpoints, identity: str, issuer: str) 
         if trust.tsa is not None
         else ""
     )
-    tsa_flag = (
-        f"      --timestamp-server-url {q(trust.tsa_url)} \\\n" if trust.tsa_url is not None else ""
-    )
+    tsa_flag = f"--timestamp-server-url {q(trust.tsa_url)} " if trust.tsa_url is not None else ""
     placeholder_note = ""
     if identity == IDENTITY_PLACEHOLDER or issuer == ISSUER_PLACEHOLDER:
         placeholder_note = f"""
@@ -534,8 +762,10 @@ def _cosign_sh(trust: _Trust, endpoints: Endpoints, identity: str, issuer: str) 
 # SIGSTEAD_ISSUER (the `iss` of the signer's OIDC token).
 """
     return f"""#!/usr/bin/env bash
-# cosign v3 against the sigstead at {trust.rekor.url}
+# cosign v3, or v2.6+, against the sigstead at {trust.rekor.url}
 # (Rekor v1 transparency log, Fulcio-compatible CA with CT log, RFC 3161 TSA).
+# cosign v2 makes Sigstore bundles only with --new-bundle-format; the functions add it when the
+# cosign on PATH is a v2 (checked with cosign v2.6.4 and v3.1.2).
 #
 # Running or sourcing this file only defines shell functions; nothing is signed, uploaded or
 # changed until you call one. Use:
@@ -564,6 +794,15 @@ fi
 SIGSTEAD_TUF_MIRROR={q(endpoints.tuf)}
 SIGSTEAD_SLSA_PROVENANCE={q(SLSA_PROVENANCE_V1)}
 
+# The flags cosign v2 needs to behave as v3 does by default (bundles, and --signing-config read).
+_sigstead_v2_flags() {{
+  local version
+  version="$(cosign version --json 2>/dev/null)" || return
+  if [[ "$version" == *'"gitVersion": "v2.'* ]]; then
+    printf '%s\n' --new-bundle-format
+  fi
+}}
+
 _sigstead_token() {{
   printf '%s' "${{SIGSTEAD_ID_TOKEN:?set SIGSTEAD_ID_TOKEN to an OIDC token or a file holding one}}"
 }}
@@ -572,9 +811,10 @@ _sigstead_token() {{
 # FILE.sigstore.json unless BUNDLE is given. cosign v3 requires --bundle for sign-blob.
 sigstead_sign_blob() {{  # FILE [BUNDLE]
   local file="${{1:?usage: sigstead_sign_blob FILE [BUNDLE]}}" token
-  local bundle="${{2:-$1.sigstore.json}}"
+  local bundle="${{2:-$1.sigstore.json}}" v2
   token="$(_sigstead_token)" || return
-  cosign sign-blob \\
+  mapfile -t v2 < <(_sigstead_v2_flags)
+  cosign sign-blob "${{v2[@]}}" \\
     --signing-config "$SIGSTEAD_EXPORT_DIR/signing_config.v0.2.json" \\
     --trusted-root "$SIGSTEAD_EXPORT_DIR/trusted_root.json" \\
     --identity-token "$token" \\
@@ -583,8 +823,9 @@ sigstead_sign_blob() {{  # FILE [BUNDLE]
 
 sigstead_verify_blob() {{  # FILE [BUNDLE]
   local file="${{1:?usage: sigstead_verify_blob FILE [BUNDLE]}}"
-  local bundle="${{2:-$1.sigstore.json}}"
-  cosign verify-blob \\
+  local bundle="${{2:-$1.sigstore.json}}" v2
+  mapfile -t v2 < <(_sigstead_v2_flags)
+  cosign verify-blob "${{v2[@]}}" \\
     --trusted-root "$SIGSTEAD_EXPORT_DIR/trusted_root.json" \\
     --bundle "$bundle" \\
     --certificate-identity "$SIGSTEAD_IDENTITY" \\
@@ -594,9 +835,10 @@ sigstead_verify_blob() {{  # FILE [BUNDLE]
 
 # Images: pass IMAGE by digest (registry/repo@sha256:...), so the signature covers what runs.
 sigstead_sign_image() {{  # IMAGE
-  local image="${{1:?usage: sigstead_sign_image IMAGE@DIGEST}}" token
+  local image="${{1:?usage: sigstead_sign_image IMAGE@DIGEST}}" token v2
   token="$(_sigstead_token)" || return
-  cosign sign \\
+  mapfile -t v2 < <(_sigstead_v2_flags)
+  cosign sign "${{v2[@]}}" \\
     --signing-config "$SIGSTEAD_EXPORT_DIR/signing_config.v0.2.json" \\
     --trusted-root "$SIGSTEAD_EXPORT_DIR/trusted_root.json" \\
     --identity-token "$token" \\
@@ -604,8 +846,9 @@ sigstead_sign_image() {{  # IMAGE
 }}
 
 sigstead_verify_image() {{  # IMAGE
-  local image="${{1:?usage: sigstead_verify_image IMAGE}}"
-  cosign verify \\
+  local image="${{1:?usage: sigstead_verify_image IMAGE}}" v2
+  mapfile -t v2 < <(_sigstead_v2_flags)
+  cosign verify "${{v2[@]}}" \\
     --trusted-root "$SIGSTEAD_EXPORT_DIR/trusted_root.json" \\
     --certificate-identity "$SIGSTEAD_IDENTITY" \\
     --certificate-oidc-issuer "$SIGSTEAD_ISSUER" \\
@@ -615,9 +858,10 @@ sigstead_verify_image() {{  # IMAGE
 # Attach an SLSA v1 provenance predicate (a JSON file) to an image as a signed attestation.
 sigstead_attest_image() {{  # IMAGE PREDICATE.json
   local image="${{1:?usage: sigstead_attest_image IMAGE@DIGEST PREDICATE.json}}"
-  local predicate="${{2:?usage: sigstead_attest_image IMAGE@DIGEST PREDICATE.json}}" token
+  local predicate="${{2:?usage: sigstead_attest_image IMAGE@DIGEST PREDICATE.json}}" token v2
   token="$(_sigstead_token)" || return
-  cosign attest \\
+  mapfile -t v2 < <(_sigstead_v2_flags)
+  cosign attest "${{v2[@]}}" \\
     --signing-config "$SIGSTEAD_EXPORT_DIR/signing_config.v0.2.json" \\
     --trusted-root "$SIGSTEAD_EXPORT_DIR/trusted_root.json" \\
     --identity-token "$token" \\
@@ -626,8 +870,9 @@ sigstead_attest_image() {{  # IMAGE PREDICATE.json
 }}
 
 sigstead_verify_attestation() {{  # IMAGE
-  local image="${{1:?usage: sigstead_verify_attestation IMAGE}}"
-  cosign verify-attestation \\
+  local image="${{1:?usage: sigstead_verify_attestation IMAGE}}" v2
+  mapfile -t v2 < <(_sigstead_v2_flags)
+  cosign verify-attestation "${{v2[@]}}" \\
     --trusted-root "$SIGSTEAD_EXPORT_DIR/trusted_root.json" \\
     --type "$SIGSTEAD_SLSA_PROVENANCE" \\
     --certificate-identity "$SIGSTEAD_IDENTITY" \\
@@ -645,9 +890,10 @@ sigstead_tuf_initialize() {{
 }}
 
 # Legacy trust: the SIGSTORE_* variables point at the PEM files (current keys only: each variable
-# holds one key or chain). Setting any of them puts cosign in legacy mode: it skips the TUF and
-# --trusted-root material (verify/common.go SetTrustedMaterial), and validity windows from the
-# trusted root no longer apply. Prefer --trusted-root; use this for tools that only read them.
+# holds one key or chain). cosign reads them only when no --trusted-root is given (an explicit
+# --trusted-root wins); then it skips its TUF trust, and validity windows from the trusted root no
+# longer apply. Prefer --trusted-root; use this for tools that only read them, and for the
+# legacy signing functions below.
 sigstead_legacy_env() {{
   export SIGSTORE_ROOT_FILE="$SIGSTEAD_SNIPPETS_DIR/pem/fulcio-chain.pem"
   export SIGSTORE_REKOR_PUBLIC_KEY="$SIGSTEAD_SNIPPETS_DIR/pem/rekor.pub"
@@ -659,21 +905,35 @@ sigstead_legacy_env_unset() {{
     SIGSTORE_TSA_CERTIFICATE_FILE
 }}
 
-# Sign an image in the legacy `.sig` tag layout for admission controllers that do not read
-# Sigstore bundles from OCI referrers. This leaves the signing-config path, so the service URLs
-# are given explicitly (deprecated flags, still accepted with --use-signing-config=false); check
-# `cosign sign --help` of your cosign version.
-sigstead_sign_image_legacy() {{  # IMAGE
-  local image="${{1:?usage: sigstead_sign_image_legacy IMAGE@DIGEST}}" token
+# Sign an image, and attach SLSA provenance, in the legacy `.sig`/`.att` tag layout, for
+# verifiers that read only that layout (Kyverno's ClusterPolicy, policy-controller-legacy.yaml).
+# This leaves the signing-config path, so the service URLs are given explicitly: with cosign v3
+# these flags are deprecated but still accepted together with --use-signing-config=false.
+_sigstead_legacy() {{  # cosign-subcommand ARGS...
+  local subcommand=$1 token
+  shift
   token="$(_sigstead_token)" || return
   (
     sigstead_legacy_env
-    cosign sign --use-signing-config=false --new-bundle-format=false \\
+    cosign "$subcommand" --use-signing-config=false --new-bundle-format=false \\
       --fulcio-url {q(trust.ca_url)} \\
       --rekor-url {q(trust.rekor_url)} \\
-{tsa_flag}      --identity-token "$token" \\
-      --yes "$image"
+      --identity-token "$token" \\
+      --yes "$@"
   )
+}}
+
+# The signature also gets an RFC 3161 timestamp. The attestation does not: cosign v3.1.2's
+# legacy `attest` timestamps other bytes than it later verifies ("hashed messages don't match"),
+# and in this layout the Rekor entry's signed time is what verifiers use.
+sigstead_sign_image_legacy() {{  # IMAGE
+  _sigstead_legacy sign {tsa_flag}"${{1:?usage: sigstead_sign_image_legacy IMAGE@DIGEST}}"
+}}
+
+sigstead_attest_image_legacy() {{  # IMAGE PREDICATE.json
+  local usage="usage: sigstead_attest_image_legacy IMAGE@DIGEST PREDICATE.json"
+  local image="${{1:?$usage}}" predicate="${{2:?$usage}}"
+  _sigstead_legacy attest --type "$SIGSTEAD_SLSA_PROVENANCE" --predicate "$predicate" "$image"
 }}
 
 sigstead_help() {{
@@ -683,7 +943,7 @@ Source this file, then call one of:
   sigstead_sign_image IMAGE@DIGEST          sigstead_verify_image IMAGE
   sigstead_attest_image IMAGE@DIGEST PRED   sigstead_verify_attestation IMAGE
   sigstead_tuf_initialize                   sigstead_legacy_env / sigstead_legacy_env_unset
-  sigstead_sign_image_legacy IMAGE@DIGEST
+  sigstead_sign_image_legacy IMAGE@DIGEST   sigstead_attest_image_legacy IMAGE@DIGEST PRED
 Signing needs SIGSTEAD_ID_TOKEN; verification uses SIGSTEAD_IDENTITY and SIGSTEAD_ISSUER.
 EOF
 }}
@@ -718,19 +978,25 @@ def _readme(files: Sequence[str], trust: _Trust) -> str:
             + ". Never configure them for signing."
         )
     entries += [
-        "`cosign.sh`: shell functions wrapping cosign v3 sign/verify for blobs, images and SLSA "
-        "provenance attestations with `--signing-config`/`--trusted-root`, the TUF "
-        "`cosign initialize` path and the legacy `SIGSTORE_*` variables. Sourcing or running "
-        "it only defines functions.",
-        "`kyverno-clusterpolicy.yaml`: a Kyverno `ClusterPolicy` requiring a keyless signature "
-        "and an SLSA v1 provenance attestation from the expected identity, with this sigstead's "
-        "roots and keys inline.",
-        "`policy-controller.yaml`: a sigstore policy-controller `TrustRoot` with this sigstead's "
-        "keys and a `ClusterImagePolicy` requiring a keyless signature and an SLSA v1 provenance "
-        "attestation (plus, when exported with the TUF repository, a commented `TrustRoot` that "
-        "follows the TUF mirror instead).",
-        "`tekton-chains.yaml`: a `chains-config` ConfigMap for Tekton Chains to sign build "
-        "provenance and images keylessly through this sigstead and log them in its Rekor.",
+        "`cosign.sh`: shell functions wrapping cosign (v3, or v2.6+) sign/verify for blobs, "
+        "images and SLSA provenance attestations with `--signing-config`/`--trusted-root`, the "
+        "TUF `cosign initialize` path, the legacy `SIGSTORE_*` variables and legacy-layout "
+        "signing. Sourcing or running it only defines functions.",
+        "`kyverno-imagevalidatingpolicy.yaml`: a Kyverno `ImageValidatingPolicy` (Kyverno 1.15+, "
+        "`policies.kyverno.io/v1` from 1.17) requiring a keyless signature and an SLSA v1 "
+        "provenance attestation from the expected identity and builder; trust from this "
+        "sigstead's TUF repository; both signature layouts.",
+        "`kyverno-clusterpolicy.yaml`: the same as a Kyverno `ClusterPolicy` (deprecated since "
+        "Kyverno 1.17), with this sigstead's roots and keys inline; `.sig`/`.att` layout only.",
+        "`policy-controller.yaml`: a sigstore policy-controller `TrustRoot` following the TUF "
+        "repository and a `ClusterImagePolicy` for Sigstore bundles (`signatureFormat: bundle`).",
+        "`policy-controller-legacy.yaml`: a `TrustRoot` with the keys inline and a "
+        "`ClusterImagePolicy` for the `.sig`/`.att` layout (`signatureFormat: legacy`).",
+        "`policy-controller-airgap.yaml`: the TUF `TrustRoot` with a copy of the repository "
+        "inline, for a controller that cannot reach the TUF mirror.",
+        "`tekton-chains.yaml`: a `chains-config` ConfigMap for Tekton Chains to sign images and "
+        "SLSA v1.0 build provenance keylessly through this sigstead, store them in the registry "
+        "and log them in its Rekor.",
     ]
     return (
         f"# Client snippets for the sigstead at {trust.rekor.url}\n\n"
@@ -747,20 +1013,34 @@ def snippets(
     config: Mapping[str, Any],
     endpoints: Endpoints,
     *,
+    tuf_root: bytes,
+    tuf_files: Mapping[str, bytes],
+    tuf_expires: str,
     identity: str | None = None,
     issuer: str | None = None,
-    tuf_root: bytes | None = None,
+    images: str | None = None,
+    builder: str | None = None,
 ) -> dict[str, bytes]:
     """Relative file name → content of every consumer snippet for these trust documents.
 
-    ``identity``/``issuer`` are the signer SAN and OIDC issuer the policies require; when None
-    the files carry ``REPLACE-WITH-…`` placeholders. ``tuf_root`` (the TUF repository's
-    ``root.json``) adds a policy-controller ``TrustRoot`` that follows the TUF mirror.
+    ``tuf_root`` is the TUF repository's initial ``root.json``, ``tuf_files`` the repository's
+    files by path (for the air-gap TrustRoot) and ``tuf_expires`` the expiry of its timestamp
+    (said in that file). ``identity``/``issuer`` are the signer SAN and OIDC issuer the policies
+    require, ``images`` the image glob they apply to and ``builder`` the SLSA builder id the
+    provenance must name; each one left None becomes a ``REPLACE-WITH-…`` placeholder.
     """
     trust = _read(root, config)
-    who = identity if identity is not None else IDENTITY_PLACEHOLDER
-    iss = issuer if issuer is not None else ISSUER_PLACEHOLDER
-    placeholders = _placeholders(identity, issuer)
+    policy = _Policy(
+        identity=identity if identity is not None else IDENTITY_PLACEHOLDER,
+        issuer=issuer if issuer is not None else ISSUER_PLACEHOLDER,
+        images=images if images is not None else IMAGE_PATTERN_PLACEHOLDER,
+        builder=builder if builder is not None else BUILDER_PLACEHOLDER,
+        notes=_placeholders(identity, issuer, images, builder),
+    )
+    # Chains signs rather than verifies: only the issuer and the builder it names matter there.
+    chains = dataclasses.replace(
+        policy, notes=_placeholders(policy.identity, issuer, policy.images, builder)
+    )
 
     text: dict[str, str] = {
         "pem/fulcio-chain.pem": trust.ca.pem,
@@ -777,11 +1057,14 @@ def snippets(
         for authority in authorities:
             if authority.retired:
                 text[f"{_RETIRED_DIR}/{name}-{authority.tag}.pem"] = authority.pem
-    text["cosign.sh"] = _cosign_sh(trust, endpoints, who, iss)
-    text["kyverno-clusterpolicy.yaml"] = _kyverno(trust, who, iss, placeholders)
-    text["policy-controller.yaml"] = _policy_controller(
-        trust, endpoints, who, iss, placeholders, tuf_root
+    text["cosign.sh"] = _cosign_sh(trust, endpoints, policy.identity, policy.issuer)
+    text["kyverno-imagevalidatingpolicy.yaml"] = _kyverno_ivp(trust, endpoints, policy, tuf_root)
+    text["kyverno-clusterpolicy.yaml"] = _kyverno_cpol(trust, policy)
+    text["policy-controller.yaml"] = _policy_controller(trust, endpoints, policy, tuf_root)
+    text["policy-controller-legacy.yaml"] = _policy_controller_legacy(trust, policy)
+    text["policy-controller-airgap.yaml"] = _policy_controller_airgap(
+        endpoints, tuf_root, tuf_files, tuf_expires
     )
-    text["tekton-chains.yaml"] = _tekton_chains(trust, endpoints, iss)
+    text["tekton-chains.yaml"] = _tekton_chains(trust, endpoints, chains)
     text["README.md"] = _readme(sorted(text), trust)
     return {name: content.encode() for name, content in text.items()}

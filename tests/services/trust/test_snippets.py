@@ -7,11 +7,14 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from services.trust import snippets as snippets_module
 from services.trust.documents import Endpoints
 from services.trust.material import TrustMaterial, gather
 from services.trust.snippets import (
+    BUILDER_PLACEHOLDER,
     IDENTITY_PLACEHOLDER,
     IMAGE_PATTERN_PLACEHOLDER,
     ISSUER_PLACEHOLDER,
@@ -36,11 +40,23 @@ from services.trust.snippets import (
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 URL = "http://sigstead.internal:3000"
 IDENTITY = "https://ci.example.com/workflows/build@refs/heads/main"
+BUILDER = "https://ci.example.com/builders/tekton"
 ISSUER = "https://issuer.example.com"
 BASH = shutil.which("bash")
 needs_bash = pytest.mark.skipif(BASH is None, reason="bash is not installed")
 
 Doc = dict[str, Any]
+TUF_ROOT = json.dumps({"signed": {"_type": "root", "version": 1}}).encode()
+TUF_FILES = {"root.json": TUF_ROOT, "1.root.json": TUF_ROOT, "targets/x.json": b"{}"}
+TUF_EXPIRES = "2026-12-05T00:00:00Z"
+
+
+def make(root: Doc, config: Doc, **kwargs: Any) -> dict[str, bytes]:
+    """The snippets for these documents and a small stand-in TUF repository."""
+    return snippets(
+        root, config, Endpoints(URL), tuf_root=TUF_ROOT, tuf_files=TUF_FILES,
+        tuf_expires=TUF_EXPIRES, **kwargs,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +75,7 @@ def docs(material: TrustMaterial) -> tuple[Doc, Doc]:
 
 @pytest.fixture(scope="module")
 def files(docs: tuple[Doc, Doc]) -> dict[str, bytes]:
-    return snippets(*docs, Endpoints(URL))
+    return make(*docs)
 
 
 def _der_chain(entry: Doc) -> list[bytes]:
@@ -101,8 +117,10 @@ def _keyless(kyverno: Doc) -> tuple[Doc, Doc]:
     return signature, attestation["attestors"][0]["entries"][0]["keyless"]
 
 
-def _policy_controller(files: dict[str, bytes]) -> tuple[Doc, Doc]:
-    trust_root, policy = _yaml_docs(files, "policy-controller.yaml")
+def _policy_controller(
+    files: dict[str, bytes], name: str = "policy-controller.yaml"
+) -> tuple[Doc, Doc]:
+    trust_root, policy = _yaml_docs(files, name)
     assert trust_root["apiVersion"] == "policy.sigstore.dev/v1alpha1"
     assert trust_root["kind"] == "TrustRoot"
     assert policy["apiVersion"] == "policy.sigstore.dev/v1beta1"
@@ -114,8 +132,11 @@ def test_the_file_set(files: dict[str, bytes]) -> None:
     assert set(files) == {
         "README.md",
         "cosign.sh",
+        "kyverno-imagevalidatingpolicy.yaml",
         "kyverno-clusterpolicy.yaml",
         "policy-controller.yaml",
+        "policy-controller-legacy.yaml",
+        "policy-controller-airgap.yaml",
         "tekton-chains.yaml",
         "pem/fulcio-chain.pem",
         "pem/rekor.pub",
@@ -154,13 +175,16 @@ def test_pem_files_are_the_trusted_roots_material(
     assert last.subject == last.issuer
 
 
-def test_kyverno_policy(files: dict[str, bytes], docs: tuple[Doc, Doc]) -> None:
+def test_kyverno_cluster_policy(files: dict[str, bytes], docs: tuple[Doc, Doc]) -> None:
     root, _ = docs
     (policy,) = _yaml_docs(files, "kyverno-clusterpolicy.yaml")
     assert policy["apiVersion"] == "kyverno.io/v1"
     assert policy["kind"] == "ClusterPolicy"
     (rule,) = policy["spec"]["rules"]
-    assert rule["verifyImages"][0]["imageReferences"] == [IMAGE_PATTERN_PLACEHOLDER]
+    (verify,) = rule["verifyImages"]
+    assert verify["imageReferences"] == [IMAGE_PATTERN_PLACEHOLDER]
+    # The tag layout, whose verifier honours the inline keys below.
+    assert verify["type"] == "Cosign"
     signature, attestation = _keyless(policy)
     assert signature == attestation
     assert signature["subject"] == IDENTITY_PLACEHOLDER
@@ -171,16 +195,82 @@ def test_kyverno_policy(files: dict[str, bytes], docs: tuple[Doc, Doc]) -> None:
         root["ctlogs"][0]
     )
     assert _pem_chain(signature["roots"]) == _der_chain(root["certificateAuthorities"][0])
-    assert _pem_chain(signature["ctlog"]["tsaCertChain"]) == _der_chain(
-        root["timestampAuthorities"][0]
-    )
+    # No TSA chain: Kyverno would then demand a timestamp the tag layout often lacks.
+    assert "tsaCertChain" not in signature["ctlog"]
+    (condition,) = verify["attestations"][0]["conditions"]
+    assert condition == {
+        "all": [
+            {
+                "key": "{{ runDetails.builder.id }}",
+                "operator": "Equals",
+                "value": BUILDER_PLACEHOLDER,
+            }
+        ]
+    }
     # Written out twice, not as a YAML alias.
     assert "&" not in files["kyverno-clusterpolicy.yaml"].decode()
 
 
-def test_policy_controller(files: dict[str, bytes], docs: tuple[Doc, Doc]) -> None:
-    root, _ = docs
+def test_kyverno_image_validating_policy(files: dict[str, bytes]) -> None:
+    (policy,) = _yaml_docs(files, "kyverno-imagevalidatingpolicy.yaml")
+    assert (policy["apiVersion"], policy["kind"]) == (
+        "policies.kyverno.io/v1",
+        "ImageValidatingPolicy",
+    )
+    spec = policy["spec"]
+    assert spec["matchImageReferences"] == [{"glob": IMAGE_PATTERN_PLACEHOLDER}]
+    (attestor,) = spec["attestors"]
+    cosign = attestor["cosign"]
+    assert cosign["keyless"]["identities"] == [
+        {"issuer": ISSUER_PLACEHOLDER, "subject": IDENTITY_PLACEHOLDER}
+    ]
+    assert cosign["ctlog"] == {"url": URL}
+    assert cosign["tuf"]["mirror"] == f"{URL}/tuf"
+    assert base64.b64decode(cosign["tuf"]["root"]["data"]) == TUF_ROOT
+    assert spec["attestations"] == [{"name": "slsa", "intoto": {"type": SLSA_PROVENANCE_V1}}]
+    expressions = [v["expression"] for v in spec["validations"]]
+    assert any("verifyImageSignatures" in e for e in expressions)
+    assert any("verifyAttestationSignatures" in e for e in expressions)
+    assert any(f"runDetails.builder.id == '{BUILDER_PLACEHOLDER}'" in e for e in expressions)
+
+
+def test_a_builder_id_is_quoted_for_cel(docs: tuple[Doc, Doc]) -> None:
+    files = make(*docs, builder="https://ci.example/it's")
+    (policy,) = _yaml_docs(files, "kyverno-imagevalidatingpolicy.yaml")
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    assert any("== 'https://ci.example/it\\'s'" in e for e in expressions), expressions
+
+
+def test_policy_controller_for_bundles(files: dict[str, bytes]) -> None:
     trust_root, policy = _policy_controller(files)
+    assert trust_root["metadata"]["name"] == TRUST_ROOT_NAME
+    remote = trust_root["spec"]["remote"]
+    assert remote["mirror"] == f"{URL}/tuf"
+    assert base64.b64decode(remote["root"]) == TUF_ROOT
+    assert remote["trustedRootTarget"] == "trusted_root.json"
+    (authority,) = policy["spec"]["authorities"]
+    assert policy["spec"]["images"] == [{"glob": IMAGE_PATTERN_PLACEHOLDER}]
+    assert authority["signatureFormat"] == "bundle"
+    assert authority["keyless"] == {
+        "url": URL,
+        "identities": [{"issuer": ISSUER_PLACEHOLDER, "subject": IDENTITY_PLACEHOLDER}],
+        "trustRootRef": TRUST_ROOT_NAME,
+    }
+    assert authority["ctlog"] == {"url": URL, "trustRootRef": TRUST_ROOT_NAME}
+    assert authority["rfc3161timestamp"] == {"trustRootRef": TRUST_ROOT_NAME}
+    (attestation,) = authority["attestations"]
+    assert attestation["predicateType"] == SLSA_PROVENANCE_V1
+    assert attestation["policy"]["type"] == "cue"
+    assert f'builder: id: "{BUILDER_PLACEHOLDER}"' in attestation["policy"]["data"]
+
+
+def test_policy_controller_for_the_tag_layout(
+    files: dict[str, bytes], docs: tuple[Doc, Doc]
+) -> None:
+    root, _ = docs
+    trust_root, policy = _policy_controller(files, "policy-controller-legacy.yaml")
+    name = trust_root["metadata"]["name"]
+    assert name != TRUST_ROOT_NAME  # it can sit beside the TUF TrustRoot
     keys = trust_root["spec"]["sigstoreKeys"]
     # []byte fields: base64 of the PEM text.
     (ca,) = keys["certificateAuthorities"]
@@ -200,35 +290,34 @@ def test_policy_controller(files: dict[str, bytes], docs: tuple[Doc, Doc]) -> No
         assert log["hashAlgorithm"] == "sha256"
         spki = _spki(base64.b64decode(log["publicKey"]))
         assert hashlib.sha256(spki).digest() == _log_id(root[source][0])
-
-    assert trust_root["metadata"]["name"] == TRUST_ROOT_NAME
     (authority,) = policy["spec"]["authorities"]
-    assert policy["spec"]["images"] == [{"glob": IMAGE_PATTERN_PLACEHOLDER}]
-    assert authority["keyless"] == {
-        "url": URL,
-        "identities": [{"issuer": ISSUER_PLACEHOLDER, "subject": IDENTITY_PLACEHOLDER}],
-        "trustRootRef": TRUST_ROOT_NAME,
-    }
-    assert authority["ctlog"] == {"url": URL, "trustRootRef": TRUST_ROOT_NAME}
-    assert authority["rfc3161timestamp"] == {"trustRootRef": TRUST_ROOT_NAME}
-    (attestation,) = authority["attestations"]
-    assert attestation["predicateType"] == SLSA_PROVENANCE_V1
-    assert attestation["policy"]["type"] == "cue"
-    # Without the TUF root the remote variant is not offered.
-    assert "remote:" not in files["policy-controller.yaml"].decode()
+    assert authority["signatureFormat"] == "legacy"
+    assert authority["keyless"]["trustRootRef"] == name
+    # Tekton Chains' tag-layout signatures carry no TSA timestamp: none is required.
+    assert "rfc3161timestamp" not in authority
 
 
-def test_policy_controller_remote_variant(docs: tuple[Doc, Doc]) -> None:
-    tuf_root = json.dumps({"signed": {"_type": "root", "version": 1}}).encode()
-    text = snippets(*docs, Endpoints(URL), tuf_root=tuf_root)["policy-controller.yaml"].decode()
-    # It is commented out: the live documents are still exactly the sigstoreKeys pair.
-    assert [d["kind"] for d in yaml.safe_load_all(text) if d] == ["TrustRoot", "ClusterImagePolicy"]
-    commented = text[text.index("# apiVersion:") :]
-    variant = yaml.safe_load("".join(line[2:] + "\n" for line in commented.splitlines()))
-    remote = variant["spec"]["remote"]
-    assert remote["mirror"] == f"{URL}/tuf"
-    assert base64.b64decode(remote["root"]) == tuf_root
-    assert variant["metadata"]["name"] == TRUST_ROOT_NAME
+def test_policy_controller_airgap_repository(
+    files: dict[str, bytes], docs: tuple[Doc, Doc]
+) -> None:
+    (trust_root,) = _yaml_docs(files, "policy-controller-airgap.yaml")
+    assert trust_root["metadata"]["name"] == TRUST_ROOT_NAME
+    repository = trust_root["spec"]["repository"]
+    assert base64.b64decode(repository["root"]) == TUF_ROOT
+    assert repository["targets"] == "targets"
+    tarball = base64.b64decode(repository["mirrorFS"])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(tarball))) as tar:
+        found = {
+            m.name.removeprefix("repository/"): tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+        assert {m.name for m in tar.getmembers() if m.isdir()} == {"repository/targets"}
+    assert found == TUF_FILES
+    assert TUF_EXPIRES in files["policy-controller-airgap.yaml"].decode()
+    # The same files give the same bytes: re-exporting changes nothing.
+    again = make(*docs)["policy-controller-airgap.yaml"]
+    assert again == files["policy-controller-airgap.yaml"]
 
 
 def test_tekton_chains(files: dict[str, bytes]) -> None:
@@ -237,10 +326,13 @@ def test_tekton_chains(files: dict[str, bytes]) -> None:
     assert config_map["metadata"] == {"name": "chains-config", "namespace": "tekton-chains"}
     data = config_map["data"]
     assert all(isinstance(v, str) for v in data.values())  # a ConfigMap holds only strings
-    assert data["artifacts.taskrun.format"] == "slsa/v1"
-    assert data["artifacts.pipelinerun.format"] == "slsa/v1"
-    assert data["artifacts.oci.signer"] == "x509"
-    assert data["artifacts.pipelinerun.signer"] == "x509"
+    # SLSA v1.0 provenance, stored in the registry beside the image.
+    assert data["artifacts.taskrun.format"] == "slsa/v2alpha4"
+    assert data["artifacts.pipelinerun.format"] == "slsa/v2alpha4"
+    for artifact in ("taskrun", "pipelinerun", "oci"):
+        assert data[f"artifacts.{artifact}.storage"] == "oci"
+        assert data[f"artifacts.{artifact}.signer"] == "x509"
+    assert data["builder.id"] == BUILDER_PLACEHOLDER
     assert data["transparency.enabled"] == "true"
     assert data["transparency.url"] == URL
     assert data["signers.x509.fulcio.enabled"] == "true"
@@ -250,12 +342,13 @@ def test_tekton_chains(files: dict[str, bytes]) -> None:
     assert data["signers.x509.tuf.mirror.url"] == f"{URL}/tuf"
 
 
-def test_given_identity_replaces_the_placeholders(docs: tuple[Doc, Doc]) -> None:
-    files = snippets(*docs, Endpoints(URL), identity=IDENTITY, issuer=ISSUER)
-    for name in ("kyverno-clusterpolicy.yaml", "policy-controller.yaml", "cosign.sh"):
-        text = files[name].decode()
-        assert IDENTITY_PLACEHOLDER not in text, name
-        assert ISSUER_PLACEHOLDER not in text, name
+def test_given_options_replace_the_placeholders(docs: tuple[Doc, Doc]) -> None:
+    files = make(
+        *docs, identity=IDENTITY, issuer=ISSUER, images="registry.internal/*", builder=BUILDER
+    )
+    for name, text in files.items():
+        if name != "README.md":  # which explains what a placeholder looks like
+            assert "REPLACE-WITH-" not in text.decode(), name
     assert ISSUER_PLACEHOLDER not in files["tekton-chains.yaml"].decode()
     (kyverno,) = _yaml_docs(files, "kyverno-clusterpolicy.yaml")
     signature, _ = _keyless(kyverno)
@@ -264,11 +357,17 @@ def test_given_identity_replaces_the_placeholders(docs: tuple[Doc, Doc]) -> None
     assert policy["spec"]["authorities"][0]["keyless"]["identities"] == [
         {"issuer": ISSUER, "subject": IDENTITY}
     ]
+    assert policy["spec"]["images"] == [{"glob": "registry.internal/*"}]
     (config_map,) = _yaml_docs(files, "tekton-chains.yaml")
     assert config_map["data"]["signers.x509.fulcio.issuer"] == ISSUER
+    assert config_map["data"]["builder.id"] == BUILDER
 
 
 def test_placeholders_are_explained(files: dict[str, bytes]) -> None:
+    for name in ("kyverno-imagevalidatingpolicy.yaml", "kyverno-clusterpolicy.yaml"):
+        comments = [line for line in files[name].decode().splitlines() if line.startswith("#")]
+        for placeholder in (IMAGE_PATTERN_PLACEHOLDER, BUILDER_PLACEHOLDER):
+            assert any(placeholder in line for line in comments), (name, placeholder)
     for name in ("kyverno-clusterpolicy.yaml", "policy-controller.yaml", "cosign.sh"):
         comments = [
             line for line in files[name].decode().splitlines() if line.lstrip().startswith("#")
@@ -292,7 +391,7 @@ def test_retired_entries(material: TrustMaterial, tmp_path: Path) -> None:
     root, config = _retired_root(material, tmp_path)
     for section in ("tlogs", "ctlogs", "certificateAuthorities", "timestampAuthorities"):
         assert len(root[section]) == 2, section
-    files = snippets(root, config, Endpoints(URL))
+    files = make(root, config)
     current_ca, retired_ca = root["certificateAuthorities"]
     assert "end" in retired_ca["validFor"]
 
@@ -306,7 +405,7 @@ def test_retired_entries(material: TrustMaterial, tmp_path: Path) -> None:
     assert hashlib.sha256(_spki(signature["rekor"]["pubkey"])).digest() == _log_id(root["tlogs"][0])
     # ... while retired material stays where a verifier can hold several entries.
     assert _pem_chain(signature["roots"]) == _der_chain(current_ca) + _der_chain(retired_ca)
-    trust_root, _ = _policy_controller(files)
+    trust_root, _ = _policy_controller(files, "policy-controller-legacy.yaml")
     keys = trust_root["spec"]["sigstoreKeys"]
     ids = [hashlib.sha256(_spki(base64.b64decode(t["publicKey"]))).digest() for t in keys["tLogs"]]
     assert ids == [_log_id(t) for t in root["tlogs"]]
@@ -330,7 +429,7 @@ def test_a_root_without_a_current_tsa(docs: tuple[Doc, Doc]) -> None:
     root["timestampAuthorities"][0]["validFor"]["end"] = root["timestampAuthorities"][0][
         "validFor"
     ]["start"]
-    files = snippets(root, config, Endpoints(URL))
+    files = make(root, config)
     assert "pem/tsa-chain.pem" not in files
     (kyverno,) = _yaml_docs(files, "kyverno-clusterpolicy.yaml")
     signature, _ = _keyless(kyverno)
@@ -346,15 +445,15 @@ def test_inconsistent_documents_are_rejected(docs: tuple[Doc, Doc]) -> None:
     wrong_id = copy.deepcopy(root)
     wrong_id["tlogs"][0]["logId"]["keyId"] = root["ctlogs"][0]["logId"]["keyId"]
     with pytest.raises(ValueError, match="logId"):
-        snippets(wrong_id, config, Endpoints(URL))
+        make(wrong_id, config)
     no_ca = copy.deepcopy(root)
     no_ca["certificateAuthorities"][0]["validFor"]["end"] = "2030-01-01T00:00:00Z"
     with pytest.raises(ValueError, match="no current CA"):
-        snippets(no_ca, config, Endpoints(URL))
+        make(no_ca, config)
     bad_cert = copy.deepcopy(root)
     bad_cert["certificateAuthorities"][0]["certChain"]["certificates"][0]["rawBytes"] = "AAAA"
     with pytest.raises(ValueError, match=r"(?i)certificate|asn\.1|parse"):
-        snippets(bad_cert, config, Endpoints(URL))
+        make(bad_cert, config)
 
 
 # --- cosign.sh --------------------------------------------------------------------------------
@@ -373,12 +472,18 @@ def export_dir(tmp_path: Path, files: dict[str, bytes], docs: tuple[Doc, Doc]) -
     return out
 
 
-def _fake_cosign(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """An environment whose ``cosign`` only records its arguments, one per line."""
+def _fake_cosign(tmp_path: Path, version: str = "v3.1.2") -> tuple[dict[str, str], Path]:
+    """An environment whose ``cosign`` only records its arguments, one per line, and answers
+    ``cosign version --json`` as the given release does (unrecorded)."""
     bin_dir, record = tmp_path / "bin", tmp_path / "cosign-calls"
     bin_dir.mkdir()
     fake = bin_dir / "cosign"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{record}"\necho --- >> "{record}"\n')
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = version ]; then\n'
+        f'  printf \'{{\\n  "gitVersion": "{version}"\\n}}\\n\'; exit\nfi\n'
+        f'printf "%s\\n" "$@" >> "{record}"\necho --- >> "{record}"\n'
+    )
     fake.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGSTORE_", "SIGSTEAD_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
@@ -458,6 +563,30 @@ sigstead_tuf_initialize
         "--root",
         str(export_dir / "tuf" / "root.json"),
     ]
+    for call in calls:
+        assert "--new-bundle-format" not in call  # v3's default
+
+
+@needs_bash
+def test_cosign_sh_asks_cosign_v2_for_bundles(export_dir: Path, tmp_path: Path) -> None:
+    env, record = _fake_cosign(tmp_path, version="v2.6.4")
+    env["SIGSTEAD_ID_TOKEN"] = "token-value"
+    script = f"""
+set -e
+. {export_dir}/snippets/cosign.sh
+sigstead_sign_blob artifact.tgz
+sigstead_verify_image registry.example.com/app@sha256:0000
+sigstead_sign_image_legacy registry.example.com/app@sha256:0000
+"""
+    result = _bash(script, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    sign_blob, verify_image, legacy = (
+        c.strip("\n").split("\n") for c in record.read_text().split("---\n") if c.strip()
+    )
+    assert sign_blob[:2] == ["sign-blob", "--new-bundle-format"]
+    assert verify_image[:2] == ["verify", "--new-bundle-format"]
+    assert "--new-bundle-format=false" in legacy
+    assert "--timestamp-server-url" in legacy
 
 
 @needs_bash
@@ -476,9 +605,7 @@ def test_cosign_sh_identity_and_legacy_env(
     script_path = export_dir / "snippets" / "cosign.sh"
     # An identity with shell metacharacters must arrive verbatim.
     identity = "build's $HOME `id` identity"
-    script_path.write_bytes(
-        snippets(*docs, Endpoints(URL), identity=identity, issuer=ISSUER)["cosign.sh"]
-    )
+    script_path.write_bytes(make(*docs, identity=identity, issuer=ISSUER)["cosign.sh"])
     env, _ = _fake_cosign(tmp_path)
     names = (
         "SIGSTORE_ROOT_FILE",

@@ -31,13 +31,16 @@ from services.log.ct.log import CT_LOG, CTLog
 from services.log.ct.log import add_routes as add_ct_routes
 from services.log.ct.log import genesis_entry as ct_genesis
 from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middleware
+from services.log.rekor.api_v2 import REKOR_V2_LOG, RekorV2Log, add_v2_routes
 from services.log.rekor.genesis import GenesisMismatch, verify_genesis
 from services.log.rekor.genesis import genesis_entry as rekor_genesis
+from services.log.rekor.v2 import genesis_entry as rekor_v2_genesis
 from services.log.sequencer import GenesisFactory, Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.migrate import upgrade
 from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
 from services.trust.documents import Endpoints
+from services.trust.material import REKOR_V2_KEY_FILE
 from services.trust.publish import (
     TrustOptions,
     TrustSettingsError,
@@ -153,6 +156,7 @@ def trust_options(settings: Settings, components: tuple[str, ...]) -> TrustOptio
         oidc_urls=settings.oidc_urls,
         ca_chain=ca_chain,
         services=services,
+        rekor_version=settings.rekor_version,
     )
 
 
@@ -182,16 +186,23 @@ def _tree(
     settings: Settings,
     db: Database,
     key_file: str,
-    origin_suffix: str,
+    origin_suffix: str | None,
     genesis: Callable[[CheckpointSigner, str], GenesisFactory],
 ) -> tuple[Sequencer, SQLLogStore, CheckpointSigner]:
     """One log tree on the shared engine: its key (created 0600 on first start), its tree ID
     derived from that key, and its sequencer (not yet started) with the personality's genesis
-    leaf, given the signer and the origin."""
+    leaf, given the signer and the origin.
+
+    The origin is ``<host><suffix> - <tree ID>`` (Rekor v1 and CT), or, with no suffix, the
+    bare host: a Rekor v2 (C2SP) origin, which clients require to equal the host of the log's
+    URL."""
     key = load_or_create_ec_key(settings.data_dir / "keys" / key_file)
     signer = CheckpointSigner(settings.hostname, key)
     tree_id = tree_id_for_key(signer.key_id)
-    origin = f"{settings.hostname}{origin_suffix} - {tree_id}"
+    if origin_suffix is None:
+        origin = settings.hostname
+    else:
+        origin = f"{settings.hostname}{origin_suffix} - {tree_id}"
     store = SQLLogStore(db)
     sequencer = Sequencer(
         store,
@@ -222,20 +233,34 @@ def _log_context(
                 "",
                 lambda signer, origin: lambda _now: rekor_genesis(signer, origin),
             )
+            v2_sequencer, v2_store, v2_signer = _tree(
+                settings,
+                db,
+                REKOR_V2_KEY_FILE,
+                None,
+                lambda signer, origin: lambda _now: rekor_v2_genesis(signer, origin),
+            )
             await sequencer.start()
             await _check_first_entry(store, sequencer, signer)
+            await v2_sequencer.start()
             app[DATABASE] = db
             app[REKOR_LOG] = RekorLog(sequencer=sequencer, store=store, signer=signer)
+            app[REKOR_V2_LOG] = RekorV2Log(sequencer=v2_sequencer, store=v2_store, signer=v2_signer)
             _logger.info(
-                "transparency log ready: tree %d at size %d, log ID %s",
+                "transparency logs ready: Rekor v1 tree %d at size %d, log ID %s; Rekor v2 %s "
+                "at size %d, log ID %s",
                 sequencer.tree_id,
                 sequencer.head.size,
                 signer.key_id.hex(),
+                v2_sequencer.origin,
+                v2_sequencer.head.size,
+                v2_signer.key_id.hex(),
             )
             try:
                 yield
             finally:
                 # Graceful shutdown: commit what is queued, then close the database.
+                await v2_sequencer.stop()
                 await sequencer.stop()
         finally:
             if database is None:
@@ -461,6 +486,7 @@ def create_app(
     if "log" in components:
         app.cleanup_ctx.append(_log_context(settings, database))
         add_routes(app)
+        add_v2_routes(app)
         app.router.add_get("/healthz", healthz)
     if config is not None:
         ct_app = add_ct_routes(app)

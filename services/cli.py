@@ -230,6 +230,15 @@ def _publication(parser: argparse.ArgumentParser, *, services: bool, chain: bool
         help="an identity provider for interactive sign-in, listed in the signing config "
         "(repeatable; needs a CA)",
     )
+    group.add_argument(
+        "--rekor-version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="the Rekor API clients sign with: 2 lists the Rekor v2 log first in the signing "
+        "config (clients without v2 fall back to v1; v2 bundles need the TSA); both logs are "
+        "always served and in the trusted root",
+    )
     if chain:
         _ca_chain(
             group,
@@ -487,6 +496,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         operator=getattr(args, "operator", None),
         oidc_urls=tuple(getattr(args, "oidc_url", ())),
         published_services=services,
+        rekor_version=getattr(args, "rekor_version", 1),
     )
 
 
@@ -773,6 +783,7 @@ def _trust_options(args: argparse.Namespace, data_dir: Path) -> TrustOptions:
         oidc_urls=args.oidc_url,
         ca_chain=_chain(args.ca_chain),
         services=services,
+        rekor_version=args.rekor_version,
     )
 
 

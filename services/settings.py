@@ -62,6 +62,8 @@ class Settings:
     # What the published trust documents say beyond keys and URLs (``sigstead trust export``
     # must be given the same, or it refuses: the server is the one publisher).
     operator: str | None = None
+    # The Rekor API version the signing config sends clients to (1, or 2 for v2 first).
+    rekor_version: int = 1
     oidc_urls: tuple[str, ...] = ()
     # The services a trust-only process (``serve trust``) publishes; None: the ones already
     # published (all of them on a first publication). A process that runs the services itself

@@ -109,6 +109,20 @@ def _tlog(url: str, key: LogKey, operator: str) -> Document:
     }
 
 
+def _tlog_v2(url: str, key: LogKey, operator: str) -> Document:
+    """A Rekor v2 log: its checkpoint key ID (C2SP; for ECDSA, SHA-256 of the SPKI like the log
+    ID) marks it as v2 for sigstead's own readers (snippets, exports), since a trusted root does
+    not say a log's API version."""
+    doc = _tlog(url, key, operator)
+    doc["checkpointKeyId"] = {"keyId": _b64(key.log_id)}
+    return doc
+
+
+def is_rekor_v2(tlog: Mapping[str, Any]) -> bool:
+    """Whether a trusted-root ``tlogs`` entry is a Rekor v2 log (it has a checkpoint key ID)."""
+    return "checkpointKeyId" in tlog
+
+
 def _name_attr(name: x509.Name, oid: x509.ObjectIdentifier, default: str) -> str:
     values = name.get_attributes_for_oid(oid)
     return str(values[0].value) if values else default
@@ -185,7 +199,6 @@ def trusted_root(
     prev = previous or {}
     ca, ct, tsa = material.ca_chain, material.ct, material.tsa_chain
     sections = (
-        ("tlogs", [_tlog(endpoints.base, material.rekor, op)], _tlog_id, _tlog_validity),
         (
             "certificateAuthorities",
             [] if ca is None else [_authority(ca, endpoints.base, op)],
@@ -201,22 +214,37 @@ def trusted_root(
         ),
     )
     root: Document = {"mediaType": TRUSTED_ROOT_MEDIA_TYPE}
+    # Rekor v1 entries first (current, then retired), then v2: single-key consumers of v1
+    # (cosign's SIGSTORE_REKOR_PUBLIC_KEY, Kyverno's rekor.pubkey) read the first one.
+    previous_tlogs = prev.get("tlogs", [])
+    v2 = [] if material.rekor_v2 is None else [_tlog_v2(endpoints.base, material.rekor_v2, op)]
+    root["tlogs"] = _merge(
+        [_tlog(endpoints.base, material.rekor, op)],
+        [t for t in previous_tlogs if not is_rekor_v2(t)],
+        _tlog_id,
+        _tlog_validity,
+        now,
+    ) + _merge(v2, [t for t in previous_tlogs if is_rekor_v2(t)], _tlog_id, _tlog_validity, now)
     for name, current, identity, validity in sections:
         root[name] = _merge(current, prev.get(name, []), identity, validity, now)
-    return root
+    order = ("mediaType", "tlogs", "certificateAuthorities", "ctlogs", "timestampAuthorities")
+    return {key: root[key] for key in order}
 
 
-def _service(url: str, start: datetime.datetime, operator: str) -> Document:
+def _service(url: str, start: datetime.datetime, operator: str, version: int = 1) -> Document:
     return {
         "url": url,
-        "majorApiVersion": 1,
+        "majorApiVersion": version,
         "validFor": {"start": _time(start)},
         "operator": operator,
     }
 
 
 def signing_config(
-    material: TrustMaterial, endpoints: Endpoints, oidc_urls: Sequence[str] = ()
+    material: TrustMaterial,
+    endpoints: Endpoints,
+    oidc_urls: Sequence[str] = (),
+    rekor_version: int = 1,
 ) -> Document:
     """Where clients sign: this sigstead's CA, Rekor v1 and TSA (and any interactive IdPs).
 
@@ -226,6 +254,10 @@ def signing_config(
 
     Each service's ``validFor.start`` is when its key came into use: sigstore-python drops a
     service whose start lies in the future, so it must never be later than the server's clock.
+
+    ``rekor_version`` 2 lists the Rekor v2 log first and v1 after it: clients that speak v2
+    (cosign v3, sigstore-python 4, sigstore-js 4) sign there, older ones fall back to v1. With
+    1 only v1 is listed, so no client signs to v2 (whose bundles need a TSA timestamp).
     """
     op = endpoints.operator
     ca, tsa = material.ca_chain, material.tsa_chain
@@ -238,11 +270,16 @@ def signing_config(
         # Only used for interactive sign-in; with a token (CI, workload identity) it may be empty.
         oidc = [_service(url, ca_start, op) for url in oidc_urls]
     tsa_urls = [] if tsa is None else [_service(endpoints.tsa, tsa[0].not_valid_before_utc, op)]
+    rekor_urls = [_service(endpoints.base, material.rekor.created, op)]
+    if rekor_version == 2:
+        if material.rekor_v2 is None:
+            raise ValueError("Rekor v2 is to be listed, and there is no Rekor v2 log key")
+        rekor_urls.insert(0, _service(endpoints.base, material.rekor_v2.created, op, version=2))
     return {
         "mediaType": SIGNING_CONFIG_MEDIA_TYPE,
         "caUrls": ca_urls,
         "oidcUrls": oidc,
-        "rekorTlogUrls": [_service(endpoints.base, material.rekor.created, op)],
+        "rekorTlogUrls": rekor_urls,
         "tsaUrls": tsa_urls,
         "rekorTlogConfig": {"selector": "ANY"},
         "tsaConfig": {"selector": "ANY"},

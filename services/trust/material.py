@@ -1,15 +1,15 @@
 """The public half of every key in a data directory: what clients must trust.
 
-``gather`` reads public material only: the two log keys' public halves (``keys/rekor.pub``,
-``keys/ctlog.pub``), the CA chain and the TSA chain. That is all the trust service needs, so in
-the production layout (compose.yaml) it is given nothing else. ``ensure_keys`` makes the keys
-``sigstead up`` uses, by calling the same loaders, and writes those public halves beside them;
-``keys init`` runs it, and so does ``gather`` with ``create`` (the server's first start, or an
-export prepared before it), so such an export and the repository the server publishes at
-start-up describe the same keys. Without ``create`` a missing file is an error: an export from a
-mistyped data directory would otherwise hand clients a trust root for keys no server holds.
-Only the material of the services being published is read (or made): a deployment without a CA
-has no CA chain or CT log key to describe.
+``gather`` reads public material only: the log keys' public halves (``keys/rekor.pub``,
+``keys/rekor-v2.pub``, ``keys/ctlog.pub``), the CA chain and the TSA chain. That is all the trust
+service needs, so in the production layout (compose.yaml) it is given nothing else.
+``ensure_keys`` makes the keys ``sigstead up`` uses, by calling the same loaders, and writes those
+public halves beside them; ``keys init`` runs it, and so does ``gather`` with ``create`` (the
+server's first start, or an export prepared before it), so such an export and the repository the
+server publishes at start-up describe the same keys. Without ``create`` a missing file is an
+error: an export from a mistyped data directory would otherwise hand clients a trust root for keys
+no server holds. Only the material of the services being published is read (or made): a deployment
+without a CA has no CA chain or CT log key to describe.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ __all__ = [
 # their public halves.
 REKOR_KEY_FILE = "rekor.pem"
 CT_KEY_FILE = "ctlog.pem"
+REKOR_V2_KEY_FILE = "rekor-v2.pem"
 REKOR_PUBLIC_FILE = "rekor.pub"
 CT_PUBLIC_FILE = "ctlog.pub"
+REKOR_V2_PUBLIC_FILE = "rekor-v2.pub"
 
 
 def spki_der(key: PublicKeyTypes) -> bytes:
@@ -101,6 +103,9 @@ class TrustMaterial:
     ct: LogKey | None
     ca_chain: tuple[x509.Certificate, ...] | None
     tsa_chain: tuple[x509.Certificate, ...] | None
+    # The Rekor v2 log's checkpoint key: None for a data directory made before sigstead served
+    # Rekor v2 (its first start with this version creates the key).
+    rekor_v2: LogKey | None = None
 
     @property
     def services(self) -> frozenset[str]:
@@ -134,6 +139,9 @@ def public_files(
     """Every file ``gather`` reads for ``services`` (the CA chain only when the CA is the data
     directory's)."""
     files = [data_dir / "keys" / REKOR_PUBLIC_FILE]
+    # Optional: a data directory from before Rekor v2 has none until the server's next start.
+    v2 = data_dir / "keys" / REKOR_V2_PUBLIC_FILE
+    files += [v2] if v2.is_file() else []
     files += [data_dir / "keys" / CT_PUBLIC_FILE] if "ca" in services else []
     files += [data_dir / "tsa" / tsa_keys.CHAIN_FILE] if "tsa" in services else []
     if "ca" in services and ca_chain is None:
@@ -155,7 +163,7 @@ def ensure_keys(
     no CA is made here.
     """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    logs = [(REKOR_KEY_FILE, REKOR_PUBLIC_FILE)]
+    logs = [(REKOR_KEY_FILE, REKOR_PUBLIC_FILE), (REKOR_V2_KEY_FILE, REKOR_V2_PUBLIC_FILE)]
     logs += [(CT_KEY_FILE, CT_PUBLIC_FILE)] if "ca" in services else []
     for private, public in logs:
         key = load_or_create_ec_key(data_dir / "keys" / private)
@@ -227,8 +235,13 @@ def gather(
             ca_chain = ca_keys.load_chain(data_dir / "ca" / ca_keys.CHAIN_FILE)
     if "tsa" in services:
         tsa_chain = _tsa_chain(data_dir / "tsa" / tsa_keys.CHAIN_FILE)
+    v2_file = data_dir / "keys" / REKOR_V2_PUBLIC_FILE
     return TrustMaterial(
-        rekor, ct, tuple(ca_chain) if "ca" in services and ca_chain else None, tsa_chain
+        rekor,
+        ct,
+        tuple(ca_chain) if "ca" in services and ca_chain else None,
+        tsa_chain,
+        _log_key(v2_file) if v2_file.is_file() else None,
     )
 
 
@@ -244,6 +257,9 @@ def describe(material: TrustMaterial) -> list[str]:
     lines = [
         f"rekor log key  {log_id(material.rekor)}  (since {material.rekor.created.isoformat()})"
     ]
+    if material.rekor_v2 is not None:
+        v2 = material.rekor_v2
+        lines.append(f"rekor v2 key   {log_id(v2)}  (since {v2.created.isoformat()})")
     if material.ct is not None:
         lines.append(
             f"CT log key     {log_id(material.ct)}  (since {material.ct.created.isoformat()})"

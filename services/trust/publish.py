@@ -92,9 +92,13 @@ class TrustOptions:
     # What clients are sent to: only services that run (a listed CA that answers 404 fails
     # signing later, with an error that names neither).
     services: frozenset[str] = frozenset(PUBLISHABLE)
+    # The highest Rekor API version clients are sent to sign with (``--rekor-version``).
+    rekor_version: int = 1
 
     def __post_init__(self) -> None:
         parse_services(",".join(self.services))
+        if self.rekor_version not in (1, 2):
+            raise TrustSettingsError(f"--rekor-version is 1 or 2, not {self.rekor_version}")
         self.endpoints  # noqa: B018 -- raises PublicURLError on an unusable URL
         if self.oidc_urls and "ca" not in self.services:
             raise TrustSettingsError(
@@ -110,7 +114,13 @@ class TrustOptions:
     def publication(self) -> Publication:
         """The settings these options publish."""
         endpoints = self.endpoints
-        return Publication(endpoints.base, endpoints.operator, tuple(self.oidc_urls), self.services)
+        return Publication(
+            endpoints.base,
+            endpoints.operator,
+            tuple(self.oidc_urls),
+            self.services,
+            self.rekor_version,
+        )
 
     def republish_command(self, data_dir: Path) -> str:
         """The ``sigstead trust publish`` command that publishes these options."""
@@ -120,6 +130,7 @@ class TrustOptions:
         for url in self.oidc_urls:
             words += ["--oidc-url", url]
         words += ["--services", ",".join(n for n in PUBLISHABLE if n in self.services)]
+        words += ["--rekor-version", "2"] if self.rekor_version == 2 else []
         return " ".join(shlex.quote(word) for word in words)
 
 
@@ -131,6 +142,7 @@ class Publication:
     operator: str
     oidc_urls: tuple[str, ...]
     services: frozenset[str]
+    rekor_version: int = 1
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> Publication:
@@ -142,6 +154,7 @@ class Publication:
             rekor["operator"],
             tuple(o["url"] for o in config["oidcUrls"]),
             frozenset(name for name, here in listed.items() if here),
+            max(int(r["majorApiVersion"]) for r in config["rekorTlogUrls"]),
         )
 
 
@@ -168,6 +181,13 @@ def difference(have: Publication, want: Publication) -> Difference | None:
         )
     if have.operator != want.operator:
         return Difference("operator", "--operator", repr(have.operator), repr(want.operator))
+    if have.rekor_version != want.rekor_version:
+        return Difference(
+            "Rekor version for signing",
+            "--rekor-version",
+            str(have.rekor_version),
+            str(want.rekor_version),
+        )
     if have.oidc_urls != want.oidc_urls:
         return Difference(
             "sign-in URLs",
@@ -207,7 +227,9 @@ def _documents(
     endpoints = options.endpoints
     return (
         documents.trusted_root(material, endpoints, now, previous),
-        documents.signing_config(material, endpoints, options.oidc_urls),
+        documents.signing_config(
+            material, endpoints, options.oidc_urls, rekor_version=options.rekor_version
+        ),
     )
 
 

@@ -511,7 +511,8 @@ def test_keys_init_creates_every_key_once(tmp_path: Path) -> None:
         return done.stdout.splitlines()
 
     first = init()
-    assert [line.split()[0] for line in first] == ["rekor", "CT", "CA", "TSA"]
+    assert [" ".join(line.split()[:2]) for line in first[:3]] == ["rekor log", "rekor v2", "CT log"]
+    assert [line.split()[0] for line in first[3:]] == ["CA", "TSA"]
     assert data.stat().st_mode & 0o777 == 0o700
     for key in [data / "keys" / "rekor.pem", data / "keys" / "ctlog.pem", data / "ca" / "ca.key"]:
         assert key.stat().st_mode & 0o777 == 0o600, key
@@ -521,7 +522,8 @@ def test_keys_init_creates_every_key_once(tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
     root = json.loads((tmp_path / "trust" / "trusted_root.json").read_text())
     assert root["tlogs"][0]["logId"]["keyId"] == first[0].split()[3]
-    assert root["ctlogs"][0]["logId"]["keyId"] == first[1].split()[3]
+    assert root["tlogs"][1]["logId"]["keyId"] == first[1].split()[3]
+    assert root["ctlogs"][0]["logId"]["keyId"] == first[2].split()[3]
 
 
 def test_backup_through_the_command(tmp_path: Path) -> None:

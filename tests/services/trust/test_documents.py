@@ -83,8 +83,12 @@ def test_log_ids_are_the_ids_the_services_sign_with(
     material: TrustMaterial, data_dir: Path
 ) -> None:
     root, _ = _docs(material)
-    for section, key_file in (("tlogs", "rekor.pem"), ("ctlogs", "ctlog.pem")):
-        (entry,) = root[section]
+    for section, key_file, at in (
+        ("tlogs", "rekor.pem", 0),
+        ("tlogs", "rekor-v2.pem", 1),
+        ("ctlogs", "ctlog.pem", 0),
+    ):
+        entry = root[section][at]
         private = load_private_key(data_dir / "keys" / key_file)
         public = private.public_key()
         der = public.public_bytes(
@@ -128,7 +132,10 @@ def test_a_published_start_is_kept_and_a_rotated_key_is_retired(
     published["tlogs"].append(retired_log)
 
     merged, _ = _docs(material, published)
-    current, retired = merged["tlogs"]
+    # v1 first (current, then retired), then the Rekor v2 log.
+    current, retired, v2 = merged["tlogs"]
+    assert documents.is_rekor_v2(v2)
+    assert not documents.is_rekor_v2(current)
     assert current["publicKey"]["validFor"] == {"start": "2020-01-01T00:00:00Z"}
     assert retired["logId"] == retired_log["logId"]
     assert retired["publicKey"]["validFor"]["end"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")

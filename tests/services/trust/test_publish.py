@@ -55,7 +55,7 @@ def test_a_new_public_url_is_a_new_targets_version(tmp_path: Path) -> None:
     assert moved.published.targets == FIRST + 1
     assert moved.trusted_root["tlogs"][0]["baseUrl"] == "https://sigstore.corp.example"
     # Same keys, so no key is retired and the published starts are kept.
-    assert len(moved.trusted_root["tlogs"]) == 1
+    assert len(moved.trusted_root["tlogs"]) == 2  # Rekor v1 and v2
 
 
 def test_an_operator_chain_replaces_the_generated_ca(tmp_path: Path) -> None:

@@ -161,8 +161,11 @@ def test_pem_files_are_the_trusted_roots_material(
     root, _ = docs
     (ca,) = root["certificateAuthorities"]
     (tsa,) = root["timestampAuthorities"]
-    (tlog,) = root["tlogs"]
+    tlog, v2 = root["tlogs"]
+    assert documents.is_rekor_v2(v2)
     (ctlog,) = root["ctlogs"]
+    # The Rekor v2 key is not the v1 consumers' key: its clients read the trusted root itself.
+    assert _spki(files["pem/rekor.pub"]) != base64.b64decode(v2["publicKey"]["rawBytes"])
     assert _pem_chain(files["pem/fulcio-chain.pem"]) == _der_chain(ca)
     assert _pem_chain(files["pem/tsa-chain.pem"]) == _der_chain(tsa)
     for name, entry in (("pem/rekor.pub", tlog), ("pem/ctlog.pub", ctlog)):
@@ -389,7 +392,9 @@ def _retired_root(material: TrustMaterial, tmp_path: Path) -> tuple[Doc, Doc]:
 
 def test_retired_entries(material: TrustMaterial, tmp_path: Path) -> None:
     root, config = _retired_root(material, tmp_path)
-    for section in ("tlogs", "ctlogs", "certificateAuthorities", "timestampAuthorities"):
+    v1 = [t for t in root["tlogs"] if not documents.is_rekor_v2(t)]
+    assert len(v1) == 2
+    for section in ("ctlogs", "certificateAuthorities", "timestampAuthorities"):
         assert len(root[section]) == 2, section
     files = make(root, config)
     current_ca, retired_ca = root["certificateAuthorities"]
@@ -398,17 +403,17 @@ def test_retired_entries(material: TrustMaterial, tmp_path: Path) -> None:
     # Single-valued consumers get the current material only ...
     assert _pem_chain(files["pem/fulcio-chain.pem"]) == _der_chain(current_ca)
     assert _pem_chain(files["pem/tsa-chain.pem"]) == _der_chain(root["timestampAuthorities"][0])
-    assert hashlib.sha256(_spki(files["pem/rekor.pub"])).digest() == _log_id(root["tlogs"][0])
+    assert hashlib.sha256(_spki(files["pem/rekor.pub"])).digest() == _log_id(v1[0])
     assert hashlib.sha256(_spki(files["pem/ctlog.pub"])).digest() == _log_id(root["ctlogs"][0])
     (kyverno,) = _yaml_docs(files, "kyverno-clusterpolicy.yaml")
     signature, _ = _keyless(kyverno)
-    assert hashlib.sha256(_spki(signature["rekor"]["pubkey"])).digest() == _log_id(root["tlogs"][0])
+    assert hashlib.sha256(_spki(signature["rekor"]["pubkey"])).digest() == _log_id(v1[0])
     # ... while retired material stays where a verifier can hold several entries.
     assert _pem_chain(signature["roots"]) == _der_chain(current_ca) + _der_chain(retired_ca)
     trust_root, _ = _policy_controller(files, "policy-controller-legacy.yaml")
     keys = trust_root["spec"]["sigstoreKeys"]
     ids = [hashlib.sha256(_spki(base64.b64decode(t["publicKey"]))).digest() for t in keys["tLogs"]]
-    assert ids == [_log_id(t) for t in root["tlogs"]]
+    assert ids == [_log_id(t) for t in v1]
     assert len(keys["certificateAuthorities"]) == len(keys["timestampAuthorities"]) == 2
     retired = sorted(name for name in files if name.startswith("pem/retired/"))
     assert [name.split("/")[-1].rsplit("-", 1)[0] for name in retired] == [
@@ -418,7 +423,7 @@ def test_retired_entries(material: TrustMaterial, tmp_path: Path) -> None:
         "tsa-chain",
     ]
     (old_rekor,) = (files[n] for n in retired if "/rekor-" in n)
-    assert hashlib.sha256(_spki(old_rekor)).digest() == _log_id(root["tlogs"][1])
+    assert hashlib.sha256(_spki(old_rekor)).digest() == _log_id(v1[1])
     assert all(
         f"`{name.removeprefix('pem/retired/')}`" in files["README.md"].decode() for name in retired
     )

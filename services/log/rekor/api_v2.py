@@ -1,0 +1,244 @@
+"""The Rekor v2 HTTP API (rekor-tiles, rekor.md §6) over the Merkle log engine.
+
+Writes: ``POST /api/v2/log/entries`` answers 201 with a ``TransparencyLogEntry`` as soon as the
+entry's batch is committed, with the inclusion proof against the checkpoint of that commit (no
+publication wait). Errors are grpc-gateway's ``{code, message, details}`` with rekor-tiles'
+statuses: 400 InvalidArgument, 409 AlreadyExists with ``X-Log-Index``, 503 Unavailable, 405 (plain
+text) when the log is frozen.
+
+Reads: C2SP tlog-tiles under ``/api/v2/``, served by the log itself from the tiles the engine
+keeps (no second copy, no bucket): ``checkpoint``, ``tile/<L>/<N>[.p/<W>]`` and
+``tile/entries/<N>[.p/<W>]``. A tile's content for a given width never changes, so tiles are
+immutable for caches; the checkpoint is not cached. Anything beyond the tree is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from aiohttp import web
+
+from services.limits import parse_json_async
+from services.log.checkpoint import CheckpointSigner
+from services.log.errors import DuplicateEntry, EntryRefused, LogError, Pushback, SequencerStopped
+from services.log.rekor.v2 import KIND, InvalidRequest, canonicalize_request
+from services.log.sequencer import Sequencer
+from services.log.sqlstore import SQLLogStore
+from services.log.tiles import TILE_HASHES
+
+__all__ = ["REKOR_V2_LOG", "RekorV2Log", "add_v2_routes"]
+
+_logger = logging.getLogger(__name__)
+
+FROZEN_MESSAGE = "This log has been frozen, please switch to the latest log.\n"
+_IMMUTABLE = "public, max-age=31536000, immutable"
+_HASH_SIZE = 32
+_MAX_LEVEL = 63
+
+
+class V2Error(Exception):
+    """A gRPC status as grpc-gateway renders it."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class RekorV2Log:
+    """One Rekor v2 log: its tree on the engine, its checkpoint key and whether it is frozen."""
+
+    def __init__(
+        self,
+        *,
+        sequencer: Sequencer,
+        store: SQLLogStore,
+        signer: CheckpointSigner,
+        frozen: bool = False,
+        executor: Executor | None = None,
+    ) -> None:
+        self.sequencer = sequencer
+        self.store = store
+        self.signer = signer
+        self.frozen = frozen
+        self.tree_id = sequencer.tree_id
+        self._executor = executor
+
+    async def create(self, document: Any) -> dict[str, Any]:
+        """Verify and append a parsed ``CreateEntryRequest``; return the ``TransparencyLogEntry``
+        once it is committed. Raises ``V2Error``."""
+        loop = asyncio.get_running_loop()
+        try:
+            entry = await loop.run_in_executor(self._executor, canonicalize_request, document)
+        except InvalidRequest as exc:
+            raise V2Error(400, 3, exc.message) from None
+        try:
+            receipt = await self.sequencer.submit(entry.leaf, entry.search_keys)
+        except DuplicateEntry as dup:
+            raise _Duplicate(dup.index) from None
+        except (Pushback, SequencerStopped):
+            raise V2Error(503, 14, "reached max pushback; retry") from None
+        except EntryRefused as exc:
+            raise V2Error(400, 3, f"invalid entry: {exc}") from None
+        except LogError as exc:
+            _logger.error("v2 append failed: %s", exc)
+            raise V2Error(500, 2, "failed to integrate entry") from None
+        b64 = _b64
+        return {
+            "logIndex": str(receipt.index),
+            "logId": {"keyId": b64(self.signer.key_id)},
+            "kindVersion": {"kind": KIND, "version": "0.0.2"},
+            # protojson with EmitUnpopulated, as rekor-tiles answers: v2 has no integrated time
+            # and no promise; clients take the time from an RFC 3161 timestamp.
+            "integratedTime": "0",
+            "inclusionPromise": None,
+            "inclusionProof": {
+                "logIndex": str(receipt.index),
+                "rootHash": b64(receipt.head.root),
+                "treeSize": str(receipt.head.size),
+                "hashes": [b64(h) for h in receipt.proof],
+                "checkpoint": {"envelope": receipt.head.checkpoint},
+            },
+            "canonicalizedBody": b64(entry.leaf),
+        }
+
+    async def checkpoint(self) -> str:
+        head = await self.sequencer.latest_head()
+        return head.checkpoint
+
+    async def tile(self, level: int, index: int, width: int | None) -> bytes:
+        """The hashes of tile ``level``/``index``: all 256, or the first ``width``."""
+        size = (await self.sequencer.latest_head()).size
+        available = size // (TILE_HASHES**level) - index * TILE_HASHES
+        want = TILE_HASHES if width is None else width
+        if available < want:
+            raise web.HTTPNotFound(text="tile not found\n")
+        data = (await self.store.read_tiles(self.tree_id, [(level, index)])).get((level, index))
+        if data is None or len(data) < want * _HASH_SIZE:
+            raise web.HTTPNotFound(text="tile not found\n")
+        return data[: want * _HASH_SIZE]
+
+    async def entry_bundle(self, index: int, width: int | None) -> bytes:
+        """Entries ``[256·index, 256·index + width)`` as ``uint16 BE length || leaf`` each."""
+        size = (await self.sequencer.latest_head()).size
+        want = TILE_HASHES if width is None else width
+        first = index * TILE_HASHES
+        if size - first < want:
+            raise web.HTTPNotFound(text="entry bundle not found\n")
+        indices = range(first, first + want)
+        stored = await self.store.read_entries(self.tree_id, indices)
+        parts = []
+        for i in indices:
+            leaf = stored[i].leaf
+            parts.append(len(leaf).to_bytes(2, "big") + leaf)
+        return b"".join(parts)
+
+
+class _Duplicate(V2Error):
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            409,
+            6,
+            f"an equivalent entry already exists in the transparency log with index {index}",
+        )
+        self.index = index
+
+
+REKOR_V2_LOG = web.AppKey("rekor_v2_log", RekorV2Log)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _error(exc: V2Error) -> web.Response:
+    response = web.json_response(
+        {"code": exc.code, "message": exc.message, "details": []}, status=exc.status
+    )
+    if isinstance(exc, _Duplicate):
+        response.headers["X-Log-Index"] = str(exc.index)
+    return response
+
+
+async def _create(request: web.Request) -> web.StreamResponse:
+    log = request.app[REKOR_V2_LOG]
+    if log.frozen:
+        return web.Response(status=405, text=FROZEN_MESSAGE, content_type="text/plain")
+    try:
+        try:
+            document = await parse_json_async(await request.read())
+        except ValueError as exc:
+            raise V2Error(400, 3, f"invalid request body: {exc}") from None
+        return web.json_response(await log.create(document), status=201)
+    except V2Error as exc:
+        return _error(exc)
+
+
+_TILE_INDEX = re.compile(r"(?:x\d{3}/)*\d{3}")
+_WIDTH = re.compile(r"\.p/(\d{1,3})")
+
+
+def _tile_index(path: str) -> tuple[int, int | None]:
+    """``x001/x234/067[.p/W]`` → (1234067, W or None); 404 for anything else."""
+    width = None
+    partial = path.find(".p/")
+    if partial >= 0:
+        match = _WIDTH.fullmatch(path[partial:])
+        if not match:
+            raise web.HTTPNotFound(text="malformed tile path\n")
+        width = int(match.group(1))
+        if not 0 < width < TILE_HASHES or match.group(1).startswith("0"):
+            raise web.HTTPNotFound(text="malformed tile width\n")
+        path = path[:partial]
+    if not _TILE_INDEX.fullmatch(path):
+        raise web.HTTPNotFound(text="malformed tile index\n")
+    return int(path.replace("x", "").replace("/", "")), width
+
+
+async def _immutable(request: web.Request, body: bytes) -> web.Response:
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag, "Cache-Control": _IMMUTABLE})
+    response = web.Response(
+        body=body,
+        content_type="application/octet-stream",
+        headers={"ETag": etag, "Cache-Control": _IMMUTABLE},
+    )
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+async def _checkpoint(request: web.Request) -> web.Response:
+    text = await request.app[REKOR_V2_LOG].checkpoint()
+    return web.Response(text=text, content_type="text/plain", headers={"Cache-Control": "no-cache"})
+
+
+async def _tile(request: web.Request) -> web.Response:
+    level_text = request.match_info["level"]
+    if level_text == "entries":
+        index, width = _tile_index(request.match_info["index"])
+        body = await request.app[REKOR_V2_LOG].entry_bundle(index, width)
+        return await _immutable(request, body)
+    if not level_text.isdigit() or (level_text != "0" and level_text.startswith("0")):
+        raise web.HTTPNotFound(text="malformed tile level\n")
+    level = int(level_text)
+    if level > _MAX_LEVEL:
+        raise web.HTTPNotFound(text="malformed tile level\n")
+    index, width = _tile_index(request.match_info["index"])
+    body = await request.app[REKOR_V2_LOG].tile(level, index, width)
+    return await _immutable(request, body)
+
+
+def add_v2_routes(app: web.Application) -> None:
+    """Register the v2 write endpoint and the tlog-tiles read endpoints."""
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = _create
+    app.router.add_post("/api/v2/log/entries", handler)
+    app.router.add_get("/api/v2/checkpoint", _checkpoint)
+    app.router.add_get("/api/v2/tile/{level}/{index:.+}", _tile)

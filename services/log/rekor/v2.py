@@ -1,0 +1,323 @@
+"""Rekor v2 entries (rekor-tiles' ``CreateEntryRequest`` → ``Entry``, rekor.md §6.1 and 6.2).
+
+A request is protojson: field names in lowerCamel or the proto's snake_case, unknown fields
+refused, bytes as base64 (standard or URL-safe, padding optional), enums by name or number, a
+``null`` message field the same as an absent one. Only ``hashedRekordRequestV002`` is accepted,
+as rekor-tiles v2.3 does (``dsseRequestV002`` is refused with its message).
+
+The leaf is ``JCS(protojson(Entry))`` with ``Entry = {kind: "hashedrekord", apiVersion: "0.0.2",
+spec: {hashedRekordV002: {data: {algorithm, digest}, signature}}}``: ``signature`` is the
+request's, re-encoded the way protojson writes it (standard padded base64, enum names, zero values
+omitted), so clients that rebuild the leaf from a bundle (sigstore-go's ``ToEntryHash``) get the
+same bytes. The (key, hash) pairs are rekor-tiles' default algorithm registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import rfc8785
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from services.log.checkpoint import CheckpointSigner
+from services.log.rekor.keys import (
+    ChainError,
+    MaterialError,
+    SignatureError,
+    UnsupportedKeyType,
+    parse_material,
+    verify_digest_signature,
+)
+from services.log.rekor.searchkeys import digest_key, material_keys
+from services.log.sequencer import Genesis
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "InvalidRequest",
+    "V2Entry",
+    "canonicalize_request",
+    "genesis_entry",
+    "genesis_statement",
+]
+
+KIND = "hashedrekord"
+API_VERSION = "0.0.2"
+
+# PublicKeyDetails (protobuf-specs common/v1): name → number, and the hash rekor-tiles derives.
+_KEY_DETAILS: dict[str, tuple[int, str | None]] = {
+    "PUBLIC_KEY_DETAILS_UNSPECIFIED": (0, None),
+    "PKCS1_RSA_PKCS1V5": (1, None),
+    "PKCS1_RSA_PSS": (2, None),
+    "PKIX_RSA_PKCS1V5": (3, None),
+    "PKIX_RSA_PSS": (4, None),
+    "PKIX_ECDSA_P256_SHA_256": (5, "sha256"),
+    "PKIX_ECDSA_P256_HMAC_SHA_256": (6, None),
+    "PKIX_ED25519": (7, None),
+    "PKIX_ED25519_PH": (8, "sha512"),
+    "PKIX_RSA_PKCS1V15_2048_SHA256": (9, "sha256"),
+    "PKIX_RSA_PKCS1V15_3072_SHA256": (10, "sha256"),
+    "PKIX_RSA_PKCS1V15_4096_SHA256": (11, "sha256"),
+    "PKIX_ECDSA_P384_SHA_384": (12, "sha384"),
+    "PKIX_ECDSA_P521_SHA_512": (13, "sha512"),
+    "LMS_SHA256": (14, None),
+    "LMOTS_SHA256": (15, None),
+    "PKIX_RSA_PSS_2048_SHA256": (16, None),
+    "PKIX_RSA_PSS_3072_SHA256": (17, None),
+    "PKIX_RSA_PSS_4096_SHA256": (18, None),
+    "PKIX_ECDSA_P384_SHA_256": (19, "sha256"),
+    "PKIX_ECDSA_P521_SHA_256": (20, "sha256"),
+    "ML_DSA_65": (21, None),
+    "ML_DSA_87": (22, None),
+}
+_BY_NUMBER = {number: name for name, (number, _) in _KEY_DETAILS.items()}
+_HASH_OUTPUT = {"sha256": "SHA2_256", "sha384": "SHA2_384", "sha512": "SHA2_512"}
+_HASH_SIZE = {"sha256": 32, "sha384": 48, "sha512": 64}
+_CURVE_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
+
+
+class InvalidRequest(ValueError):
+    """A request rekor-tiles answers with gRPC InvalidArgument (400). ``message`` is its text."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.message = str(self)
+
+
+@dataclass(frozen=True, slots=True)
+class V2Entry:
+    """A verified request: the leaf to append and its search keys."""
+
+    leaf: bytes
+    search_keys: frozenset[str]
+
+
+# --- protojson ------------------------------------------------------------------------------
+
+
+def _fields(value: Any, what: str, names: Mapping[str, str]) -> dict[str, Any]:
+    """A message's fields by JSON name; ``names`` maps every accepted spelling to it."""
+    if not isinstance(value, dict):
+        raise InvalidRequest("invalid hashedrekord request", f"{what} is not a JSON object")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = names.get(key)
+        if name is None:
+            raise InvalidRequest("invalid hashedrekord request", f'unknown field "{key}" in {what}')
+        if name in out:
+            raise InvalidRequest(
+                "invalid hashedrekord request", f"duplicate field {name} in {what}"
+            )
+        if item is not None:  # protojson: null is the default value
+            out[name] = item
+    return out
+
+
+def _names(*fields: str) -> dict[str, str]:
+    out = {}
+    for camel in fields:
+        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+        out[camel] = camel
+        out[snake] = camel
+    return out
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidRequest("invalid hashedrekord request", f"{what} is not a base64 string")
+    text = value.rstrip("=")
+    alphabet = "-_" if ("-" in text or "_" in text) else "+/"
+    try:
+        return base64.b64decode(
+            text + "=" * (-len(text) % 4), altchars=alphabet.encode(), validate=True
+        )
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            "invalid hashedrekord request", f"{what} is not valid base64"
+        ) from None
+
+
+def _enum(value: Any) -> str:
+    if isinstance(value, bool):
+        raise InvalidRequest("invalid hashedrekord request", "keyDetails is not an enum value")
+    if isinstance(value, int):
+        if value not in _BY_NUMBER:
+            raise InvalidRequest("invalid hashedrekord request", f"unknown keyDetails {value}")
+        return _BY_NUMBER[value]
+    if not isinstance(value, str) or value not in _KEY_DETAILS:
+        raise InvalidRequest("invalid hashedrekord request", f"unknown keyDetails {value!r}")
+    return value
+
+
+_REQUEST = _names("hashedRekordRequestV002", "dsseRequestV002")
+_HASHED_REKORD = _names("digest", "signature")
+_SIGNATURE = _names("content", "verifier")
+_VERIFIER = _names("publicKey", "x509Certificate", "keyDetails")
+_RAW = _names("rawBytes")
+
+
+def _b64(data: bytes) -> str:
+    """protojson's bytes: standard base64 with padding."""
+    return base64.b64encode(data).decode()
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+def _public_key(verifier: Mapping[str, Any]) -> tuple[str, bytes, Any]:
+    """(``publicKey`` | ``x509Certificate``, raw DER, the key). Only a certificate's own key is
+    used: rekor-tiles neither builds nor checks a chain, nor the validity period."""
+    if "publicKey" in verifier and "x509Certificate" in verifier:
+        raise InvalidRequest(
+            "invalid hashedrekord request", "verifier has both publicKey and x509Certificate"
+        )
+    for field in ("publicKey", "x509Certificate"):
+        if field not in verifier:
+            continue
+        raw = _bytes(_fields(verifier[field], field, _RAW).get("rawBytes", ""), f"{field}.rawBytes")
+        if not raw:
+            detail = "public key" if field == "publicKey" else "X.509 certificate"
+            raise InvalidRequest(
+                "invalid hashedrekord request", f"invalid verifier: missing {detail} raw bytes"
+            )
+        try:
+            if field == "publicKey":
+                return field, raw, serialization.load_der_public_key(raw)
+            return field, raw, x509.load_der_x509_certificate(raw).public_key()
+        except ValueError as exc:
+            raise InvalidRequest(
+                "invalid hashedrekord request", f"parsing verifier: {exc}"
+            ) from None
+    raise InvalidRequest(
+        "invalid hashedrekord request",
+        "invalid verifier: missing signature public key or X.509 certificate",
+    )
+
+
+def _check_algorithm(key: Any, hash_name: str) -> None:
+    """rekor-tiles' default registry: RSA PKCS#1 v1.5 2048/3072/4096 + SHA-256, ECDSA P-256 +
+    SHA-256, P-384 + SHA-384, P-521 + SHA-512, Ed25519ph (SHA-512). Pure Ed25519 cannot sign a
+    digest, so it is not offered."""
+    ok = False
+    if isinstance(key, rsa.RSAPublicKey):
+        ok = key.key_size in (2048, 3072, 4096) and hash_name == "sha256"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        ok = _CURVE_HASH.get(key.curve.name) == hash_name
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        ok = hash_name == "sha512"
+    if not ok:
+        raise InvalidRequest(
+            "invalid hashedrekord request",
+            f"signing algorithm not permitted: {type(key).__name__} with {hash_name}",
+        )
+
+
+def canonicalize_request(document: Any) -> V2Entry:
+    """Validate and verify a parsed ``CreateEntryRequest``; return the leaf to append.
+
+    Raises ``InvalidRequest`` with rekor-tiles' message (its detail appended after a colon)."""
+    request = _fields(document, "the request", _REQUEST)
+    if "dsseRequestV002" in request or "hashedRekordRequestV002" not in request:
+        raise InvalidRequest("invalid type, must be hashedrekord")
+    if len(request) > 1:
+        raise InvalidRequest("invalid hashedrekord request", "more than one entry type")
+    spec = _fields(request["hashedRekordRequestV002"], "hashedRekordRequestV002", _HASHED_REKORD)
+    signature = _fields(spec.get("signature", {}), "signature", _SIGNATURE)
+    content = _bytes(signature.get("content", ""), "signature.content")
+    if not content:
+        raise InvalidRequest("invalid hashedrekord request", "missing signature")
+    if "verifier" not in signature:
+        raise InvalidRequest("invalid hashedrekord request", "missing verifier")
+    digest = _bytes(spec.get("digest", ""), "digest")
+    if not digest:
+        raise InvalidRequest("invalid hashedrekord request", "missing digest")
+    verifier = _fields(signature["verifier"], "verifier", _VERIFIER)
+    field, raw, key = _public_key(verifier)
+    key_details = _enum(verifier.get("keyDetails", 0))
+    hash_name = _KEY_DETAILS[key_details][1]
+    if hash_name is None:
+        raise InvalidRequest(
+            "invalid hashedrekord request",
+            f"getting key algorithm details: unsupported key details {key_details}",
+        )
+    _check_algorithm(key, hash_name)
+    if len(digest) != _HASH_SIZE[hash_name]:
+        raise InvalidRequest(
+            "invalid hashedrekord request",
+            f"digest length ({len(digest)}) does not match expected size "
+            f"({_HASH_SIZE[hash_name]}) for algorithm {hash_name.upper()}",
+        )
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        material = parse_material(pem)
+        verify_digest_signature(material, content, digest, hash_name)
+    except (MaterialError, UnsupportedKeyType, ChainError, SignatureError) as exc:
+        raise InvalidRequest(
+            "invalid hashedrekord request", f"verifying signature: {exc}"
+        ) from None
+
+    entry = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "spec": {
+            "hashedRekordV002": {
+                "data": {"algorithm": _HASH_OUTPUT[hash_name], "digest": _b64(digest)},
+                "signature": {
+                    "content": _b64(content),
+                    "verifier": {field: {"rawBytes": _b64(raw)}, "keyDetails": key_details},
+                },
+            }
+        },
+    }
+    search_keys = {digest_key(hash_name, digest.hex())}
+    if field == "x509Certificate":
+        # The identities of the certificate, as v1 indexes them, so auditors can search v2 too.
+        try:
+            cert_pem = x509.load_der_x509_certificate(raw).public_bytes(serialization.Encoding.PEM)
+            search_keys |= material_keys(parse_material(cert_pem))
+        except (ValueError, MaterialError):
+            search_keys |= material_keys(material)
+    else:
+        search_keys |= material_keys(material)
+    return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys))
+
+
+# --- the log's own first entry ----------------------------------------------------------------
+
+
+def genesis_statement(origin: str) -> bytes:
+    """What the v2 genesis entry's digest covers (as v1's: ``services.log.rekor.genesis``)."""
+    return f"sigstead genesis\n{origin}\n".encode()
+
+
+def genesis_entry(signer: CheckpointSigner, origin: str) -> Genesis:
+    """Entry 0 of a v2 log: a hashedrekord 0.0.2 by the log's own key over the genesis statement,
+    through the same validation as a client's entry, so a client's first bundle is never at
+    index 0 (sigstore-js omits a zero ``logIndex``; why v1 logs have one too)."""
+    statement = genesis_statement(origin)
+    spki = signer.public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    request = {
+        "hashedRekordRequestV002": {
+            "digest": base64.b64encode(hashlib.sha256(statement).digest()).decode(),
+            "signature": {
+                "content": base64.b64encode(signer.sign(statement)).decode(),
+                "verifier": {
+                    "publicKey": {"rawBytes": base64.b64encode(spki).decode()},
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                },
+            },
+        }
+    }
+    entry = canonicalize_request(request)
+    return Genesis(entry.leaf, entry.search_keys)

@@ -1,0 +1,377 @@
+"""The Rekor v2 API on both databases: sigstore-python's own v2 client writes, its models parse
+the replies, and the proofs and checkpoints are checked by code independent of the server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from aiohttp.web import Application
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from sigstore._internal.rekor.client_v2 import RekorV2Client
+from sigstore.hashes import Hashed
+from sigstore_models.common import v1 as common_v1
+
+from services.app import Settings, create_app
+from services.db import Database
+from services.log.rekor.v2 import genesis_statement
+from tests.merkle_reference import leaf_hash, node_hash
+from tests.services.log.rekor.test_api import Signer
+
+AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
+HOST = "log.example"
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> TestClient[Any, Any]:
+    settings = Settings(
+        data_dir=tmp_path / "data", public_url=f"http://{HOST}:3000", batch_max_age=0.005
+    )
+    return await aiohttp_client(create_app(settings, database=db, components=("log",)))
+
+
+def _python_request(signer: Signer, artifact: bytes) -> dict[str, Any]:
+    """The exact body sigstore-python 4.5.1 posts to Rekor v2 for ``sign``."""
+    sig = signer.key.sign(artifact, ec.ECDSA(hashes.SHA256()))
+    hashed = Hashed(
+        algorithm=common_v1.HashAlgorithm.SHA2_256, digest=hashlib.sha256(artifact).digest()
+    )
+    return dict(RekorV2Client._build_hashed_rekord_request(hashed, sig, signer.cert))
+
+
+def _key_request(
+    key: Any, message: bytes, details: str, hash_name: str = "sha256"
+) -> dict[str, Any]:
+    digest = hashlib.new(hash_name, message).digest()
+    if isinstance(key, rsa.RSAPrivateKey):
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        sig = key.sign(message, padding.PKCS1v15(), getattr(hashes, hash_name.upper())())
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        sig = b"\x00" * 64  # not verifiable: Ed25519ph needs a prehash signer
+    else:
+        sig = key.sign(message, ec.ECDSA(getattr(hashes, hash_name.upper())()))
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "hashedRekordRequestV002": {
+            "digest": base64.b64encode(digest).decode(),
+            "signature": {
+                "content": base64.b64encode(sig).decode(),
+                "verifier": {
+                    "publicKey": {"rawBytes": base64.b64encode(spki).decode()},
+                    "keyDetails": details,
+                },
+            },
+        }
+    }
+
+
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: list[bytes]) -> bytes:
+    """RFC 9162 section 2.1.3.2, written from the RFC."""
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise AssertionError("proof too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0, "proof too short"
+    return r
+
+
+def _verify_note(note: str, public_key: ec.EllipticCurvePublicKey) -> tuple[str, int, bytes]:
+    """Check a signed note by hand (C2SP signed-note, ECDSA key hash = SHA-256(SPKI)[:4])."""
+    text, _, signatures = note.partition("\n\n")
+    text += "\n"
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (line,) = [s for s in signatures.splitlines() if s]
+    dash, name, blob = line.split(" ")
+    assert dash == "\u2014"
+    assert name == HOST
+    raw = base64.b64decode(blob)
+    assert raw[:4] == hashlib.sha256(spki).digest()[:4]
+    public_key.verify(raw[4:], text.encode(), ec.ECDSA(hashes.SHA256()))
+    origin, size, root = text.splitlines()[:3]
+    return origin, int(size), base64.b64decode(root)
+
+
+async def test_sigstore_python_writes_and_parses_the_reply(
+    client: TestClient[Any, Any],
+) -> None:
+    signer = Signer()
+    request = _python_request(signer, b"artifact one")
+    base = str(client.make_url("")).rstrip("/")
+    entry = await asyncio.to_thread(RekorV2Client(base).create_entry, request)  # type: ignore[arg-type]
+    inner = entry._inner
+    # Entry 0 is the log's genesis entry, so a client's first bundle is at index 1.
+    assert inner.log_index == 1
+    assert inner.kind_version.kind == "hashedrekord"
+    assert inner.kind_version.version == "0.0.2"
+    body = inner.canonicalized_body  # the models decode protojson bytes
+    leaf = json.loads(body)
+    spec = leaf["spec"]["hashedRekordV002"]
+    assert spec["signature"] == request["hashedRekordRequestV002"]["signature"]
+    assert spec["data"] == {
+        "algorithm": "SHA2_256",
+        "digest": request["hashedRekordRequestV002"]["digest"],
+    }
+    # JCS: sorted keys, no whitespace, byte for byte what clients rebuild.
+    assert body == json.dumps(leaf, sort_keys=True, separators=(",", ":")).encode()
+
+    proof = inner.inclusion_proof
+    assert proof.checkpoint is not None
+    reply = await client.get("/api/v2/checkpoint")
+    log_key = await _log_key(client)
+    origin, size, root = _verify_note(proof.checkpoint.envelope, log_key)
+    assert origin == HOST  # C2SP: the origin is the log's host, no tree ID
+    assert (size, root) == (proof.tree_size, proof.root_hash)
+    hashes_ = list(proof.hashes)
+    assert root_from_inclusion_proof(1, size, leaf_hash(body), hashes_) == root
+    assert reply.headers["Cache-Control"] == "no-cache"
+    assert (
+        inner.log_id.key_id
+        == hashlib.sha256(
+            log_key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).digest()
+    )
+
+
+async def _log_key(client: TestClient[Any, Any]) -> ec.EllipticCurvePublicKey:
+    """The v2 log key, from the genesis entry at index 0 (signed by the log's own key)."""
+    bundle = await (await client.get("/api/v2/tile/entries/000.p/1")).read()
+    length = int.from_bytes(bundle[:2], "big")
+    genesis = json.loads(bundle[2 : 2 + length])
+    verifier = genesis["spec"]["hashedRekordV002"]["signature"]["verifier"]
+    key = serialization.load_der_public_key(base64.b64decode(verifier["publicKey"]["rawBytes"]))
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    signature = base64.b64decode(genesis["spec"]["hashedRekordV002"]["signature"]["content"])
+    key.verify(signature, genesis_statement(HOST), ec.ECDSA(hashes.SHA256()))
+    return key
+
+
+async def test_duplicate_is_409_with_the_index(client: TestClient[Any, Any]) -> None:
+    request = _python_request(Signer(), b"twice")
+    first = await client.post("/api/v2/log/entries", json=request)
+    assert first.status == 201
+    index = (await first.json())["logIndex"]
+    again = await client.post("/api/v2/log/entries", json=request)
+    assert again.status == 409
+    assert again.headers["X-Log-Index"] == index
+    body = await again.json()
+    assert body == {
+        "code": 6,
+        "message": f"an equivalent entry already exists in the transparency log with index {index}",
+        "details": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("curve", "details", "hash_name"),
+    [
+        (ec.SECP256R1(), "PKIX_ECDSA_P256_SHA_256", "sha256"),
+        (ec.SECP384R1(), "PKIX_ECDSA_P384_SHA_384", "sha384"),
+        (ec.SECP521R1(), "PKIX_ECDSA_P521_SHA_512", "sha512"),
+    ],
+)
+async def test_every_ecdsa_pair_is_accepted(
+    client: TestClient[Any, Any], curve: ec.EllipticCurve, details: str, hash_name: str
+) -> None:
+    key = ec.generate_private_key(curve)
+    reply = await client.post(
+        "/api/v2/log/entries", json=_key_request(key, b"m", details, hash_name)
+    )
+    assert reply.status == 201, await reply.text()
+    leaf = json.loads(base64.b64decode((await reply.json())["canonicalizedBody"]))
+    assert leaf["spec"]["hashedRekordV002"]["data"]["algorithm"] == f"SHA2_{hash_name[3:]}"
+
+
+async def test_rsa_3072_is_accepted_with_snake_case_names(client: TestClient[Any, Any]) -> None:
+    key = rsa.generate_private_key(65537, 3072)
+    request = _key_request(key, b"m", "PKIX_RSA_PKCS1V15_3072_SHA256")
+    inner = request["hashedRekordRequestV002"]
+    verifier = inner["signature"]["verifier"]
+    snake = {
+        "hashed_rekord_request_v002": {
+            "digest": inner["digest"],
+            "signature": {
+                "content": inner["signature"]["content"],
+                "verifier": {
+                    "public_key": {"raw_bytes": verifier["publicKey"]["rawBytes"]},
+                    "key_details": 10,  # protojson takes an enum's number too
+                },
+            },
+        }
+    }
+    reply = await client.post("/api/v2/log/entries", json=snake)
+    assert reply.status == 201, await reply.text()
+    leaf = json.loads(base64.b64decode((await reply.json())["canonicalizedBody"]))
+    # The leaf is written as protojson writes it: lowerCamel names, the enum's name.
+    written = leaf["spec"]["hashedRekordV002"]["signature"]["verifier"]
+    assert written["keyDetails"] == "PKIX_RSA_PKCS1V15_3072_SHA256"
+    assert "publicKey" in written
+
+
+def _mutate(request: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(request))
+    *parents, last = path.split(".")
+    node = out
+    for p in parents:
+        node = node[p]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+_DELETE = object()
+
+
+_H = "hashedRekordRequestV002"
+_V = f"{_H}.signature.verifier"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (f"{_H}.digest", base64.b64encode(b"short").decode(), "digest length (5)"),
+        (f"{_H}.signature.content", base64.b64encode(b"\x30\x00").decode(), "verifying signature"),
+        (f"{_V}.keyDetails", "PKIX_ECDSA_P384_SHA_384", "not permitted"),
+        (f"{_V}.keyDetails", "PKIX_ED25519", "unsupported key details"),
+        (f"{_V}.keyDetails", "NOT_A_KEY", "unknown keyDetails"),
+        (f"{_V}.publicKey", _DELETE, "missing signature public key"),
+        (f"{_V}.publicKey.rawBytes", "", "missing public key raw bytes"),
+        (f"{_V}.publicKey.rawBytes", "AAAA", "parsing verifier"),
+        (f"{_H}.signature.extra", 1, 'unknown field "extra"'),
+        (f"{_H}.digest", _DELETE, "missing digest"),
+        (f"{_H}.digest", "***", "not valid base64"),
+        (f"{_H}.signature", _DELETE, "missing signature"),
+    ],
+)  # fmt: skip
+async def test_invalid_requests_are_400_in_rekor_tiles_shape(
+    client: TestClient[Any, Any], path: str, value: Any, message: str
+) -> None:
+    good = _key_request(ec.generate_private_key(ec.SECP256R1()), b"m", "PKIX_ECDSA_P256_SHA_256")
+    reply = await client.post("/api/v2/log/entries", json=_mutate(good, path, value))
+    assert reply.status == 400
+    body = await reply.json()
+    assert body["code"] == 3
+    assert body["details"] == []
+    assert body["message"].startswith("invalid hashedrekord request: ")
+    assert message in body["message"]
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"dsseRequestV002": {"envelope": {}, "verifiers": []}},
+        {},
+    ],
+)
+async def test_only_hashedrekord_is_accepted(
+    client: TestClient[Any, Any], request_body: dict[str, Any]
+) -> None:
+    reply = await client.post("/api/v2/log/entries", json=request_body)
+    assert reply.status == 400
+    assert (await reply.json())["message"] == "invalid type, must be hashedrekord"
+
+
+async def test_garbage_is_400(client: TestClient[Any, Any]) -> None:
+    for body in (b"not json", b"[]", b'{"hashedRekordRequestV002": 7}'):
+        reply = await client.post("/api/v2/log/entries", data=body)
+        assert reply.status == 400, body
+        assert (await reply.json())["code"] == 3
+
+
+async def test_tiles_entries_and_checkpoint_agree(client: TestClient[Any, Any]) -> None:
+    """The tlog-tiles read path, read the way the C2SP spec describes (no server code used):
+    level-0 hashes are the leaf hashes of the bundled entries, and they hash to the root the
+    signed checkpoint names; full tiles and a tile beyond the tree are as the spec says."""
+    signer = Signer()
+    for i in range(300):  # past one full tile
+        reply = await client.post("/api/v2/log/entries", json=_python_request(signer, b"%d" % i))
+        assert reply.status == 201
+    note = await (await client.get("/api/v2/checkpoint")).text()
+    _, size, root = _verify_note(note, await _log_key(client))
+    assert size == 301
+
+    full = await client.get("/api/v2/tile/0/000")
+    assert full.status == 200
+    assert full.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    partial = await client.get(f"/api/v2/tile/0/001.p/{size - 256}")
+    hashes_ = (await full.read()) + (await partial.read())
+    assert len(hashes_) == size * 32
+    bundles = await (await client.get("/api/v2/tile/entries/000")).read()
+    bundles += await (await client.get(f"/api/v2/tile/entries/001.p/{size - 256}")).read()
+    leaves, at = [], 0
+    while at < len(bundles):
+        n = int.from_bytes(bundles[at : at + 2], "big")
+        leaves.append(bundles[at + 2 : at + 2 + n])
+        at += 2 + n
+    assert [leaf_hash(x) for x in leaves] == [
+        hashes_[i : i + 32] for i in range(0, len(hashes_), 32)
+    ]
+    assert _root([hashes_[i : i + 32] for i in range(0, len(hashes_), 32)]) == root
+    level1 = await (await client.get("/api/v2/tile/1/000.p/1")).read()
+    assert level1 == _root([hashes_[i : i + 32] for i in range(0, 256 * 32, 32)])
+
+    gz = await client.get(
+        "/api/v2/tile/0/000", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    if gz.headers.get("Content-Encoding") == "gzip":
+        assert gzip.decompress(await gz.read()) == hashes_[: 256 * 32]
+    etag = full.headers["ETag"]
+    cached = await client.get("/api/v2/tile/0/000", headers={"If-None-Match": etag})
+    assert cached.status == 304
+    for path in (
+        "/api/v2/tile/0/002",  # beyond the tree
+        "/api/v2/tile/0/001",  # not full yet
+        f"/api/v2/tile/0/001.p/{size - 255}",  # wider than the tree
+        "/api/v2/tile/1/000",
+        "/api/v2/tile/0/1",  # not three digits
+        "/api/v2/tile/0/001.p/0",
+        "/api/v2/tile/64/000",
+        "/api/v2/tile/entries/002",
+    ):
+        assert (await client.get(path)).status == 404, path
+
+
+def _root(hashes_: list[bytes]) -> bytes:
+    """RFC 6962 MTH over leaf hashes, written out independently of the server's code."""
+    if len(hashes_) == 1:
+        return hashes_[0]
+    k = 1
+    while k * 2 < len(hashes_):
+        k *= 2
+    return hashlib.sha256(b"\x01" + _root(hashes_[:k]) + _root(hashes_[k:])).digest()
+
+
+async def test_a_frozen_log_refuses_writes(client: TestClient[Any, Any]) -> None:
+    from services.log.rekor.api_v2 import FROZEN_MESSAGE, REKOR_V2_LOG
+
+    client.app[REKOR_V2_LOG].frozen = True
+    reply = await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"late"))
+    assert reply.status == 405
+    assert await reply.text() == FROZEN_MESSAGE
+    assert (await client.get("/api/v2/checkpoint")).status == 200  # reads go on

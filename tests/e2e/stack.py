@@ -67,13 +67,14 @@ def sigstead(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_stack(directory: Path) -> Stack:
-    """Start an IdP and ``sigstead up --oidc-config``, then export the trust material."""
+def start_stack(directory: Path, *flags: str) -> Stack:
+    """Start an IdP and ``sigstead up --oidc-config``, then export the trust material.
+    ``flags`` (publication flags such as ``--rekor-version 2``) go to both commands."""
     directory.mkdir(parents=True, exist_ok=True)
     idp = start_idp(directory)
     config = write_email_issuer_config(directory / "oidc.json", idp.url)
     try:
-        server = start_server(directory / "data", "--oidc-config", str(config))
+        server = start_server(directory / "data", "--oidc-config", str(config), *flags)
     except BaseException:
         idp.stop()
         raise
@@ -92,6 +93,7 @@ def start_stack(directory: Path) -> Stack:
             IDENTITY,
             "--issuer",
             idp.url,
+            *flags,
         )
         if done.returncode != 0:
             raise RuntimeError(f"trust export failed: {done.stderr}")

@@ -1,0 +1,178 @@
+"""Rekor v2 with the real clients: a deployment published with ``--rekor-version 2`` sends
+sigstore-python and cosign to its v2 log; each verifies the others' v2 bundles; the first bundle
+of a fresh v2 log verifies everywhere; and the Go checksum database's tile client (x/mod's
+``sumdb/tlog``, which shares no code with sigstead) reads the tiles and checks an inclusion and a
+consistency proof against the served checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.gocli import Cosign, token_file
+from tests.e2e.stack import IDENTITY, Stack, python_sign, python_verify, start_stack
+from tests.e2e.test_sigstore_js import js_verify
+from tests.gotools import ToolMissing
+
+pytestmark = pytest.mark.e2e
+
+TILECHECK = Path(__file__).parents[1] / "go" / "tilecheck"
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("v2"), "--rekor-version", "2")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _entry(bundle: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads(bundle.read_text())["verificationMaterial"]["tlogEntries"][0]
+    return entry
+
+
+def _cosign(name: str, stack: Stack, home: Path) -> Cosign:
+    from tests.gotools import tool
+
+    c = Cosign(name, tool(name), home, stack)
+    c.initialize()
+    return c
+
+
+def _identity(stack: Stack) -> list[str]:
+    return ["--certificate-identity", IDENTITY, "--certificate-oidc-issuer", stack.idp.url]
+
+
+def test_the_signing_config_sends_clients_to_v2_first(v2: Stack) -> None:
+    config = json.loads((v2.trust / "signing_config.v0.2.json").read_text())
+    assert [s["majorApiVersion"] for s in config["rekorTlogUrls"]] == [2, 1]
+    root = json.loads(v2.trusted_root.read_text())
+    v1_log, v2_log = root["tlogs"]
+    assert "checkpointKeyId" in v2_log
+    assert "checkpointKeyId" not in v1_log
+
+
+def test_first_bundle_of_a_fresh_v2_log_verifies_in_every_client(v2: Stack, tmp_path: Path) -> None:
+    """Entry 0 is the log's genesis entry, so the first client bundle is at index 1 (a bundle
+    at index 0 loses its ``logIndex`` in sigstore-js, as on v1)."""
+    artifact = tmp_path / "first.txt"
+    artifact.write_text("the first v2 bundle")
+    bundle = tmp_path / "first.sigstore.json"
+    python_sign(v2, tmp_path / "py", artifact, bundle)
+    entry = _entry(bundle)
+    assert entry["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+    assert entry["logIndex"] == "1"
+    assert "inclusionPromise" not in entry  # no SET on v2: the TSA gives the time
+    doc = json.loads(bundle.read_text())
+    assert doc["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"]
+
+    done = python_verify(v2, tmp_path / "py", artifact, bundle)
+    assert done.returncode == 0, done.stderr
+    done = js_verify(v2, tmp_path, bundle, artifact)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("cosign-v3", "cosign-v2"):
+        cosign = _cosign(name, v2, tmp_path / name)
+        verify = ["verify-blob", *cosign.verifying(tuf=True), "--bundle", str(bundle)]
+        done = cosign(*verify, "--use-signed-timestamps", *_identity(v2), str(artifact))
+        assert done.returncode == 0, (name, done.stderr)
+        if cosign.v2:
+            # cosign v2 wants the Rekor v1 SET unless told to use the TSA's time.
+            done = cosign(*verify, *_identity(v2), str(artifact))
+            assert done.returncode != 0
+            assert "integrated timestamps: 0 < 1" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["cosign-v3", "cosign-v2"])
+def test_cosign_signs_to_v2_and_sigstore_python_verifies(
+    v2: Stack, tmp_path: Path, name: str
+) -> None:
+    cosign = _cosign(name, v2, tmp_path / "home")
+    artifact = tmp_path / "blob"
+    artifact.write_bytes(b"signed by " + name.encode())
+    bundle = tmp_path / "blob.sigstore.json"
+    done = cosign(
+        "sign-blob", *cosign.signing(tuf=True), "--identity-token", str(token_file(v2, tmp_path)),
+        "--bundle", str(bundle), str(artifact),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _entry(bundle)["kindVersion"]["version"] == "0.0.2"
+    done = python_verify(v2, tmp_path / "py", artifact, bundle)
+    assert done.returncode == 0, done.stderr
+    done = cosign(
+        "verify-blob", *cosign.verifying(tuf=True), "--use-signed-timestamps",
+        "--bundle", str(bundle), *_identity(v2), str(artifact),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    tampered = tmp_path / "tampered"
+    tampered.write_bytes(artifact.read_bytes() + b"!")
+    done = python_verify(v2, tmp_path / "py", tampered, bundle)
+    assert done.returncode != 0
+
+
+def _fill_v2(stack: Stack, entries: int) -> None:
+    """Append ``entries`` v2 entries signed by a throwaway key, as other signers would."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.services.log.rekor.test_api_v2 import _key_request
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    for i in range(entries):
+        body = json.dumps(_key_request(key, b"other %d" % i, "PKIX_ECDSA_P256_SHA_256")).encode()
+        request = urllib.request.Request(
+            f"{stack.server.url}/api/v2/log/entries",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request) as reply:
+            assert reply.status == 201
+
+
+def _checkpoint(stack: Stack) -> tuple[int, str]:
+    with urllib.request.urlopen(f"{stack.server.url}/api/v2/checkpoint") as reply:
+        lines = reply.read().decode().splitlines()
+    return int(lines[1]), lines[2]
+
+
+def test_a_tile_client_nobody_here_wrote_checks_inclusion_and_consistency(
+    v2: Stack, tmp_path: Path
+) -> None:
+    binary = tmp_path / "tilecheck"
+    built = subprocess.run(
+        ["go", "build", "-o", str(binary), "."],
+        cwd=TILECHECK, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if built.returncode != 0:
+        raise ToolMissing(f"go build tests/go/tilecheck: {built.stderr}")
+    old_size, old_root = _checkpoint(v2)
+    # Other signers fill a level-0 tile and start the next, so full, partial and level-1
+    # tiles are all read; then a client's entry, whose inclusion is checked.
+    _fill_v2(v2, 300)
+    artifact = tmp_path / "a"
+    artifact.write_text("checked through tiles")
+    bundle = tmp_path / "a.sigstore.json"
+    python_sign(v2, tmp_path / "py", artifact, bundle)
+    index = int(_entry(bundle)["logIndex"])
+    assert index > 256
+    done = subprocess.run(
+        [str(binary), f"{v2.server.url}/api/v2", str(index), str(old_size), old_root],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"entry {index} included" in done.stdout
+    # A wrong old root is caught by the same client: the check has teeth.
+    wrong = base64.b64encode(b"\x00" * 32).decode()
+    done = subprocess.run(
+        [str(binary), f"{v2.server.url}/api/v2", str(index), str(old_size), wrong],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "not consistent" in done.stderr

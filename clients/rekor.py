@@ -129,12 +129,15 @@ def _check_url(url: str) -> str:
 class LogClient:
     """Talks to one log, pins its key, and remembers the newest verified checkpoint."""
 
-    def __init__(self, url: str, *, state_dir: Path, log_key: bytes | None = None) -> None:
+    def __init__(
+        self, url: str, *, state_dir: Path, log_key: bytes | None = None, rekor_version: int = 1
+    ) -> None:
         self.url = _check_url(url)
+        self.rekor_version = rekor_version
         self._state_dir = state_dir
-        self._state_file = state_dir / (
-            hashlib.sha256(self.url.encode()).hexdigest()[:16] + ".json"
-        )
+        # The v2 log at the same URL has its own key, so its own pin.
+        which = self.url if rekor_version == 1 else f"{self.url}#rekor-v2"
+        self._state_file = state_dir / (hashlib.sha256(which.encode()).hexdigest()[:16] + ".json")
         state = self._read_state()
         pinned = state.get("public_key")
         # Set when the key came from the pin file: a signature failure may then be a replaced
@@ -153,6 +156,12 @@ class LogClient:
                 f" (checked against the key pinned in {self._state_file} on first use: if the "
                 "log's key was really replaced, check the new one, then delete that file or "
                 "give it with --log-key)"
+            )
+        elif rekor_version == 2:
+            # Rekor v2 serves no key: it comes from the trusted root (or the export's PEM).
+            raise ClientError(
+                "the Rekor v2 log publishes no key to pin on first use: give it with --log-key "
+                "(snippets/pem/rekor-v2.pub of `sigstead trust export`)"
             )
         else:
             # Trust on first use: the key is fetched once and pinned; a later change is an error.
@@ -380,6 +389,37 @@ class LogClient:
             return self._verify_entry(raw)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise VerificationFailed(f"malformed entry: {type(exc).__name__}: {exc}") from None
+
+    def search_v2(self, query: Mapping[str, Any]) -> list[VerifiedEntry]:
+        """Search the Rekor v2 log's index (sigstead's ``/api/v2/index/retrieve``) and verify
+        every hit: its checkpoint's signature by the v2 key and its inclusion proof. v2 entries
+        have no integrated time (0) and no entry ID beyond their leaf hash."""
+        hits = self._get("/api/v2/index/retrieve", body=dict(query)) or []
+        out = []
+        for hit in hits:
+            try:
+                out.append(self._verify_v2(hit))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise VerificationFailed(f"malformed entry: {type(exc).__name__}: {exc}") from None
+        return out
+
+    def _verify_v2(self, hit: Mapping[str, Any]) -> VerifiedEntry:
+        leaf = base64.b64decode(hit["canonicalizedBody"], validate=True)
+        leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
+        if base64.b64decode(hit["logId"]["keyId"]) != self.log_id:
+            raise VerificationFailed("entry is from another log than the given key's")
+        proof = hit["inclusionProof"]
+        cp = self._verify_note(proof["checkpoint"]["envelope"])
+        size, index = int(proof["treeSize"]), int(hit["logIndex"])
+        if cp.size != size or cp.root != base64.b64decode(proof["rootHash"]):
+            raise VerificationFailed("inclusion proof does not match its checkpoint")
+        try:
+            verify_inclusion(
+                leaf_hash, index, size, [base64.b64decode(h) for h in proof["hashes"]], cp.root
+            )
+        except ProofVerificationError as exc:
+            raise VerificationFailed(f"inclusion proof does not verify: {exc}") from None
+        return VerifiedEntry(leaf_hash.hex(), index, 0, json.loads(leaf), cp, dict(hit))
 
     def search(self, query: Mapping[str, Any]) -> list[VerifiedEntry]:
         """Search the index, then fetch and verify every hit."""

@@ -42,6 +42,7 @@ ENDPOINTS: tuple[tuple[str, int], ...] = (
     ("/api/v1/log/entries", -1),  # --max-body
     ("/api/v2/log/entries", -1),  # Rekor v2: rekor-tiles' default is 4 MiB too
     ("/api/v1/index/retrieve", 64 * KiB),
+    ("/api/v2/index/retrieve", 64 * KiB),
     ("/api/v1/signingCert", 64 * KiB),
     ("/api/v2/signingCert", 64 * KiB),
     ("/ct/v1/", 512 * KiB),

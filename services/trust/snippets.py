@@ -171,6 +171,20 @@ def _logs(root: Mapping[str, Any], section: str) -> tuple[_Log, ...]:
     return _current_first(logs)
 
 
+def _rekor_v2_pem(root: Mapping[str, Any]) -> str | None:
+    """The current Rekor v2 log's key, for auditors (``sigstead log search --rekor-version 2``);
+    no client configuration takes it, they read the trusted root."""
+    for i, entry in enumerate(root.get("tlogs") or ()):
+        if "checkpointKeyId" in entry and "end" not in entry["publicKey"].get("validFor", {}):
+            spki = _bytes(entry["publicKey"]["rawBytes"], f"tlogs[{i}].publicKey.rawBytes")
+            key = serialization.load_der_public_key(spki)
+            pem = key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            return pem.decode()
+    return None
+
+
 def _authorities(root: Mapping[str, Any], section: str) -> tuple[_Authority, ...]:
     authorities = []
     for i, entry in enumerate(root.get(section) or ()):
@@ -968,6 +982,12 @@ def _readme(files: Sequence[str], trust: _Trust) -> str:
         "`pem/ctlog.pub`: the certificate transparency log's key, which signs the SCTs embedded "
         "in signing certificates (`SIGSTORE_CT_LOG_PUBLIC_KEY_FILE`).",
     ]
+    if "pem/rekor-v2.pub" in files:
+        entries.append(
+            "`pem/rekor-v2.pub`: the Rekor v2 log's checkpoint key, for auditors (`sigstead log "
+            "--log-key pem/rekor-v2.pub search --rekor-version 2`); clients read it from the "
+            "trusted root."
+        )
     if trust.tsa is not None:
         entries.append(
             "`pem/tsa-chain.pem`: the timestamp authority's chain, TSA certificate first, root "
@@ -1053,6 +1073,9 @@ def snippets(
     }
     if trust.tsa is not None:
         text["pem/tsa-chain.pem"] = trust.tsa.pem
+    v2 = _rekor_v2_pem(root)
+    if v2 is not None:
+        text["pem/rekor-v2.pub"] = v2
     for name, logs in (("rekor", trust.tlogs), ("ctlog", trust.ctlogs)):
         for log in logs:
             if log.retired:

@@ -7,6 +7,7 @@ consistency proof against the served checkpoint."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import urllib.request
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.gocli import Cosign, token_file
-from tests.e2e.stack import IDENTITY, Stack, python_sign, python_verify, start_stack
+from tests.e2e.stack import IDENTITY, Stack, python_sign, python_verify, sigstead, start_stack
 from tests.e2e.test_sigstore_js import js_verify
 from tests.gotools import ToolMissing
 
@@ -176,3 +177,32 @@ def test_a_tile_client_nobody_here_wrote_checks_inclusion_and_consistency(
     )  # fmt: skip
     assert done.returncode != 0
     assert "not consistent" in done.stderr
+
+
+def test_the_auditor_finds_v2_entries_by_digest_and_identity(v2: Stack, tmp_path: Path) -> None:
+    """What rekor-tiles dropped: ``sigstead log search --rekor-version 2`` with the exported v2
+    key finds a client's v2 entry by the artifact's digest and by the signer's identity, each
+    checked against a checkpoint signed by that key."""
+    artifact = tmp_path / "audited.txt"
+    artifact.write_text("an artifact an auditor looks for")
+    bundle = tmp_path / "audited.sigstore.json"
+    python_sign(v2, tmp_path / "py", artifact, bundle)
+    index = int(_entry(bundle)["logIndex"])
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    key = v2.trust / "snippets" / "pem" / "rekor-v2.pub"
+    for query in (["--sha256", digest], ["--email", IDENTITY]):
+        found = sigstead(
+            "log", "--url", v2.server.url, "--state-dir", str(tmp_path / "state"),
+            "--log-key", str(key), "--json", "search", "--rekor-version", "2", *query,
+        )  # fmt: skip
+        assert found.returncode == 0, found.stderr
+        hits = json.loads(found.stdout)
+        assert index in [h["index"] for h in hits], hits
+        assert all(h["verified"] == ["inclusionProof", "checkpoint"] for h in hits)
+    # With the v1 key the v2 checkpoints do not verify: the check has teeth.
+    wrong = sigstead(
+        "log", "--url", v2.server.url, "--state-dir", str(tmp_path / "other"),
+        "--log-key", str(v2.trust / "snippets" / "pem" / "rekor.pub"),
+        "search", "--rekor-version", "2", "--sha256", digest,
+    )  # fmt: skip
+    assert wrong.returncode != 0

@@ -32,7 +32,7 @@ from services.log.rekor.kinds import canonicalize_proposed_entry, canonicalize_p
 from services.log.sequencer import Sequencer, TreeHead
 from services.log.sqlstore import SQLLogStore, StoredEntry
 
-__all__ = ["RekorLog", "add_routes", "error_middleware"]
+__all__ = ["RekorLog", "add_routes", "error_middleware", "keys_for_query"]
 
 _logger = logging.getLogger(__name__)
 
@@ -445,10 +445,10 @@ async def search_index(request: web.Request) -> web.Response:
     operator = query.get("operator", "or")
     if operator not in ("and", "or"):
         raise SchemaViolation("operator in body should be one of [and or]", code=606)
-    return _json(await log.search(_keys_for_query(query), match_all=operator == "and"))
+    return _json(await log.search(keys_for_query(query), match_all=operator == "and"))
 
 
-def _keys_for_query(query: Mapping[str, Any]) -> list[set[str]]:
+def keys_for_query(query: Mapping[str, Any]) -> list[set[str]]:
     """Turn a ``SearchIndex`` into one key set per field given (``and`` intersects the fields)."""
     fields: list[set[str]] = []
     hash_value = query.get("hash")

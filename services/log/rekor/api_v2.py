@@ -19,7 +19,7 @@ import base64
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -28,8 +28,10 @@ from aiohttp import web
 from services.limits import parse_json_async
 from services.log.checkpoint import CheckpointSigner
 from services.log.errors import DuplicateEntry, EntryRefused, LogError, Pushback, SequencerStopped
+from services.log.rekor.api import keys_for_query
+from services.log.rekor.errors import RekorError
 from services.log.rekor.v2 import KIND, InvalidRequest, canonicalize_request
-from services.log.sequencer import Sequencer
+from services.log.sequencer import Sequencer, TreeHead
 from services.log.sqlstore import SQLLogStore
 from services.log.tiles import TILE_HASHES
 
@@ -41,6 +43,8 @@ FROZEN_MESSAGE = "This log has been frozen, please switch to the latest log.\n"
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _HASH_SIZE = 32
 _MAX_LEVEL = 63
+MAX_SEARCH_RESULTS = 1000
+"""The most entries one search returns (each carries a proof); narrow the query for more."""
 
 
 class V2Error(Exception):
@@ -89,9 +93,14 @@ class RekorV2Log:
         except LogError as exc:
             _logger.error("v2 append failed: %s", exc)
             raise V2Error(500, 2, "failed to integrate entry") from None
+        return self._entry(receipt.index, entry.leaf, receipt.head, receipt.proof)
+
+    def _entry(
+        self, index: int, leaf: bytes, head: TreeHead, proof: Sequence[bytes]
+    ) -> dict[str, Any]:
         b64 = _b64
         return {
-            "logIndex": str(receipt.index),
+            "logIndex": str(index),
             "logId": {"keyId": b64(self.signer.key_id)},
             "kindVersion": {"kind": KIND, "version": "0.0.2"},
             # protojson with EmitUnpopulated, as rekor-tiles answers: v2 has no integrated time
@@ -99,14 +108,33 @@ class RekorV2Log:
             "integratedTime": "0",
             "inclusionPromise": None,
             "inclusionProof": {
-                "logIndex": str(receipt.index),
-                "rootHash": b64(receipt.head.root),
-                "treeSize": str(receipt.head.size),
-                "hashes": [b64(h) for h in receipt.proof],
-                "checkpoint": {"envelope": receipt.head.checkpoint},
+                "logIndex": str(index),
+                "rootHash": b64(head.root),
+                "treeSize": str(head.size),
+                "hashes": [b64(h) for h in proof],
+                "checkpoint": {"envelope": head.checkpoint},
             },
-            "canonicalizedBody": b64(entry.leaf),
+            "canonicalizedBody": b64(leaf),
         }
+
+    async def search(self, keys: Sequence[set[str]], *, match_all: bool) -> list[dict[str, Any]]:
+        """The entries the search index finds for ``keys`` (one key set per query field, as
+        v1's ``index/retrieve``), each with its inclusion proof against the latest checkpoint.
+        What rekor-tiles dropped: auditors search by digest, identity and key on v2 too."""
+        head = await self.sequencer.latest_head()
+        per_field = [
+            {i for i in await self.store.search(self.tree_id, k, match_all=False) if i < head.size}
+            for k in keys
+        ]
+        if not per_field:
+            return []
+        hits = sorted(set.intersection(*per_field) if match_all else set.union(*per_field))
+        found = await self.store.read_entries(self.tree_id, hits[:MAX_SEARCH_RESULTS])
+        out = []
+        for index in sorted(found):
+            proof = await self.sequencer.proofs.inclusion(index, head.size)
+            out.append(self._entry(index, found[index].leaf, head, proof))
+        return out
 
     async def checkpoint(self) -> str:
         head = await self.sequencer.latest_head()
@@ -236,9 +264,26 @@ async def _tile(request: web.Request) -> web.Response:
     return await _immutable(request, body)
 
 
+async def _search(request: web.Request) -> web.Response:
+    """``POST /api/v2/index/retrieve``: v1's ``SearchIndex`` query (``hash``, ``email``,
+    ``subject``, ``publicKey``, ``operator``), answered with ``TransparencyLogEntry`` objects."""
+    try:
+        query = await parse_json_async(await request.read())
+    except ValueError as exc:
+        raise RekorError(f"invalid search query: {exc}") from None
+    if not isinstance(query, dict):
+        raise RekorError("the search query must be a JSON object")
+    operator = query.get("operator", "or")
+    if operator not in ("and", "or"):
+        raise RekorError("operator must be 'and' or 'or'")
+    log = request.app[REKOR_V2_LOG]
+    return web.json_response(await log.search(keys_for_query(query), match_all=operator == "and"))
+
+
 def add_v2_routes(app: web.Application) -> None:
-    """Register the v2 write endpoint and the tlog-tiles read endpoints."""
+    """Register the v2 write endpoint, the search and the tlog-tiles read endpoints."""
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = _create
     app.router.add_post("/api/v2/log/entries", handler)
+    app.router.add_post("/api/v2/index/retrieve", _search)
     app.router.add_get("/api/v2/checkpoint", _checkpoint)
     app.router.add_get("/api/v2/tile/{level}/{index:.+}", _tile)

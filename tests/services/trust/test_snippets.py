@@ -140,6 +140,7 @@ def test_the_file_set(files: dict[str, bytes]) -> None:
         "tekton-chains.yaml",
         "pem/fulcio-chain.pem",
         "pem/rekor.pub",
+        "pem/rekor-v2.pub",
         "pem/ctlog.pub",
         "pem/tsa-chain.pem",
     }

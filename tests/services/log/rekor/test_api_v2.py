@@ -375,3 +375,37 @@ async def test_a_frozen_log_refuses_writes(client: TestClient[Any, Any]) -> None
     assert reply.status == 405
     assert await reply.text() == FROZEN_MESSAGE
     assert (await client.get("/api/v2/checkpoint")).status == 200  # reads go on
+
+
+async def test_search_by_digest_identity_and_key_returns_v2_entries(
+    client: TestClient[Any, Any],
+) -> None:
+    """What rekor-tiles dropped: the v1 search, over the v2 log, each hit with its proof."""
+    signer = Signer("auditor@example.com")
+    request = _python_request(signer, b"find me")
+    created = await (await client.post("/api/v2/log/entries", json=request)).json()
+    await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"someone else"))
+    digest = hashlib.sha256(b"find me").hexdigest()
+    cert_pem = signer.cert.public_bytes(serialization.Encoding.PEM)
+    log_key = await _log_key(client)
+    for query in (
+        {"hash": f"sha256:{digest}"},
+        {"email": "auditor@example.com"},
+        {"publicKey": {"format": "x509", "content": base64.b64encode(cert_pem).decode()}},
+        {"hash": digest, "email": "auditor@example.com", "operator": "and"},
+    ):
+        reply = await client.post("/api/v2/index/retrieve", json=query)
+        assert reply.status == 200, await reply.text()
+        (hit,) = await reply.json()
+        assert hit["logIndex"] == created["logIndex"]
+        assert hit["canonicalizedBody"] == created["canonicalizedBody"]
+        proof = hit["inclusionProof"]
+        _, size, root = _verify_note(proof["checkpoint"]["envelope"], log_key)
+        leaf = leaf_hash(base64.b64decode(hit["canonicalizedBody"]))
+        hashes_ = [base64.b64decode(h) for h in proof["hashes"]]
+        assert root_from_inclusion_proof(int(hit["logIndex"]), size, leaf, hashes_) == root
+    nothing = await client.post("/api/v2/index/retrieve", json={"email": "nobody@example.com"})
+    assert await nothing.json() == []
+    for bad in (b"[]", b"{", b'{"operator": "xor", "email": "a@b.c"}'):
+        reply = await client.post("/api/v2/index/retrieve", data=bad)
+        assert reply.status == 400, bad

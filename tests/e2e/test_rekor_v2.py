@@ -206,3 +206,34 @@ def test_the_auditor_finds_v2_entries_by_digest_and_identity(v2: Stack, tmp_path
         "search", "--rekor-version", "2", "--sha256", digest,
     )  # fmt: skip
     assert wrong.returncode != 0
+
+
+def test_sigstore_js_signs_to_v2_from_the_signing_config_and_the_others_verify(
+    v2: Stack, tmp_path: Path
+) -> None:
+    """sigstore-js 4.x picks the v2 log from the signing config (``majorApiVersion`` 2) and a
+    TSA timestamp; sigstore-python and cosign verify its bundle."""
+    from tests.e2e.test_sigstore_js import _home, _run
+
+    artifact = tmp_path / "js.txt"
+    artifact.write_text("signed by sigstore-js on Rekor v2")
+    bundle = tmp_path / "js.sigstore.json"
+    done = _run(
+        ["node", "sign-config.mjs", "--signing-config",
+         str(v2.trust / "signing_config.v0.2.json"), "--out", str(bundle), str(artifact)],
+        _home(tmp_path),
+        SIGSTORE_ID_TOKEN=v2.idp.token(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    entry = _entry(bundle)
+    assert entry["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+    done = python_verify(v2, tmp_path / "py", artifact, bundle)
+    assert done.returncode == 0, done.stderr
+    cosign = _cosign("cosign-v3", v2, tmp_path / "cosign")
+    done = cosign(
+        "verify-blob", *cosign.verifying(tuf=True), "--bundle", str(bundle),
+        *_identity(v2), str(artifact),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = js_verify(v2, tmp_path, bundle, artifact)
+    assert done.returncode == 0, done.stdout + done.stderr

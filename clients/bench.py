@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Result", "add_bench_parser", "run_bench"]
 
-WORKLOADS = ("write", "read", "cert", "timestamp")
+WORKLOADS = ("write", "write-v2", "read", "tile", "cert", "timestamp")
 
 _LUA = r"""
 -- sigstead bench: cycles through prepared bodies, counts statuses, prints JSON at the end.
@@ -53,6 +53,7 @@ function init(args)
   headers = {}
   if ctype ~= "-" then headers["Content-Type"] = ctype end
   if args[7] ~= nil and args[7] ~= "-" then headers["Authorization"] = "Bearer " .. args[7] end
+  paths = args[8] == "paths"
   bodies = {}
   if bodies_file ~= "-" then
     local n = 0
@@ -74,6 +75,7 @@ function request()
   if #bodies == 0 then return wrk.format(method, path, headers) end
   position = position + 1
   if position > #bodies then position = 1; wrapped = wrapped + 1 end
+  if paths then return wrk.format(method, bodies[position], headers) end
   return wrk.format(method, path, headers, bodies[position])
 end
 
@@ -115,6 +117,7 @@ class Load:
     token: str | None = None
     read_max: int = 0  # reads: the path ends in a random index in [1, read_max]
     distinct: bool = False  # the server refuses a repeated body (a log's duplicate entry)
+    paths: bool = False  # GETs: each of ``bodies`` is a path to fetch, not a body
 
 
 @dataclass(slots=True)
@@ -186,6 +189,60 @@ def prepare_writes(n: int) -> list[bytes]:
             ).encode()
         )
     return bodies
+
+
+def prepare_writes_v2(n: int) -> list[bytes]:
+    """``n`` distinct Rekor v2 ``hashedRekordRequestV002`` bodies (one P-256 key)."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+    key = _p256()
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    verifier = {
+        "publicKey": {"rawBytes": base64.b64encode(spki).decode()},
+        "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+    }
+    alg = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
+    bodies = []
+    for _ in range(n):
+        digest = os.urandom(32)
+        request = {
+            "hashedRekordRequestV002": {
+                "digest": base64.b64encode(digest).decode(),
+                "signature": {
+                    "content": base64.b64encode(key.sign(digest, alg)).decode(),
+                    "verifier": verifier,
+                },
+            }
+        }
+        bodies.append(json.dumps(request, separators=(",", ":")).encode())
+    return bodies
+
+
+def tile_paths(size: int, n: int = 4096) -> list[bytes]:
+    """Paths of random full level-0 tiles of a v2 tree of ``size`` (C2SP tlog-tiles)."""
+    import random
+
+    full = size // 256
+    if full == 0:
+        raise ClientError("tile: the Rekor v2 log has no full tile yet; run `write-v2` first")
+    out = []
+    for _ in range(n):
+        index = random.randrange(full)  # noqa: S311 -- load, not secrets
+        groups = f"{index:03d}" if index < 1000 else ""
+        if not groups:
+            digits, parts = str(index), list[str]()
+            while digits:
+                parts.insert(0, digits[-3:].rjust(3, "0"))
+                digits = digits[:-3]
+            groups = "/".join([*(f"x{p}" for p in parts[:-1]), parts[-1]])
+        out.append(f"/api/v2/tile/0/{groups}".encode())
+    return out
 
 
 def _token_subject(token: str) -> str:
@@ -270,7 +327,7 @@ def _wrk_run(url: str, load: Load, concurrency: int, seconds: float, workdir: Pa
         "wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s",
         "--timeout", "30s", "-s", str(script), url, "--",
         load.method, load.path, load.content_type or "-", bodies_file, str(threads),
-        str(load.read_max), load.token or "-",
+        str(load.read_max), load.token or "-", "paths" if load.paths else "-",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     line = next((x for x in done.stdout.splitlines() if x.startswith("SIGSTEAD_BENCH ")), None)
@@ -328,6 +385,8 @@ async def _asyncio_run(url: str, load: Load, concurrency: int, seconds: float) -
         if position == len(load.bodies):
             position, wrapped = 0, wrapped + 1
         position += 1
+        if load.paths:
+            return url + load.bodies[position - 1].decode(), None
         return url + load.path, load.bodies[position - 1]
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -473,6 +532,13 @@ def _log_size(url: str) -> int:
         return size
 
 
+def _v2_size(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/api/v2/checkpoint", timeout=30) as resp:  # noqa: S310
+        return int(resp.read().decode().splitlines()[1])
+
+
 def build_load(name: str, url: str, args: argparse.Namespace) -> Load:
     """Prepare workload ``name`` before the clock starts."""
     expected = max(1000, int(args.expect * args.seconds * 1.5))
@@ -485,6 +551,17 @@ def build_load(name: str, url: str, args: argparse.Namespace) -> Load:
             prepare_writes(expected),
             distinct=True,
         )
+    if name == "write-v2":
+        return Load(
+            name,
+            "POST",
+            "/api/v2/log/entries",
+            "application/json",
+            prepare_writes_v2(expected),
+            distinct=True,
+        )
+    if name == "tile":
+        return Load(name, "GET", "", bodies=tile_paths(_v2_size(url)), paths=True)
     if name == "read":
         size = _log_size(url)
         if size < 2:

@@ -245,7 +245,12 @@ def _log_context(
             await v2_sequencer.start()
             app[DATABASE] = db
             app[REKOR_LOG] = RekorLog(sequencer=sequencer, store=store, signer=signer)
-            app[REKOR_V2_LOG] = RekorV2Log(sequencer=v2_sequencer, store=v2_store, signer=v2_signer)
+            app[REKOR_V2_LOG] = RekorV2Log(
+                sequencer=v2_sequencer,
+                store=v2_store,
+                signer=v2_signer,
+                dsse=settings.rekor_v2_dsse,
+            )
             _logger.info(
                 "transparency logs ready: Rekor v1 tree %d at size %d, log ID %s; Rekor v2 %s "
                 "at size %d, log ID %s",

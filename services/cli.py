@@ -149,6 +149,12 @@ def _listen(parser: argparse.ArgumentParser, *, max_body: bool = True) -> None:
             metavar="SECONDS",
             help="time a client has to send a request body once its headers are in (408)",
         )
+        group.add_argument(
+            "--rekor-v2-refuse-dsse",
+            action="store_true",
+            help="refuse Rekor v2 dsse entries (sigstore-js 4.x attestations) as rekor-tiles "
+            "v2.3 does; sigstore-python and cosign log attestations as hashedrekord",
+        )
     group.add_argument(
         "--access-log",
         action="store_true",
@@ -497,6 +503,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         oidc_urls=tuple(getattr(args, "oidc_url", ())),
         published_services=services,
         rekor_version=getattr(args, "rekor_version", 1),
+        rekor_v2_dsse=not getattr(args, "rekor_v2_refuse_dsse", False),
     )
 
 

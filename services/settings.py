@@ -64,6 +64,8 @@ class Settings:
     operator: str | None = None
     # The Rekor API version the signing config sends clients to (1, or 2 for v2 first).
     rekor_version: int = 1
+    # Whether the Rekor v2 log takes dsseRequestV002 (sigstore-js 4.x attestations).
+    rekor_v2_dsse: bool = True
     oidc_urls: tuple[str, ...] = ()
     # The services a trust-only process (``serve trust``) publishes; None: the ones already
     # published (all of them on a first publication). A process that runs the services itself

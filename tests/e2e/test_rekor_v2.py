@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from tests.e2e.gocli import Cosign, token_file
-from tests.e2e.stack import IDENTITY, Stack, python_sign, python_verify, sigstead, start_stack
+from tests.e2e.stack import (
+    IDENTITY,
+    Stack,
+    python_sign,
+    python_verify,
+    sigstead,
+    sigstore_python,
+    start_stack,
+)
 from tests.e2e.test_sigstore_js import js_verify
 from tests.gotools import ToolMissing
 
@@ -237,3 +245,52 @@ def test_sigstore_js_signs_to_v2_from_the_signing_config_and_the_others_verify(
     assert done.returncode == 0, done.stderr
     done = js_verify(v2, tmp_path, bundle, artifact)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_attestations_on_v2_and_the_pairs_that_cannot_verify(v2: Stack, tmp_path: Path) -> None:
+    """sigstore-python attests to v2 as a hashedrekord over the DSSE PAE, sigstore-js 4.x as a
+    ``dsse`` 0.0.2 entry (which sigstead accepts, as rekor-tiles did until v2.3). Each client
+    verifies its own; across clients they cannot (clients.md §5.4), and these tests pin the
+    clients' own messages so that a fix upstream shows up here."""
+    from tests.e2e.test_sigstore_js import _home, _run, write_statement
+
+    artifact = tmp_path / "app.bin"
+    artifact.write_bytes(b"an image to attest on Rekor v2")
+    predicate = tmp_path / "provenance.json"
+    predicate.write_text(
+        json.dumps(
+            {
+                "buildDefinition": {"buildType": "https://example/b", "externalParameters": {}},
+                "runDetails": {"builder": {"id": "https://ci.internal/builders/tekton"}},
+            }
+        )
+    )
+    python_bundle = tmp_path / "python.sigstore.json"
+    done = sigstore_python(
+        tmp_path / "py", "--trust-config", str(v2.client_trust_config), "attest",
+        "--predicate", str(predicate), "--predicate-type", "https://slsa.dev/provenance/v1",
+        "--identity-token", v2.idp.token(), "--bundle", str(python_bundle), str(artifact),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _entry(python_bundle)["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+    assert python_verify(v2, tmp_path / "py", artifact, python_bundle).returncode == 0
+    done = js_verify(v2, tmp_path, python_bundle)
+    assert done.returncode != 0
+    assert "TLOG_BODY_ERROR: digest mismatch" in done.stdout + done.stderr
+
+    statement = tmp_path / "statement.json"
+    write_statement(statement, artifact)
+    js_bundle = tmp_path / "js.sigstore.json"
+    done = _run(
+        ["node", "sign-config.mjs", "--attest", "--signing-config",
+         str(v2.trust / "signing_config.v0.2.json"), "--out", str(js_bundle), str(statement)],
+        _home(tmp_path),
+        SIGSTORE_ID_TOKEN=v2.idp.token(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _entry(js_bundle)["kindVersion"] == {"kind": "dsse", "version": "0.0.2"}
+    done = js_verify(v2, tmp_path, js_bundle)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = python_verify(v2, tmp_path / "py", artifact, js_bundle)
+    assert done.returncode != 0
+    assert "Unsupported DSSE log entry type: dsse/0.0.2" in " ".join(done.stderr.split())

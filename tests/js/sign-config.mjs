@@ -3,7 +3,9 @@
 // the config, as they do for a client that follows a TUF repository. The OIDC token comes from
 // SIGSTORE_ID_TOKEN.
 //
-//   node sign-config.mjs --signing-config signing_config.v0.2.json --out BUNDLE FILE
+//   node sign-config.mjs [--attest] --signing-config signing_config.v0.2.json --out BUNDLE FILE
+//
+// --attest makes a DSSE bundle of FILE (an in-toto statement), as `attest` does.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { bundleToJSON } from '@sigstore/bundle';
@@ -12,7 +14,11 @@ import { bundleBuilderFromSigningConfig } from '@sigstore/sign';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { 'signing-config': { type: 'string' }, out: { type: 'string' } },
+  options: {
+    'signing-config': { type: 'string' },
+    out: { type: 'string' },
+    attest: { type: 'boolean', default: false },
+  },
 });
 const [file] = positionals;
 const token = process.env.SIGSTORE_ID_TOKEN;
@@ -28,12 +34,14 @@ const signingConfig = SigningConfig.fromJSON(
 const builder = bundleBuilderFromSigningConfig({
   signingConfig,
   identityProvider: { getToken: async () => token },
-  bundleType: 'messageSignature',
+  bundleType: values.attest ? 'dsseEnvelope' : 'messageSignature',
   // One attempt; Rekor v2 clients should wait at least 20 s (CLIENTS.md of rekor-tiles).
   fetchOptions: { retry: 0, timeout: 20000 },
 });
 try {
-  const bundle = await builder.create({ data: readFileSync(file) });
+  const artifact = { data: readFileSync(file) };
+  if (values.attest) artifact.type = 'application/vnd.in-toto+json';
+  const bundle = await builder.create(artifact);
   writeFileSync(values.out, JSON.stringify(bundleToJSON(bundle), null, 2) + '\n');
 } catch (err) {
   console.error(`sign failed: ${err.code ?? err.name}: ${err.message}`);

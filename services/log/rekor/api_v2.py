@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +32,7 @@ from services.log.checkpoint import CheckpointSigner
 from services.log.errors import DuplicateEntry, EntryRefused, LogError, Pushback, SequencerStopped
 from services.log.rekor.api import keys_for_query
 from services.log.rekor.errors import RekorError
-from services.log.rekor.v2 import KIND, InvalidRequest, canonicalize_request
+from services.log.rekor.v2 import InvalidRequest, canonicalize_request
 from services.log.sequencer import Sequencer, TreeHead
 from services.log.sqlstore import SQLLogStore
 from services.log.tiles import TILE_HASHES
@@ -65,12 +67,14 @@ class RekorV2Log:
         store: SQLLogStore,
         signer: CheckpointSigner,
         frozen: bool = False,
+        dsse: bool = True,
         executor: Executor | None = None,
     ) -> None:
         self.sequencer = sequencer
         self.store = store
         self.signer = signer
         self.frozen = frozen
+        self.dsse = dsse
         self.tree_id = sequencer.tree_id
         self._executor = executor
 
@@ -79,7 +83,9 @@ class RekorV2Log:
         once it is committed. Raises ``V2Error``."""
         loop = asyncio.get_running_loop()
         try:
-            entry = await loop.run_in_executor(self._executor, canonicalize_request, document)
+            entry = await loop.run_in_executor(
+                self._executor, functools.partial(canonicalize_request, document, dsse=self.dsse)
+            )
         except InvalidRequest as exc:
             raise V2Error(400, 3, exc.message) from None
         try:
@@ -93,16 +99,16 @@ class RekorV2Log:
         except LogError as exc:
             _logger.error("v2 append failed: %s", exc)
             raise V2Error(500, 2, "failed to integrate entry") from None
-        return self._entry(receipt.index, entry.leaf, receipt.head, receipt.proof)
+        return self._entry(receipt.index, entry.leaf, receipt.head, receipt.proof, entry.kind)
 
     def _entry(
-        self, index: int, leaf: bytes, head: TreeHead, proof: Sequence[bytes]
+        self, index: int, leaf: bytes, head: TreeHead, proof: Sequence[bytes], kind: str
     ) -> dict[str, Any]:
         b64 = _b64
         return {
             "logIndex": str(index),
             "logId": {"keyId": b64(self.signer.key_id)},
-            "kindVersion": {"kind": KIND, "version": "0.0.2"},
+            "kindVersion": {"kind": kind, "version": "0.0.2"},
             # protojson with EmitUnpopulated, as rekor-tiles answers: v2 has no integrated time
             # and no promise; clients take the time from an RFC 3161 timestamp.
             "integratedTime": "0",
@@ -133,7 +139,8 @@ class RekorV2Log:
         out = []
         for index in sorted(found):
             proof = await self.sequencer.proofs.inclusion(index, head.size)
-            out.append(self._entry(index, found[index].leaf, head, proof))
+            leaf = found[index].leaf
+            out.append(self._entry(index, leaf, head, proof, json.loads(leaf)["kind"]))
         return out
 
     async def checkpoint(self) -> str:

@@ -3,7 +3,9 @@
 A request is protojson: field names in lowerCamel or the proto's snake_case, unknown fields
 refused, bytes as base64 (standard or URL-safe, padding optional), enums by name or number, a
 ``null`` message field the same as an absent one. Only ``hashedRekordRequestV002`` is accepted,
-as rekor-tiles v2.3 does (``dsseRequestV002`` is refused with its message).
+and ``dsseRequestV002`` (sigstore-js 4.x attestations; rekor-tiles accepted it from October 2025
+to June 2026, so real v2 logs hold such leaves). An operator can refuse DSSE as rekor-tiles v2.3
+does (``invalid type, must be hashedrekord``).
 
 The leaf is ``JCS(protojson(Entry))`` with ``Entry = {kind: "hashedrekord", apiVersion: "0.0.2",
 spec: {hashedRekordV002: {data: {algorithm, digest}, signature}}}``: ``signature`` is the
@@ -23,6 +25,7 @@ from typing import Any, cast
 
 import rfc8785
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -35,7 +38,7 @@ from services.log.rekor.keys import (
     parse_material,
     verify_digest_signature,
 )
-from services.log.rekor.searchkeys import digest_key, material_keys
+from services.log.rekor.searchkeys import digest_key, material_keys, statement_digest_keys
 from services.log.sequencer import Genesis
 
 __all__ = [
@@ -97,6 +100,7 @@ class V2Entry:
 
     leaf: bytes
     search_keys: frozenset[str]
+    kind: str = KIND
 
 
 # --- protojson ------------------------------------------------------------------------------
@@ -157,6 +161,11 @@ def _enum(value: Any) -> str:
 
 
 _REQUEST = _names("hashedRekordRequestV002", "dsseRequestV002")
+_DSSE_REQUEST = _names("envelope", "verifiers")
+_ENVELOPE = _names("payload", "payloadType", "signatures")
+_ENVELOPE_SIGNATURE = _names("sig", "keyid")
+MAX_DSSE_VERIFIERS = 10
+MAX_DSSE_SIGNATURES = 10
 _HASHED_REKORD = _names("digest", "signature")
 _SIGNATURE = _names("content", "verifier")
 _VERIFIER = _names("publicKey", "x509Certificate", "keyDetails")
@@ -219,15 +228,18 @@ def _check_algorithm(key: Any, hash_name: str) -> None:
         )
 
 
-def canonicalize_request(document: Any) -> V2Entry:
+def canonicalize_request(document: Any, *, dsse: bool = True) -> V2Entry:
     """Validate and verify a parsed ``CreateEntryRequest``; return the leaf to append.
 
-    Raises ``InvalidRequest`` with rekor-tiles' message (its detail appended after a colon)."""
+    ``dsse`` False refuses ``dsseRequestV002`` as rekor-tiles v2.3 does. Raises
+    ``InvalidRequest`` with rekor-tiles' message (its detail appended after a colon)."""
     request = _fields(document, "the request", _REQUEST)
-    if "dsseRequestV002" in request or "hashedRekordRequestV002" not in request:
-        raise InvalidRequest("invalid type, must be hashedrekord")
     if len(request) > 1:
         raise InvalidRequest("invalid hashedrekord request", "more than one entry type")
+    if dsse and "dsseRequestV002" in request:
+        return _dsse(request["dsseRequestV002"])
+    if "hashedRekordRequestV002" not in request:
+        raise InvalidRequest("invalid type, must be hashedrekord")
     spec = _fields(request["hashedRekordRequestV002"], "hashedRekordRequestV002", _HASHED_REKORD)
     signature = _fields(spec.get("signature", {}), "signature", _SIGNATURE)
     content = _bytes(signature.get("content", ""), "signature.content")
@@ -289,6 +301,113 @@ def canonicalize_request(document: Any) -> V2Entry:
     else:
         search_keys |= material_keys(material)
     return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys))
+
+
+def _verifier_key(document: Any, what: str) -> tuple[dict[str, Any], Any, str, Any]:
+    """A ``Verifier``: (its protojson rendering, the key, the hash its keyDetails name, the
+    material for search keys)."""
+    verifier = _fields(document, what, _VERIFIER)
+    field, raw, key = _public_key(verifier)
+    key_details = _enum(verifier.get("keyDetails", 0))
+    hash_name = _KEY_DETAILS[key_details][1]
+    if hash_name is None:
+        raise InvalidRequest(
+            "invalid dsse request",
+            f"getting key algorithm details: unsupported key details {key_details}",
+        )
+    _check_algorithm(key, hash_name)
+    rendered = {field: {"rawBytes": _b64(raw)}, "keyDetails": key_details}
+    if field == "x509Certificate":
+        material = parse_material(
+            x509.load_der_x509_certificate(raw).public_bytes(serialization.Encoding.PEM)
+        )
+    else:
+        material = parse_material(
+            key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return rendered, key, hash_name, material
+
+
+def _verifies(key: Any, hash_name: str, signature: bytes, message: bytes) -> bool:
+    """sigstore's ``LoadVerifier(key, hash)`` over a DSSE PAE: RSA PKCS#1 v1.5 and ECDSA with
+    that hash, Ed25519 pure (DSSE signs the message, not a digest)."""
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, message)
+            return True
+        pem = key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        digest = hashlib.new(hash_name, message).digest()
+        verify_digest_signature(parse_material(pem), signature, digest, hash_name)
+        return True
+    except (InvalidSignature, SignatureError, MaterialError, UnsupportedKeyType, ChainError):
+        return False
+
+
+def _dsse(document: Any) -> V2Entry:
+    """``dsseRequestV002``: every envelope signature must be verified by one of the verifiers
+    over the DSSE PAE. The leaf keeps the payload's SHA-256 and the signatures, sorted by their
+    raw bytes, each with the verifier that verified it; the envelope is not stored."""
+    request = _fields(document, "dsseRequestV002", _DSSE_REQUEST)
+    if "envelope" not in request:
+        raise InvalidRequest("invalid dsse request", "missing envelope")
+    envelope = _fields(request["envelope"], "envelope", _ENVELOPE)
+    raw_verifiers = request.get("verifiers") or []
+    if not isinstance(raw_verifiers, list) or not raw_verifiers:
+        raise InvalidRequest("invalid dsse request", "missing verifiers")
+    if len(raw_verifiers) > MAX_DSSE_VERIFIERS:
+        raise InvalidRequest("invalid dsse request", f"more than {MAX_DSSE_VERIFIERS} verifiers")
+    raw_signatures = envelope.get("signatures") or []
+    if not isinstance(raw_signatures, list) or not raw_signatures:
+        raise InvalidRequest("invalid dsse request", "envelope missing signatures")
+    if len(raw_signatures) > MAX_DSSE_SIGNATURES:
+        raise InvalidRequest("invalid dsse request", f"more than {MAX_DSSE_SIGNATURES} signatures")
+    payload = _bytes(envelope.get("payload", ""), "envelope.payload")
+    payload_type = envelope.get("payloadType", "")
+    if not isinstance(payload_type, str):
+        raise InvalidRequest("invalid dsse request", "envelope.payloadType is not a string")
+    signatures = []
+    for i, item in enumerate(raw_signatures):
+        sig = _bytes(_fields(item, f"signatures[{i}]", _ENVELOPE_SIGNATURE).get("sig", ""), "sig")
+        if not sig:
+            raise InvalidRequest("invalid dsse request", "envelope signature empty")
+        signatures.append(sig)
+    verifiers = [_verifier_key(v, f"verifiers[{i}]") for i, v in enumerate(raw_verifiers)]
+    type_bytes = payload_type.encode()
+    pae = b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
+    # As go-securesystemslib's EnvelopeVerifier with one key at a time: each verifier accepts
+    # the first signature it verifies; every signature must be accepted by some verifier.
+    accepted: dict[bytes, dict[str, Any]] = {}
+    for rendered, key, hash_name, _ in verifiers:
+        for sig in signatures:
+            if sig not in accepted and _verifies(key, hash_name, sig, pae):
+                accepted[sig] = rendered
+                break
+    if len(accepted) != len(set(signatures)):
+        raise InvalidRequest(
+            "invalid dsse request", "all signatures must have a key that verifies it"
+        )
+    payload_hash = hashlib.sha256(payload).digest()
+    entry = {
+        "apiVersion": API_VERSION,
+        "kind": "dsse",
+        "spec": {
+            "dsseV002": {
+                "payloadHash": {"algorithm": "SHA2_256", "digest": _b64(payload_hash)},
+                "signatures": [
+                    {"content": _b64(sig), "verifier": accepted[sig]} for sig in sorted(accepted)
+                ],
+            }
+        },
+    }
+    search_keys = {digest_key("sha256", payload_hash.hex())}
+    for _, _, _, material in verifiers:
+        search_keys |= material_keys(material)
+    search_keys |= statement_digest_keys(payload_type, payload)
+    return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys), "dsse")
 
 
 # --- the log's own first entry ----------------------------------------------------------------

@@ -50,7 +50,7 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     batch_max_size: int = 256
-    batch_max_age: float = 0.05
+    batch_max_age: float = 0.0
     max_pending: int = 10_000
     oidc_config: Path | None = None
     # The CA key: an operator's PEM key + chain, or a PKCS#11 token + chain; neither generates

@@ -183,8 +183,10 @@ class Sequencer:
     """Owns the write path of one tree.
 
     ``submit`` enqueues and awaits; a background task drains the queue in batches of at most
-    ``batch_max_size`` entries, waiting at most ``batch_max_age`` seconds after the first entry of
-    a batch arrives. More than ``max_pending`` waiting entries is answered with ``Pushback``.
+    ``batch_max_size`` entries. With ``batch_max_age`` 0 (the default) it is group commit: a
+    batch is whatever waits when the previous commit finishes; a positive ``batch_max_age``
+    instead lingers that long after a batch's first entry for more. More than ``max_pending``
+    waiting entries is answered with ``Pushback``.
     """
 
     def __init__(
@@ -197,7 +199,7 @@ class Sequencer:
         genesis: GenesisFactory,
         clock: Callable[[], float] = time.time,
         batch_max_size: int = 256,
-        batch_max_age: float = 0.05,
+        batch_max_age: float = 0.0,
         max_pending: int = 10_000,
         cache: TileCache | None = None,
     ) -> None:
@@ -382,19 +384,26 @@ class Sequencer:
         while True:
             first = await self._queue.get()
             batch = [first]
-            deadline = loop.time() + self._batch_max_age
-            while len(batch) < self._batch_max_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0 and self._queue.empty():
-                    break
-                try:
-                    batch.append(
-                        self._queue.get_nowait()
-                        if not self._queue.empty()
-                        else await asyncio.wait_for(self._queue.get(), timeout)
-                    )
-                except TimeoutError:
-                    break
+            if self._batch_max_age <= 0:
+                # Group commit: whatever arrived while the previous commit ran goes in this one,
+                # with no waiting. Under load batches grow to the commit latency times the arrival
+                # rate by themselves; with one client each entry commits at once.
+                while len(batch) < self._batch_max_size and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+            else:
+                deadline = loop.time() + self._batch_max_age
+                while len(batch) < self._batch_max_size:
+                    timeout = deadline - loop.time()
+                    if timeout <= 0 and self._queue.empty():
+                        break
+                    try:
+                        batch.append(
+                            self._queue.get_nowait()
+                            if not self._queue.empty()
+                            else await asyncio.wait_for(self._queue.get(), timeout)
+                        )
+                    except TimeoutError:
+                        break
             live = [p for p in batch if p.leaf_hash]
             if live:
                 try:

@@ -214,6 +214,27 @@ async def test_batches_by_age(db: Database) -> None:
     assert sizes == [0, 1, 2, 3]
 
 
+async def test_group_commit_batches_what_waits_and_never_lingers(db: Database) -> None:
+    """``batch_max_age`` 0: a lone entry commits at once, and entries that arrive while a
+    commit runs form the next batch together (batches grow with load, not with a timer)."""
+    store = SQLLogStore(db)
+    s = make_sequencer(store, batch_max_size=1000, batch_max_age=0.0)
+    await s.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await s.submit(b"alone")
+        assert loop.time() - started < 0.5  # no batch window to wait out
+        await asyncio.gather(*(s.submit(b"burst%d" % i) for i in range(50)))
+    finally:
+        await s.stop()
+    sizes = [h.size for h in await store.read_checkpoints(TREE)]
+    assert sizes[:3] == [0, 1, 2]
+    # 50 submissions queued at once: far fewer commits than entries.
+    assert sizes[-1] == 52
+    assert len(sizes) - 3 < 10, sizes
+
+
 async def test_duplicates_are_reported_not_appended(db: Database, seq: Sequencer) -> None:
     first = await seq.submit(b"same")
     with pytest.raises(DuplicateEntry) as info:

@@ -34,8 +34,10 @@ from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middle
 from services.log.rekor.api_v2 import REKOR_V2_LOG, RekorV2Log, add_v2_routes
 from services.log.rekor.genesis import GenesisMismatch, verify_genesis
 from services.log.rekor.genesis import genesis_entry as rekor_genesis
+from services.log.rekor.seal import sealer as rekor_sealer
 from services.log.rekor.v2 import genesis_entry as rekor_v2_genesis
-from services.log.sequencer import GenesisFactory, Sequencer
+from services.log.headguard import HeadGuard
+from services.log.sequencer import GenesisFactory, Sealer, Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.migrate import upgrade
 from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
@@ -188,6 +190,7 @@ def _tree(
     key_file: str,
     origin_suffix: str | None,
     genesis: Callable[[CheckpointSigner, str], GenesisFactory],
+    sealer: Callable[[CheckpointSigner], Sealer] | None = None,
 ) -> tuple[Sequencer, SQLLogStore, CheckpointSigner]:
     """One log tree on the shared engine: its key (created 0600 on first start), its tree ID
     derived from that key, and its sequencer (not yet started) with the personality's genesis
@@ -214,6 +217,9 @@ def _tree(
         batch_max_size=settings.batch_max_size,
         batch_max_age=settings.batch_max_age,
         max_pending=settings.max_pending,
+        sealer=None if sealer is None else sealer(signer),
+        # Outside the database on purpose: it must survive the database being restored.
+        guard=HeadGuard(settings.data_dir / "heads" / f"{tree_id}.json"),
     )
     return sequencer, store, signer
 
@@ -232,6 +238,7 @@ def _log_context(
                 "rekor.pem",
                 "",
                 lambda signer, origin: lambda _now: rekor_genesis(signer, origin),
+                rekor_sealer,
             )
             v2_sequencer, v2_store, v2_signer = _tree(
                 settings,

@@ -61,6 +61,11 @@ entries = Table(
     Column("integrated_time", BigInteger, nullable=False),
     # Data a personality keeps beside the leaf but outside the tree (CT: the chain, extra_data).
     Column("extra", LargeBinary, nullable=True),
+    # The personality's signature over the entry as integrated (Rekor: the SET over body,
+    # integratedTime, logID and logIndex), made once at commit: a later edit of integrated_time
+    # can then no longer be re-signed into a valid-looking reply, and an auditor can check it.
+    # NULL for entries committed before it existed (their SETs are still signed on read).
+    Column("seal", LargeBinary, nullable=True),
     PrimaryKeyConstraint("tree_id", "idx"),
     # The log's dedup rule: one leaf hash appears at most once per tree.
     UniqueConstraint("tree_id", "leaf_hash"),

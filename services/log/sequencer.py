@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -33,6 +34,7 @@ from services.log.errors import (
     SequencerStopped,
     SequencingFailed,
 )
+from services.log.headguard import HeadGuard
 from services.log.proofs import ProofBuilder
 from services.log.tiles import (
     HASH_SIZE,
@@ -82,6 +84,11 @@ class NewEntry:
     integrated_time: int
     search_keys: frozenset[str]
     extra: bytes | None = None
+    seal: bytes | None = None
+
+
+Sealer = Callable[[NewEntry], bytes]
+"""Signs an entry as integrated (its index and time assigned), once, before its commit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +174,7 @@ class Receipt:
     integrated_time: int
     head: TreeHead
     proof: list[bytes]
+    seal: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -202,6 +210,8 @@ class Sequencer:
         batch_max_age: float = 0.0,
         max_pending: int = 10_000,
         cache: TileCache | None = None,
+        sealer: Sealer | None = None,
+        guard: HeadGuard | None = None,
     ) -> None:
         if batch_max_size < 1:
             raise ValueError(f"batch_max_size must be at least 1, not {batch_max_size}")
@@ -214,6 +224,8 @@ class Sequencer:
         self._batch_max_size = batch_max_size
         self._batch_max_age = batch_max_age
         self._max_pending = max_pending
+        self._sealer = sealer
+        self._guard = guard
         self.proofs = ProofBuilder(store, tree_id, cache)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -248,6 +260,9 @@ class Sequencer:
     async def start(self) -> None:
         """Create or load the tree, check it, give it its genesis leaf, start sequencing."""
         await self._load()
+        if self._guard is not None:
+            # Before anything is appended: a rolled-back database must not grow a fork.
+            await self._guard.check(self)
         await self._ensure_genesis()
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name=f"sequencer-{self.tree_id}")
@@ -517,6 +532,8 @@ class Sequencer:
             staged.append(p.leaf_hash, visit)
             in_batch[p.leaf_hash] = index
             entry = NewEntry(index, p.leaf_hash, p.leaf, integrated_time, p.search_keys, p.extra)
+            if self._sealer is not None:
+                entry = dataclasses.replace(entry, seal=self._sealer(entry))
             accepted.append((p, entry))
         if not accepted:
             return
@@ -528,6 +545,8 @@ class Sequencer:
         await self._store.commit_batch(self.tree_id, batch)
         # Committed. From here on a crash is harmless: the next start loads this head.
         self._range, self._edge, self._head = staged, edge, new_head
+        if self._guard is not None:
+            self._guard.record(new_head)
         overlay = {key: ExpandedTile(data) for key, data in changed.items()}
         for p, entry in accepted:
             # A CT log answers with an SCT, not a proof: don't build what nobody reads.
@@ -537,7 +556,7 @@ class Sequencer:
                 else []
             )
             p.future.set_result(
-                Receipt(entry.index, entry.leaf_hash, integrated_time, new_head, proof)
+                Receipt(entry.index, entry.leaf_hash, integrated_time, new_head, proof, entry.seal)
             )
         for p in repeats:
             p.future.set_exception(DuplicateEntry(p.leaf_hash, in_batch[p.leaf_hash]))
@@ -565,6 +584,8 @@ class Sequencer:
             else:
                 answered.add(p.leaf_hash)
                 proof = await self.proofs.inclusion(stored.index, head.size)
+                # No seal here: the caller signs on read what it cannot find (its stored seal
+                # covers the same values, so either signature verifies).
                 p.future.set_result(
                     Receipt(stored.index, p.leaf_hash, stored.integrated_time, head, proof)
                 )

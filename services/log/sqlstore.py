@@ -48,6 +48,7 @@ class StoredEntry:
     leaf: bytes
     integrated_time: int
     extra: bytes | None = None
+    seal: bytes | None = None
 
 
 _T = TypeVar("_T")
@@ -206,6 +207,7 @@ class SQLLogStore:
                     "leaf": e.leaf,
                     "integrated_time": e.integrated_time,
                     "extra": e.extra,
+                    "seal": e.seal,
                 }
                 for e in batch.entries
             ],
@@ -303,13 +305,14 @@ class SQLLogStore:
 
 def _stored_entry(row: Row[tuple[object, ...]]) -> StoredEntry:
     m = row._mapping
-    extra = m["extra"]
+    extra, seal = m["extra"], m["seal"]
     return StoredEntry(
         int(m["idx"]),
         bytes(m["leaf_hash"]),
         bytes(m["leaf"]),
         int(m["integrated_time"]),
         None if extra is None else bytes(extra),
+        None if seal is None else bytes(seal),
     )
 
 

@@ -17,7 +17,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, cast
 
-import rfc8785
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
@@ -29,6 +28,7 @@ from services.log.merkle import ProofRangeError
 from services.log.rekor import searchkeys
 from services.log.rekor.errors import RekorError, SchemaViolation
 from services.log.rekor.kinds import canonicalize_proposed_entry, canonicalize_proposed_value
+from services.log.rekor.seal import set_payload
 from services.log.sequencer import Sequencer, TreeHead
 from services.log.sqlstore import SQLLogStore, StoredEntry
 
@@ -121,7 +121,13 @@ class RekorLog:
         except LogError as exc:
             _logger.error("append failed: %s", exc)
             raise ServiceUnavailable("the entry could not be appended; retry") from None
-        stored = StoredEntry(receipt.index, receipt.leaf_hash, entry.leaf, receipt.integrated_time)
+        stored = StoredEntry(
+            receipt.index,
+            receipt.leaf_hash,
+            entry.leaf,
+            receipt.integrated_time,
+            seal=receipt.seal,
+        )
         return Created(
             self.entry_id(receipt.leaf_hash),
             self._log_entry(stored, receipt.head, receipt.proof),
@@ -133,15 +139,13 @@ class RekorLog:
         self, entry: StoredEntry, head: TreeHead, proof: Sequence[bytes]
     ) -> dict[str, Any]:
         body_b64 = base64.b64encode(entry.leaf).decode()
-        # SET payload: exactly these four fields, JCS-encoded (rekor.md §3).
-        set_payload = rfc8785.dumps(
-            {
-                "body": body_b64,
-                "integratedTime": entry.integrated_time,
-                "logID": self.log_id,
-                "logIndex": entry.index,
-            }
-        )
+        seal = entry.seal
+        if seal is None:
+            # Entries stored before seals existed (and receipts rebuilt after a failed commit):
+            # signed now, over the stored values.
+            seal = self.signer.sign(
+                set_payload(entry.leaf, entry.integrated_time, self.log_id, entry.index)
+            )
         return {
             self.entry_id(entry.leaf_hash): {
                 "body": body_b64,
@@ -156,9 +160,7 @@ class RekorLog:
                         "rootHash": head.root.hex(),
                         "treeSize": head.size,
                     },
-                    "signedEntryTimestamp": base64.b64encode(
-                        self.signer.sign(set_payload)
-                    ).decode(),
+                    "signedEntryTimestamp": base64.b64encode(seal).decode(),
                 },
             }
         }

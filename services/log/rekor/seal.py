@@ -1,0 +1,67 @@
+"""The Rekor v1 SET, made once when an entry is integrated and stored beside it (the ``seal``).
+
+A SET signed on every read would sign whatever ``integrated_time`` the database holds at that
+moment, so an edit of that column would be served as a freshly and validly signed lie. Signed at
+commit and stored, it binds the time the log actually assigned: an edited row then serves a SET
+that no longer matches its ``integratedTime`` (every client refuses it), and ``verify_seal`` lets
+an auditor check each stored row against the log key.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from services.log.checkpoint import CheckpointSigner
+from services.log.sequencer import NewEntry, Sealer
+
+__all__ = ["SealMismatch", "sealer", "set_payload", "verify_seal"]
+
+
+class SealMismatch(Exception):
+    """A stored entry's seal does not verify for its stored values under the log key."""
+
+
+def set_payload(leaf: bytes, integrated_time: int, log_id_hex: str, index: int) -> bytes:
+    """What a Rekor SET signs: exactly these four fields, JCS-encoded (rekor.md §3)."""
+    return rfc8785.dumps(
+        {
+            "body": base64.b64encode(leaf).decode(),
+            "integratedTime": integrated_time,
+            "logID": log_id_hex,
+            "logIndex": index,
+        }
+    )
+
+
+def sealer(signer: CheckpointSigner) -> Sealer:
+    """The sequencer hook that signs each Rekor entry's SET as it is integrated."""
+    log_id = signer.key_id.hex()
+
+    def seal(entry: NewEntry) -> bytes:
+        return signer.sign(set_payload(entry.leaf, entry.integrated_time, log_id, entry.index))
+
+    return seal
+
+
+def verify_seal(
+    seal: bytes,
+    leaf: bytes,
+    integrated_time: int,
+    index: int,
+    public_key: ec.EllipticCurvePublicKey,
+    log_id_hex: str,
+) -> None:
+    """Raise ``SealMismatch`` unless ``seal`` is the log key's SET over these stored values."""
+    try:
+        public_key.verify(
+            seal, set_payload(leaf, integrated_time, log_id_hex, index), ec.ECDSA(hashes.SHA256())
+        )
+    except InvalidSignature:
+        raise SealMismatch(
+            f"entry {index}: the stored SET does not verify for integratedTime {integrated_time}"
+        ) from None

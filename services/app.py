@@ -30,15 +30,16 @@ from services.log.checkpoint import CheckpointSigner
 from services.log.ct.log import CT_LOG, CTLog
 from services.log.ct.log import add_routes as add_ct_routes
 from services.log.ct.log import genesis_entry as ct_genesis
+from services.log.headguard import HeadGuard
 from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middleware
 from services.log.rekor.api_v2 import REKOR_V2_LOG, RekorV2Log, add_v2_routes
 from services.log.rekor.genesis import GenesisMismatch, verify_genesis
 from services.log.rekor.genesis import genesis_entry as rekor_genesis
 from services.log.rekor.seal import sealer as rekor_sealer
 from services.log.rekor.v2 import genesis_entry as rekor_v2_genesis
-from services.log.headguard import HeadGuard
 from services.log.sequencer import GenesisFactory, Sealer, Sequencer
 from services.log.sqlstore import SQLLogStore
+from services.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from services.migrate import upgrade
 from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
 from services.trust.documents import Endpoints
@@ -191,6 +192,7 @@ def _tree(
     origin_suffix: str | None,
     genesis: Callable[[CheckpointSigner, str], GenesisFactory],
     sealer: Callable[[CheckpointSigner], Sealer] | None = None,
+    metrics: tuple[Metrics, str] | None = None,
 ) -> tuple[Sequencer, SQLLogStore, CheckpointSigner]:
     """One log tree on the shared engine: its key (created 0600 on first start), its tree ID
     derived from that key, and its sequencer (not yet started) with the personality's genesis
@@ -220,7 +222,10 @@ def _tree(
         sealer=None if sealer is None else sealer(signer),
         # Outside the database on purpose: it must survive the database being restored.
         guard=HeadGuard(settings.data_dir / "heads" / f"{tree_id}.json"),
+        observer=None if metrics is None else metrics[0].commit_observer(metrics[1]),
     )
+    if metrics is not None:
+        metrics[0].watch(metrics[1], sequencer)
     return sequencer, store, signer
 
 
@@ -239,6 +244,7 @@ def _log_context(
                 "",
                 lambda signer, origin: lambda _now: rekor_genesis(signer, origin),
                 rekor_sealer,
+                (app[METRICS], "rekor"),
             )
             v2_sequencer, v2_store, v2_signer = _tree(
                 settings,
@@ -246,6 +252,7 @@ def _log_context(
                 REKOR_V2_KEY_FILE,
                 None,
                 lambda signer, origin: lambda _now: rekor_v2_genesis(signer, origin),
+                metrics=(app[METRICS], "rekor-v2"),
             )
             await sequencer.start()
             await _check_first_entry(store, sequencer, signer)
@@ -357,6 +364,7 @@ def _ca_context(
                 "ctlog.pem",
                 "/ct",
                 lambda _signer, _origin: lambda now: ct_genesis(ca.chain, now),
+                metrics=(app[METRICS], "ct"),
             )
             await sequencer.start()
             ct_log = CTLog(sequencer=sequencer, store=store, signer=signer, roots=[ca.root])
@@ -492,9 +500,13 @@ def create_app(
     limits = BodyLimits(max_body=settings.max_body, deadline=settings.body_timeout)
     # body_guard outermost: it answers its own refusals in each endpoint's error format, and
     # every handler and error mapper below it sees a body already read under its limit.
+    # metrics outermost: it counts every answer, the guard's refusals included.
     app = web.Application(
-        client_max_size=settings.max_body, middlewares=[body_guard(limits), error_middleware]
+        client_max_size=settings.max_body,
+        middlewares=[metrics_middleware, body_guard(limits), error_middleware],
     )
+    app[METRICS] = Metrics()
+    app.router.add_get("/metrics", metrics_handler)
     if "log" in components:
         app.cleanup_ctx.append(_log_context(settings, database))
         add_routes(app)

@@ -212,6 +212,7 @@ class Sequencer:
         cache: TileCache | None = None,
         sealer: Sealer | None = None,
         guard: HeadGuard | None = None,
+        observer: Callable[[int, float], None] | None = None,
     ) -> None:
         if batch_max_size < 1:
             raise ValueError(f"batch_max_size must be at least 1, not {batch_max_size}")
@@ -226,6 +227,7 @@ class Sequencer:
         self._max_pending = max_pending
         self._sealer = sealer
         self._guard = guard
+        self._observer = observer
         self.proofs = ProofBuilder(store, tree_id, cache)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -236,6 +238,16 @@ class Sequencer:
         self._edge: dict[TileKey, bytes] = {}
         self._head: TreeHead | None = None
         self._stale = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the tree is loaded (``head`` answers)."""
+        return self._head is not None
+
+    @property
+    def pending(self) -> int:
+        """Submissions waiting to be sequenced."""
+        return self._queue.qsize()
 
     @property
     def head(self) -> TreeHead:
@@ -542,7 +554,10 @@ class Sequencer:
         batch = Batch(head.size, head.root, new_head, [e for _, e in accepted], changed)
         # Crash point: until commit_batch returns, nothing of this batch is visible and the
         # in-memory state is untouched; a crash here loses only unacknowledged submissions.
+        commit_started = time.perf_counter()
         await self._store.commit_batch(self.tree_id, batch)
+        if self._observer is not None:
+            self._observer(len(accepted), time.perf_counter() - commit_started)
         # Committed. From here on a crash is harmless: the next start loads this head.
         self._range, self._edge, self._head = staged, edge, new_head
         if self._guard is not None:

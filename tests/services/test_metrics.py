@@ -1,0 +1,78 @@
+"""``GET /metrics`` on a running app: request counts by route template and status, batch
+histograms and tree sizes per log, in Prometheus' text format as its own parser reads it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from aiohttp.web import Application
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.app import Settings, create_app
+from services.db import Database
+from tests.services.log.rekor.test_api import Signer
+
+AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
+
+
+async def _scrape(
+    client: TestClient[Any, Any],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    reply = await client.get("/metrics")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(await reply.text()):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_metrics_count_requests_batches_and_tree_sizes(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", public_url="http://log.example:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    for i in range(3):
+        reply = await client.post("/api/v1/log/entries", json=Signer().hashedrekord(b"m%d" % i))
+        assert reply.status == 201
+    first = await client.get("/api/v1/log/entries?logIndex=1")
+    uuid = next(iter(await first.json()))
+    assert (await client.get(f"/api/v1/log/entries/{uuid}")).status == 200
+    assert (await client.post("/api/v1/log/entries", data=b"{")).status == 400
+    assert (await client.get("/nothing-here")).status == 404
+
+    seen = await _scrape(client)
+    requests = "sigstead_http_requests_total"
+    assert (
+        seen[(requests, (("method", "POST"), ("route", "/api/v1/log/entries"), ("status", "201")))]
+        == 3
+    )
+    assert (
+        seen[(requests, (("method", "POST"), ("route", "/api/v1/log/entries"), ("status", "400")))]
+        == 1
+    )
+    # The route template, not the path: one series for every entry ID.
+    assert (
+        seen[
+            (
+                requests,
+                (
+                    ("method", "GET"),
+                    ("route", "/api/v1/log/entries/{uuid}"),
+                    ("status", "200"),
+                ),
+            )
+        ]
+        == 1
+    )
+    assert seen[(requests, (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1
+    # Genesis and three entries; v2 has its genesis only.
+    assert seen[("sigstead_log_tree_size", (("log", "rekor"),))] == 4
+    assert seen[("sigstead_log_tree_size", (("log", "rekor-v2"),))] == 1
+    assert seen[("sigstead_log_queue_depth", (("log", "rekor"),))] == 0
+    assert seen[("sigstead_log_batch_entries_sum", (("log", "rekor"),))] == 4
+    assert seen[("sigstead_log_commit_seconds_count", (("log", "rekor"),))] >= 2

@@ -228,6 +228,21 @@ def _check_algorithm(key: Any, hash_name: str) -> None:
         )
 
 
+def _read_verifier(document: Any, what: str, message: str) -> tuple[str, bytes, Any, str, str]:
+    """A ``Verifier``: (``publicKey`` or ``x509Certificate``, its DER, the key, the keyDetails
+    name, the hash that names), with the (key, hash) pair checked against the registry."""
+    verifier = _fields(document, what, _VERIFIER)
+    field, raw, key = _public_key(verifier)
+    key_details = _enum(verifier.get("keyDetails", 0))
+    hash_name = _KEY_DETAILS[key_details][1]
+    if hash_name is None:
+        raise InvalidRequest(
+            message, f"getting key algorithm details: unsupported key details {key_details}"
+        )
+    _check_algorithm(key, hash_name)
+    return field, raw, key, key_details, hash_name
+
+
 def canonicalize_request(document: Any, *, dsse: bool = True) -> V2Entry:
     """Validate and verify a parsed ``CreateEntryRequest``; return the leaf to append.
 
@@ -250,16 +265,9 @@ def canonicalize_request(document: Any, *, dsse: bool = True) -> V2Entry:
     digest = _bytes(spec.get("digest", ""), "digest")
     if not digest:
         raise InvalidRequest("invalid hashedrekord request", "missing digest")
-    verifier = _fields(signature["verifier"], "verifier", _VERIFIER)
-    field, raw, key = _public_key(verifier)
-    key_details = _enum(verifier.get("keyDetails", 0))
-    hash_name = _KEY_DETAILS[key_details][1]
-    if hash_name is None:
-        raise InvalidRequest(
-            "invalid hashedrekord request",
-            f"getting key algorithm details: unsupported key details {key_details}",
-        )
-    _check_algorithm(key, hash_name)
+    field, raw, key, key_details, hash_name = _read_verifier(
+        signature["verifier"], "verifier", "invalid hashedrekord request"
+    )
     if len(digest) != _HASH_SIZE[hash_name]:
         raise InvalidRequest(
             "invalid hashedrekord request",
@@ -306,16 +314,7 @@ def canonicalize_request(document: Any, *, dsse: bool = True) -> V2Entry:
 def _verifier_key(document: Any, what: str) -> tuple[dict[str, Any], Any, str, Any]:
     """A ``Verifier``: (its protojson rendering, the key, the hash its keyDetails name, the
     material for search keys)."""
-    verifier = _fields(document, what, _VERIFIER)
-    field, raw, key = _public_key(verifier)
-    key_details = _enum(verifier.get("keyDetails", 0))
-    hash_name = _KEY_DETAILS[key_details][1]
-    if hash_name is None:
-        raise InvalidRequest(
-            "invalid dsse request",
-            f"getting key algorithm details: unsupported key details {key_details}",
-        )
-    _check_algorithm(key, hash_name)
+    field, raw, key, key_details, hash_name = _read_verifier(document, what, "invalid dsse request")
     rendered = {field: {"rawBytes": _b64(raw)}, "keyDetails": key_details}
     if field == "x509Certificate":
         material = parse_material(

@@ -477,6 +477,19 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness, distinct from ``/healthz`` (alive and serving): 503 also while any of the
+    process's logs is about to push submissions back, so a load balancer stops sending it
+    writes until its queue drains, without the process being restarted."""
+    health = await healthz(request)
+    if health.status != 200:
+        return health
+    logs = [request.app[key].sequencer for key in (REKOR_LOG, REKOR_V2_LOG) if key in request.app]
+    if any(s.saturated for s in logs):
+        return web.json_response({"status": "saturated"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
 def create_app(
     settings: Settings,
     *,
@@ -512,6 +525,7 @@ def create_app(
         add_routes(app)
         add_v2_routes(app)
         app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
     if config is not None:
         ct_app = add_ct_routes(app)
         app.cleanup_ctx.append(_ca_context(settings, config, database, ct_app))
@@ -535,6 +549,8 @@ def create_app(
         if "trust" in components:
             ready.append(TUF_DIR)
         app.router.add_get("/healthz", _started_healthz(tuple(ready)))
+        # Without a log there is no queue to drain: ready once started.
+        app.router.add_get("/readyz", _started_healthz(tuple(ready)))
     return app
 
 

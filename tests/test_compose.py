@@ -170,9 +170,9 @@ def test_nginx_sends_every_route_to_the_service_that_serves_it(
     )
     for component in COMPONENTS:
         for path in _paths(create_app(settings, components=(component,))):
-            if path == "/metrics":
-                # Scraped from each container, never published through the gateway.
-                assert routes.hosts(path) == [], "the gateway must not expose /metrics"
+            if path in ("/metrics", "/readyz"):
+                # Asked of each container (scrapers, load balancers), never through the gateway.
+                assert routes.hosts(path) == [], f"the gateway must not expose {path}"
                 continue
             if path == "/healthz":
                 # Every container answers its own; the gateway asks each under its name.

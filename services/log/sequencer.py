@@ -245,6 +245,12 @@ class Sequencer:
         return self._head is not None
 
     @property
+    def saturated(self) -> bool:
+        """Whether the queue is nine tenths full: new submissions are about to be pushed back,
+        so a load balancer should send them elsewhere (``/readyz``)."""
+        return self._queue.qsize() >= 0.9 * self._max_pending
+
+    @property
     def pending(self) -> int:
         """Submissions waiting to be sequenced."""
         return self._queue.qsize()

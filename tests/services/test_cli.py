@@ -718,3 +718,26 @@ def test_the_trust_service_publishes_what_is_published_unless_told(tmp_path: Pat
         "serve", "trust", "--data-dir", str(data), "--port", str(port), "--services", "log,ca,tsa"
     )
     refused(done, "this start would publish Rekor log, CA with its CT log, TSA (--services)")
+
+
+def test_json_logs_are_one_object_a_line() -> None:
+    import logging
+
+    from services.cli import JSONFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord(
+            "services.app", logging.WARNING, __file__, 1, "tree %d at %s", (7, "x"), sys.exc_info()
+        )
+    line = JSONFormatter().format(record)
+    assert "\n" not in line.split('"exception"')[0]
+    entry = json.loads(line)
+    assert entry["level"] == "warning"
+    assert entry["logger"] == "services.app"
+    assert entry["message"] == "tree 7 at x"
+    assert "ValueError: boom" in entry["exception"]
+    assert entry["time"].endswith("+00:00")

@@ -1,8 +1,10 @@
-"""``GET /metrics`` on a running app: request counts by route template and status, batch
-histograms and tree sizes per log, in Prometheus' text format as its own parser reads it."""
+"""``GET /metrics`` and ``GET /readyz`` on a running app: request counts by route template and
+status, batch histograms and tree sizes per log, in Prometheus' text format as its own parser
+reads it; readiness that drops while a log is about to push back."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,40 @@ async def test_metrics_count_requests_batches_and_tree_sizes(
     assert seen[("sigstead_log_queue_depth", (("log", "rekor"),))] == 0
     assert seen[("sigstead_log_batch_entries_sum", (("log", "rekor"),))] == 4
     assert seen[("sigstead_log_commit_seconds_count", (("log", "rekor"),))] >= 2
+
+
+async def test_readyz_is_health_plus_room_in_the_queue(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    """``/readyz`` answers 503 while a log is about to push back, ``/healthz`` stays 200."""
+    from services.log.rekor.api import REKOR_LOG
+
+    settings = Settings(
+        data_dir=tmp_path / "data", public_url="http://log.example:3000", max_pending=10
+    )
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    assert (await client.get("/readyz")).status == 200
+    sequencer = client.app[REKOR_LOG].sequencer
+    # Nine queued submissions of ten allowed, as under a burst the sequencer has not drained.
+    blocked = asyncio.Event()
+    real_commit = sequencer._store.commit_batch
+
+    async def slow_commit(*args: Any) -> None:
+        await blocked.wait()
+        await real_commit(*args)
+
+    sequencer._store.commit_batch = slow_commit
+    try:
+        first = asyncio.create_task(sequencer.submit(b"in flight"))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(sequencer.submit(b"q%d" % i)) for i in range(9)]
+        await asyncio.sleep(0.05)
+        assert sequencer.saturated
+        reply = await client.get("/readyz")
+        assert reply.status == 503
+        assert await reply.json() == {"status": "saturated"}
+        assert (await client.get("/healthz")).status == 200
+    finally:
+        blocked.set()
+        await asyncio.gather(first, *queued)
+    assert (await client.get("/readyz")).status == 200

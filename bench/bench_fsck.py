@@ -1,0 +1,119 @@
+"""fsck replay speed: ``sigstead fsck`` over a log of ``--entries`` leaves in SQLite, beside the
+same-run floor of hashing the same leaves with hashlib and no database.
+
+Run: ``python -m bench.bench_fsck [--entries 1000000]``
+
+The log is written straight into the tables (entries, tiles, one signed checkpoint and head), as
+the engine lays them out, so building it costs seconds rather than an hour of HTTP; fsck then
+reads it exactly as it reads a real one. Target (issue 14): at least 1,000,000 leaves/s for the
+hash replay on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+
+from services.audit.fsck import fsck
+from services.db import Database, sqlite_url
+from services.keys import write_private_key
+from services.log import merkle
+from services.log.checkpoint import Checkpoint, CheckpointSigner
+from services.log.schema import checkpoints, entries, tiles, tree_heads
+from services.log.tiles import tile_slot
+from services.migrate import upgrade
+
+TREE = 7
+LEAF = 512  # bytes: about a hashedrekord leaf
+
+
+async def build(data_dir: Path, n: int) -> list[bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_private_key(data_dir / "keys" / "rekor.pem", key)
+    signer = CheckpointSigner("bench", key)
+    db = Database(sqlite_url(data_dir / "sigstead.db"))
+    await upgrade(db)
+    body = os.urandom(LEAF - 8)
+    leaves = [body + i.to_bytes(8, "big") for i in range(n)]
+    rng = merkle.CompactRange()
+    tile_data: dict[tuple[int, int], bytearray] = {}
+
+    def visit(node: merkle.NodeID, h: bytes) -> None:
+        slot = tile_slot(node)
+        if slot is not None:
+            tile_data.setdefault(slot[0], bytearray()).extend(h)
+
+    rows = []
+    for i, leaf in enumerate(leaves):
+        h = merkle.hash_leaf(leaf)
+        rng.append(h, visit)
+        rows.append({"tree_id": TREE, "idx": i, "leaf_hash": h, "leaf": leaf, "integrated_time": 0})
+    origin = "bench - 7"
+    note = signer.sign_checkpoint(Checkpoint(origin, n, rng.root()))
+
+    def write(conn: Connection) -> None:
+        for start in range(0, n, 50_000):
+            conn.execute(insert(entries), rows[start : start + 50_000])
+        conn.execute(
+            insert(tiles),
+            [
+                {"tree_id": TREE, "level": lv, "idx": i, "data": bytes(d)}
+                for (lv, i), d in tile_data.items()
+            ],
+        )
+        head = {
+            "tree_id": TREE,
+            "size": n,
+            "root": rng.root(),
+            "timestamp_ms": 0,
+            "checkpoint": note,
+        }
+        conn.execute(insert(checkpoints).values(**head))
+        conn.execute(insert(tree_heads).values(origin=origin, **head))
+
+    await db.write(write)
+    await db.dispose()
+    return leaves
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sigstead-bench-fsck-") as tmp:
+        data = Path(tmp)
+        (data / "keys").mkdir(mode=0o700)
+        print(f"building a log of {args.entries:,} entries of {LEAF} bytes ...", flush=True)
+        leaves = await build(data, args.entries)
+
+        started = time.perf_counter()
+        prefix = hashlib.sha256(b"\x00")
+        for leaf in leaves:
+            h = prefix.copy()
+            h.update(leaf)
+            h.digest()
+        floor = args.entries / (time.perf_counter() - started)
+
+        db = Database(sqlite_url(data / "sigstead.db"))
+        try:
+            started = time.perf_counter()
+            (report,) = await fsck(db, data)
+            rate = report.size / (time.perf_counter() - started)
+        finally:
+            await db.dispose()
+        print(f"{'hashlib floor (leaf hashes, no I/O)':<44}{floor:>14,.0f} leaves/s")
+        print(f"{'sigstead fsck (SQLite, whole replay)':<44}{rate:>14,.0f} leaves/s")
+        print(f"{'ratio':<44}{rate / floor:>14.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

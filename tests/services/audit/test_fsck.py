@@ -1,0 +1,215 @@
+"""``sigstead fsck`` on a real log (Rekor v1 and v2 written through the HTTP API), then one
+stored value changed at a time, on SQLite and PostgreSQL: every change to a column that a
+checkpoint or the log key covers is caught, with the place named. The columns fsck cannot judge
+are listed below with the reason, and a test keeps that list complete."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from aiohttp.web import Application
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from services.app import Settings, create_app
+from services.audit.fsck import Divergence, fsck
+from services.db import Database
+from services.log.rekor.api import REKOR_LOG
+from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
+from tests.services.log.rekor.test_api import Signer
+from tests.services.log.rekor.test_api_v2 import _key_request
+
+AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
+
+# Stored values fsck does not judge, and why (a design question the note answers).
+UNCHECKED = {
+    ("entries", "extra"): "CT extra_data (the submitted chain) is outside the tree and unsigned",
+    ("tree_heads", "timestamp_ms"): "not in the signed checkpoint text of these logs",
+    ("checkpoints", "timestamp_ms"): "not in the signed checkpoint text of these logs",
+    ("search_keys", "tree_id"): "the search index is not replayed yet",
+    ("search_keys", "key"): "the search index is not replayed yet",
+    ("search_keys", "idx"): "the search index is not replayed yet",
+}
+
+
+@pytest.fixture
+async def log(aiohttp_client: AiohttpClient, db: Database, tmp_path: Path) -> tuple[Path, int, int]:
+    """A log with 300 v1 and 300 v2 entries (past one full tile); returns the data directory
+    and the two tree IDs."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, public_url="http://log.example:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    signer = Signer()
+    key = ec.generate_private_key(ec.SECP256R1())
+    # In bursts, as many clients would send them: a few dozen commits, not six hundred.
+    for burst in range(0, 300, 60):
+        v1_bodies = [signer.hashedrekord(b"e%d" % i) for i in range(burst, burst + 60)]
+        v2_bodies = [
+            _key_request(key, b"v2-%d" % i, "PKIX_ECDSA_P256_SHA_256")
+            for i in range(burst, burst + 60)
+        ]
+        replies = await asyncio.gather(
+            *(client.post("/api/v1/log/entries", json=b) for b in v1_bodies),
+            *(client.post("/api/v2/log/entries", json=b) for b in v2_bodies),
+        )
+        assert {r.status for r in replies} == {201}
+    v1_tree = client.app[REKOR_LOG].tree_id
+    trees = await db.read(lambda c: [int(t) for (t,) in c.execute(select(tree_heads.c.tree_id))])
+    (v2_tree,) = [t for t in trees if t != v1_tree]
+    await client.close()
+    return data, v1_tree, v2_tree
+
+
+async def test_an_untouched_log_checks(db: Database, log: tuple[Path, int, int]) -> None:
+    data, v1, v2 = log
+    reports = {r.tree_id: r for r in await fsck(db, data, deep=True)}
+    assert reports[v1].size == 301
+    assert reports[v2].size == 301
+    assert reports[v1].seals == 301  # genesis included
+    assert reports[v1].tiles == reports[v2].tiles == 3  # 0/000, 0/001 (partial), 1/000 (partial)
+    assert reports[v1].checkpoints >= 2
+
+
+def _flip(value: bytes, at: int = 10) -> bytes:
+    return value[:at] + bytes([value[at] ^ 1]) + value[at + 1 :]
+
+
+Tamper = Callable[[Connection, int, int], object]
+
+
+def _entry(conn: Connection, tree: int, idx: int, column: str) -> Any:
+    where = (entries.c.tree_id == tree, entries.c.idx == idx)
+    return conn.execute(select(entries.c[column]).where(*where)).scalar_one()
+
+
+def _set_entry(conn: Connection, tree: int, at: int, **values: Any) -> None:
+    where = (entries.c.tree_id == tree, entries.c.idx == at)
+    conn.execute(update(entries).where(*where).values(**values))
+
+
+def _tile(conn: Connection, tree: int, level: int, idx: int) -> bytes:
+    where = (tiles.c.tree_id == tree, tiles.c.level == level, tiles.c.idx == idx)
+    return bytes(conn.execute(select(tiles.c.data).where(*where)).scalar_one())
+
+
+def _set_tile(conn: Connection, tree: int, at: tuple[int, int], **values: Any) -> None:
+    where = (tiles.c.tree_id == tree, tiles.c.level == at[0], tiles.c.idx == at[1])
+    conn.execute(update(tiles).where(*where).values(**values))
+
+
+def _set_checkpoint(conn: Connection, tree: int, at: int, **values: Any) -> None:
+    where = (checkpoints.c.tree_id == tree, checkpoints.c.size == at)
+    conn.execute(update(checkpoints).where(*where).values(**values))
+
+
+def _set_head(conn: Connection, tree: int, **values: Any) -> None:
+    conn.execute(update(tree_heads).where(tree_heads.c.tree_id == tree).values(**values))
+
+
+_FORGED_NOTE = "log.example\n1\n" + base64.b64encode(b"\x07" * 32).decode() + "\n\n\u2014 x AAAA\n"
+
+
+def _older(conn: Connection, tree: int, idx: int) -> int:
+    return int(_entry(conn, tree, idx, "integrated_time")) - 3600
+
+
+# (table, column) -> (the edit, what fsck must say, whether it takes --deep)
+CASES: dict[tuple[str, str], tuple[Tamper, str, bool]] = {
+    ("entries", "leaf"): (
+        lambda c, v1, v2: _set_entry(c, v1, 7, leaf=_flip(bytes(_entry(c, v1, 7, "leaf")))),
+        "entry 7: stored leaf hash", False,
+    ),
+    ("entries", "leaf_hash"): (
+        lambda c, v1, v2: _set_entry(c, v2, 9, leaf_hash=_flip(_entry(c, v2, 9, "leaf_hash"))),
+        "entry 9: stored leaf hash", False,
+    ),
+    ("entries", "idx"): (
+        lambda c, v1, v2: _set_entry(c, v1, 100, idx=5000), "entry 100 is missing", False,
+    ),
+    ("entries", "tree_id"): (
+        lambda c, v1, v2: _set_entry(c, v2, 300, tree_id=12345),
+        "the head says size 301, 300 entries are stored", False,
+    ),
+    ("entries", "integrated_time"): (
+        lambda c, v1, v2: _set_entry(c, v1, 42, integrated_time=_older(c, v1, 42)),
+        "entry 42: the stored SET does not verify", True,
+    ),
+    ("entries", "seal"): (
+        lambda c, v1, v2: _set_entry(c, v1, 43, seal=_flip(bytes(_entry(c, v1, 43, "seal")))),
+        "entry 43: the stored SET does not verify", True,
+    ),
+    ("tiles", "data"): (
+        lambda c, v1, v2: _set_tile(c, v2, (0, 0), data=_flip(_tile(c, v2, 0, 0), 32 * 5)),
+        "tile 0/0 differs from the entries' hashes at slot 5", False,
+    ),
+    ("tiles", "idx"): (
+        lambda c, v1, v2: _set_tile(c, v1, (1, 0), idx=7), "tile 1/0 is missing", False,
+    ),
+    ("tiles", "level"): (
+        lambda c, v1, v2: _set_tile(c, v1, (1, 0), level=2), "tile 1/0 is missing", False,
+    ),
+    ("tiles", "tree_id"): (
+        lambda c, v1, v2: c.execute(
+            insert(tiles).values(tree_id=v1, level=0, idx=9, data=b"\0" * 32)
+        ),
+        "4 tiles are stored, the tree has 3", False,
+    ),
+    ("checkpoints", "root"): (
+        lambda c, v1, v2: _set_checkpoint(c, v1, 1, root=b"\x07" * 32),
+        "checkpoint at size 1: its text", False,
+    ),
+    ("checkpoints", "checkpoint"): (
+        lambda c, v1, v2: _set_checkpoint(c, v2, 1, checkpoint=_FORGED_NOTE),
+        "checkpoint at size 1: no signature by any", False,
+    ),
+    ("checkpoints", "size"): (
+        lambda c, v1, v2: _set_checkpoint(c, v1, 1, size=2000), "lies beyond the head", False,
+    ),
+    ("checkpoints", "tree_id"): (
+        lambda c, v1, v2: _set_checkpoint(c, v1, 1, tree_id=12345),
+        "checkpoints rows of tree 12345, which has no head", False,
+    ),
+    ("tree_heads", "root"): (
+        lambda c, v1, v2: _set_head(c, v1, root=b"\x07" * 32), "the head's checkpoint says", False,
+    ),
+    ("tree_heads", "size"): (
+        lambda c, v1, v2: _set_head(c, v2, size=300), "the head's checkpoint says", False,
+    ),
+    ("tree_heads", "origin"): (
+        lambda c, v1, v2: _set_head(c, v1, origin="elsewhere - 1"),
+        "the head's checkpoint says", False,
+    ),
+    ("tree_heads", "checkpoint"): (
+        lambda c, v1, v2: _set_head(c, v2, checkpoint="garbage"), "head: not a signed note", False,
+    ),
+    ("tree_heads", "tree_id"): (
+        lambda c, v1, v2: _set_head(c, v2, tree_id=v1 + 1), "entries are stored", False,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("column", sorted(CASES), ids=lambda c: ".".join(c))
+async def test_every_tampered_column_is_caught(
+    db: Database, log: tuple[Path, int, int], column: tuple[str, str]
+) -> None:
+    data, v1, v2 = log
+    tamper, message, deep = CASES[column]
+    await db.write(lambda conn: tamper(conn, v1, v2))
+    with pytest.raises(Divergence, match=message.replace("(", r"\(").replace(")", r"\)")):
+        await fsck(db, data, deep=deep)
+
+
+def test_every_stored_column_is_either_checked_or_explained() -> None:
+    columns = {
+        (table.name, column.name)
+        for table in (entries, tiles, checkpoints, tree_heads, search_keys)
+        for column in table.columns
+    }
+    assert columns == set(CASES) | set(UNCHECKED), columns ^ (set(CASES) | set(UNCHECKED))

@@ -213,3 +213,49 @@ def test_every_stored_column_is_either_checked_or_explained() -> None:
         for column in table.columns
     }
     assert columns == set(CASES) | set(UNCHECKED), columns ^ (set(CASES) | set(UNCHECKED))
+
+
+async def test_the_command_exits_0_then_names_the_divergence(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """``sigstead fsck`` as an operator runs it, on the data directory's own SQLite."""
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    client = await aiohttp_client(
+        create_app(
+            Settings(data_dir=data, public_url="http://log.example:3000"), components=("log",)
+        )
+    )
+    signer = Signer()
+    for i in range(5):
+        assert (
+            await client.post("/api/v1/log/entries", json=signer.hashedrekord(b"%d" % i))
+        ).status == 201
+    await client.close()
+
+    def run() -> subprocess.CompletedProcess[str]:
+        command = ["fsck", "--data-dir", str(data), "--deep", "--json"]
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", *command],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    done = run()
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines() if '"ok"' in line]
+    assert sorted(r["size"] for r in results) == [1, 6]  # Rekor v2 (genesis), Rekor v1
+    assert all(r["ok"] for r in results)
+
+    db = Database(f"sqlite+aiosqlite:///{data / 'sigstead.db'}")
+    try:
+        await db.write(
+            lambda c: c.execute(update(entries).where(entries.c.idx == 3).values(leaf=b"{}"))
+        )
+    finally:
+        await db.dispose()
+    done = run()
+    assert done.returncode == 1
+    assert "entry 3: stored leaf hash" in done.stderr

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import hashlib
 import os
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -96,12 +97,29 @@ async def main() -> None:
         leaves = await build(data, args.entries)
 
         started = time.perf_counter()
-        prefix = hashlib.sha256(b"\x00")
-        for leaf in leaves:
-            h = prefix.copy()
-            h.update(leaf)
-            h.digest()
+        sha256 = hashlib.sha256
+        hashes = [sha256(b"\x00" + leaf).digest() for leaf in leaves]
         floor = args.entries / (time.perf_counter() - started)
+        del leaves
+
+        # What any replay on one core must do at least: read every (leaf hash, leaf) row, hash
+        # every leaf and every interior node once; no comparison, no tiles, no checkpoints.
+        connection = sqlite3.connect(data / "sigstead.db")
+        connection.execute("PRAGMA mmap_size = 1073741824")  # as fsck reads it
+        connection.execute("SELECT count(*) FROM entries").fetchall()  # warm the page cache
+        started = time.perf_counter()
+        for start in range(0, args.entries, 4096):
+            rows = connection.execute(
+                "SELECT leaf_hash, leaf FROM entries WHERE tree_id = ? AND idx >= ? AND idx < ?"
+                " ORDER BY idx",
+                (TREE, start, start + 4096),
+            ).fetchall()
+            hashes = [sha256(b"\x00" + leaf).digest() for _, leaf in rows]
+            while len(hashes) > 1:
+                it = iter(hashes)
+                hashes = [sha256(b"\x01" + a + b).digest() for a, b in zip(it, it, strict=False)]
+        replay_floor = args.entries / (time.perf_counter() - started)
+        connection.close()
 
         db = Database(sqlite_url(data / "sigstead.db"))
         try:
@@ -110,9 +128,13 @@ async def main() -> None:
             rate = report.size / (time.perf_counter() - started)
         finally:
             await db.dispose()
-        print(f"{'hashlib floor (leaf hashes, no I/O)':<44}{floor:>14,.0f} leaves/s")
-        print(f"{'sigstead fsck (SQLite, whole replay)':<44}{rate:>14,.0f} leaves/s")
-        print(f"{'ratio':<44}{rate / floor:>14.2f}")
+        for label, value in (
+            ("hashlib floor (leaf hashes, no I/O)", floor),
+            ("replay floor (read rows, hash leaves + nodes)", replay_floor),
+            ("sigstead fsck (SQLite, whole replay)", rate),
+        ):
+            print(f"{label:<48}{value:>14,.0f} leaves/s")
+        print(f"{'fsck / replay floor':<48}{rate / replay_floor:>14.2f}")
 
 
 if __name__ == "__main__":

@@ -299,6 +299,26 @@ class CompactRange:
         hashes.append(h)
         self._size = index + 1
 
+    def append_perfect(self, node_hash: bytes, level: int) -> None:
+        """Append the root of a perfect subtree of ``2**level`` leaves in one step.
+
+        The size must be a multiple of ``2**level`` (the subtree starts on its own boundary);
+        the result equals appending its leaves one by one. Used by replays (fsck) that hash a
+        whole tile's leaves level by level and need the compact range only at tile boundaries.
+        """
+        width = 1 << level
+        index = self._size
+        if level < 0 or index % width:
+            raise ValueError(f"a subtree of 2^{level} leaves cannot start at leaf {index}")
+        h = node_hash
+        hashes = self._hashes
+        bits = index >> level
+        while bits & 1:
+            h = hash_children(hashes.pop(), h)
+            bits >>= 1
+        hashes.append(h)
+        self._size = index + width
+
     def extend(self, leaf_hashes: Iterable[bytes], visitor: NodeVisitor | None = None) -> None:
         """Append leaf hashes in order."""
         for leaf_hash in leaf_hashes:

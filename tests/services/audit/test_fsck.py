@@ -135,7 +135,7 @@ CASES: dict[tuple[str, str], tuple[Tamper, str, bool]] = {
     ),
     ("entries", "tree_id"): (
         lambda c, v1, v2: _set_entry(c, v2, 300, tree_id=12345),
-        "the head says size 301, 300 entries are stored", False,
+        "entry 300 is missing (none after it)", False,
     ),
     ("entries", "integrated_time"): (
         lambda c, v1, v2: _set_entry(c, v1, 42, integrated_time=_older(c, v1, 42)),
@@ -190,7 +190,8 @@ CASES: dict[tuple[str, str], tuple[Tamper, str, bool]] = {
         lambda c, v1, v2: _set_head(c, v2, checkpoint="garbage"), "head: not a signed note", False,
     ),
     ("tree_heads", "tree_id"): (
-        lambda c, v1, v2: _set_head(c, v2, tree_id=v1 + 1), "entries are stored", False,
+        lambda c, v1, v2: _set_head(c, v2, tree_id=v1 + 1),
+        "entry 0 is missing (none after it)", False,
     ),
 }  # fmt: skip
 

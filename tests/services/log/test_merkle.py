@@ -343,3 +343,25 @@ def test_compact_range_rejects_inconsistent_state() -> None:
         CompactRange(3, [b"x" * 32])
     with pytest.raises(ValueError, match="size -1"):
         CompactRange(-1, [])
+
+
+@given(st.integers(0, 40), st.integers(0, 5), st.integers(0, 3))
+def test_append_perfect_equals_appending_the_leaves(units: int, level: int, extra: int) -> None:
+    width = 1 << level
+    leaves = [merkle.hash_leaf(b"%d" % i) for i in range((units + 1) * width + extra)]
+    head = units * width
+    one_by_one = merkle.CompactRange()
+    one_by_one.extend(leaves)
+    stepped = merkle.CompactRange()
+    stepped.extend(leaves[:head])
+    stepped.append_perfect(merkle.root(leaves[head : head + width]), level)
+    stepped.extend(leaves[head + width :])
+    assert stepped.size == one_by_one.size
+    assert stepped.hashes == one_by_one.hashes
+
+
+def test_append_perfect_refuses_a_misaligned_subtree() -> None:
+    rng = merkle.CompactRange()
+    rng.append(merkle.hash_leaf(b"x"))
+    with pytest.raises(ValueError, match="cannot start at leaf 1"):
+        rng.append_perfect(merkle.hash_leaf(b"y"), 1)

@@ -124,7 +124,7 @@ async def main() -> None:
         db = Database(sqlite_url(data / "sigstead.db"))
         try:
             started = time.perf_counter()
-            (report,) = await fsck(db, data)
+            (report,) = await fsck(db, data, index=False)  # the leaves are random bytes
             rate = report.size / (time.perf_counter() - started)
         finally:
             await db.dispose()

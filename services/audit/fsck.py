@@ -8,12 +8,17 @@ For each tree (Rekor v1, Rekor v2, the CT log), streaming in index order with bo
 - checkpoints: every stored checkpoint's signature verifies under one of the data directory's
   log keys, its origin is the tree's, and its root is the rebuilt tree's root at its size (so
   each is consistent with every later one); the tree head is the newest of them;
+- the search index: every entry's keys replayed from its stored leaf (``services.audit.index``)
+  and compared with its ``search_keys`` rows, nothing missing, nothing it cannot justify, no row
+  beyond the head;
 - with ``deep``: each Rekor v1 entry's stored SET (``entries.seal``) verifies for its stored
   ``integrated_time``, index and body.
 
 The first divergence stops the replay with ``Divergence`` naming the tree, the index or size, and
-what was expected against what is stored. What it does not check (yet): the search index against
-the entries, entry signatures and canonical form; an auditor's HTTP mode.
+what was expected against what is stored. The replay reads one snapshot (a read transaction), so
+it can run beside a live server. Speed: the leaves are read through the raw driver on SQLite and
+hashed a level-0 tile at a time (``bench/bench_fsck.py`` prints it beside the read-and-hash
+floor). Not checked (yet): entry signatures and canonical form; an auditor's HTTP mode.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
+from services.audit.index import Expected, UnreadableEntry, ct_keys, rekor_v1_keys, rekor_v2_keys
 from services.db import Database
 from services.errors import OperatorError
 from services.keys import load_private_key, load_public_ec_key
 from services.log import merkle
 from services.log.rekor.seal import SealMismatch, verify_seal
-from services.log.schema import checkpoints, entries, tiles, tree_heads
+from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
 from services.log.tiles import HASH_SIZE, TILE_HASHES
 
 __all__ = ["Divergence", "TreeReport", "fsck"]
@@ -60,6 +66,7 @@ class TreeReport:
     checkpoints: int
     tiles: int
     seals: int
+    indexed: int
     seconds: float
 
 
@@ -129,8 +136,12 @@ _BLOCK = 16 * TILE_HASHES  # entries per query: whole level-0 tiles, ~2 MB of 51
 
 # One SQL text for both drivers: sqlite3 and SQLAlchemy's text() both take ":name" parameters.
 _ENTRIES_SQL = (
-    "SELECT idx, leaf_hash, leaf{extra} FROM entries"
+    "SELECT idx, leaf_hash, leaf, {more} FROM entries"
     " WHERE tree_id = :t AND idx >= :a AND idx < :b ORDER BY idx"
+)
+_KEYS_SQL = "SELECT idx, key FROM search_keys WHERE tree_id = :t AND idx >= :a AND idx < :b"
+_KEYS_BEYOND_SQL = (
+    "SELECT idx, key FROM search_keys WHERE tree_id = :t AND (idx >= :n OR idx < 0) LIMIT 1"
 )
 _BEYOND_SQL = (
     "SELECT idx FROM entries WHERE tree_id = :t AND (idx >= :n OR idx < 0) ORDER BY idx LIMIT 1"
@@ -207,6 +218,7 @@ def _check_tree(
     head: tuple[int, bytes, str],
     keys: list[_Key],
     deep: bool,
+    index: bool,
     progress: Callable[[int, int], None],
 ) -> TreeReport:
     started = time.perf_counter()
@@ -279,19 +291,30 @@ def _check_tree(
             nodes.append(node)
             if len(nodes) < TILE_HASHES:
                 return
-            index = full_tiles[level]
-            compare_tile(level, index, b"".join(nodes), stored_tile(level, index))
+            at = full_tiles[level]
+            compare_tile(level, at, b"".join(nodes), stored_tile(level, at))
             node = _subtree_root(nodes)
             nodes.clear()
-            full_tiles[level] = index + 1
+            full_tiles[level] = at + 1
             level += 1
 
     rng = merkle.CompactRange()
     check_checkpoints(0, rng.root())
     sealed = 0
     sha256 = hashlib.sha256
-    columns = ", integrated_time, seal" if deep and rekor_v1 else ""
-    entries_sql = _ENTRIES_SQL.format(extra=columns)
+    check_seals = deep and rekor_v1
+    # Columns 3-5: what the deep and index checks read, NULL when they are not asked for.
+    more = [
+        "integrated_time, seal" if check_seals else "NULL, NULL",
+        "extra" if index and signer.name == "ctlog.pub" else "NULL",
+    ]
+    entries_sql = _ENTRIES_SQL.format(more=", ".join(more))
+    index_keys: Callable[[bytes, bytes | None], Expected] = {
+        "rekor.pub": lambda leaf, extra: rekor_v1_keys(leaf),
+        "rekor-v2.pub": lambda leaf, extra: rekor_v2_keys(leaf),
+        "ctlog.pub": ct_keys,
+    }[signer.name]
+    indexed = 0
     for start in range(0, head_size, _BLOCK):
         end = min(start + _BLOCK, head_size)
         rows = query(entries_sql, {"t": tree_id, "a": start, "b": end})
@@ -312,8 +335,31 @@ def _check_tree(
                 f"{what}: entry {start + i}: stored leaf hash {bytes(stored[i]).hex()}, the leaf "
                 f"hashes to {computed[i].hex()}"
             )
-        if columns:
-            for idx, _, leaf, integrated_time, seal in rows:
+        if index:
+            filed: dict[int, set[str]] = {}
+            for idx, key in query(_KEYS_SQL, {"t": tree_id, "a": start, "b": end}):
+                filed.setdefault(int(idx), set()).add(str(key))
+            for idx, _, leaf, _, _, extra in rows:
+                try:
+                    expected = index_keys(bytes(leaf), None if extra is None else bytes(extra))
+                except UnreadableEntry as exc:
+                    raise Divergence(
+                        f"{what}: entry {idx} cannot be read to replay its index keys: {exc}"
+                    ) from None
+                absent, unjustified = expected.judge(filed.get(idx, set()))
+                if absent:
+                    raise Divergence(
+                        f"{what}: entry {idx} is missing from the search index under "
+                        f"{min(absent)!r}"
+                    )
+                if unjustified:
+                    raise Divergence(
+                        f"{what}: the search index files entry {idx} under "
+                        f"{min(unjustified)!r}, which the entry does not hold"
+                    )
+                indexed += 1
+        if check_seals:
+            for idx, _, leaf, integrated_time, seal, _ in rows:
                 if seal is None:
                     continue
                 try:
@@ -361,6 +407,12 @@ def _check_tree(
     beyond = query(_BEYOND_SQL, {"t": tree_id, "n": head_size})
     if beyond:
         raise Divergence(f"{what}: entry {beyond[0][0]} lies beyond the head (size {head_size})")
+    stray = query(_KEYS_BEYOND_SQL, {"t": tree_id, "n": head_size}) if index else []
+    if stray:
+        raise Divergence(
+            f"{what}: the search index files entry {stray[0][0]} under {stray[0][1]!r}, "
+            f"beyond the head (size {head_size})"
+        )
     if rng.root() != head_root:
         raise Divergence(
             f"{what}: the entries hash to {rng.root().hex()}, the head says {head_root.hex()}"
@@ -370,8 +422,8 @@ def _check_tree(
         raise Divergence(f"{what}: checkpoint at size {next_checkpoint[0]} lies beyond the head")
     for level in range(1, len(upper)):
         if upper[level]:
-            index = full_tiles[level]
-            compare_tile(level, index, b"".join(upper[level]), stored_tile(level, index))
+            at = full_tiles[level]
+            compare_tile(level, at, b"".join(upper[level]), stored_tile(level, at))
     stored_tiles = conn.execute(
         select(func.count()).select_from(tiles).where(tiles.c.tree_id == tree_id)
     ).scalar_one()
@@ -385,6 +437,7 @@ def _check_tree(
         seen_checkpoints,
         checked_tiles,
         sealed,
+        indexed,
         time.perf_counter() - started,
     )
 
@@ -394,12 +447,28 @@ async def fsck(
     data_dir: Path,
     *,
     deep: bool = False,
+    index: bool = True,
     progress: Callable[[int, int, int], None] = lambda tree, done, total: None,
 ) -> list[TreeReport]:
     """Check every tree in ``db`` against the log keys of ``data_dir``; raise ``Divergence``."""
     keys = _keys(data_dir)
 
     def run(conn: Connection) -> list[TreeReport]:
+        # One snapshot for the whole replay, so a log that keeps sequencing meanwhile is checked
+        # as of one moment (heads and rows agree). SQLite (WAL): a read transaction, which also
+        # holds off WAL checkpoints until it ends; PostgreSQL: REPEATABLE READ.
+        if conn.dialect.name != "sqlite":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+            return check(conn)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("BEGIN")
+        try:
+            return check(conn)
+        finally:
+            raw.execute("ROLLBACK")
+
+    def check(conn: Connection) -> list[TreeReport]:
         heads: Mapping[int, tuple[str, int, bytes, str]] = {
             int(t): (str(o), int(s), bytes(r), str(c))
             for t, o, s, r, c in conn.execute(
@@ -419,8 +488,10 @@ async def fsck(
                 progress(tree, done, total)
 
             head = (size, root, note)
-            reports.append(_check_tree(conn, tree_id, origin, head, keys, deep, tree_progress))
-        for table in (entries, tiles, checkpoints):
+            reports.append(
+                _check_tree(conn, tree_id, origin, head, keys, deep, index, tree_progress)
+            )
+        for table in (entries, tiles, checkpoints, search_keys):
             orphans = conn.execute(
                 select(table.c.tree_id).where(table.c.tree_id.not_in(list(heads))).limit(1)
             ).scalar()

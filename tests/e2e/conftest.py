@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import BUSY_ENTRIES, Stack, fill_log, start_stack
+from tests.e2e.stack import BUSY_ENTRIES, Stack, fill_log, sigstead, start_stack
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One deployment for the whole session, already busy: a thousand entries by other signers
-    before the first test's, and more as the tests run."""
+    before the first test's, and more as the tests run.
+
+    When the session ends, ``sigstead fsck --deep`` replays what every real client wrote to it
+    (hashedrekord, dsse and intoto entries, the CA's precertificates in the CT log): the stored
+    logs, tiles, checkpoints, SETs and search index must check out."""
     s = start_stack(tmp_path_factory.mktemp("stack"))
     try:
         assert fill_log(s, BUSY_ENTRIES) == BUSY_ENTRIES + 1  # and the log's genesis entry
         yield s
     finally:
         s.stop()
+    done = sigstead("fsck", "--data-dir", str(s.server.data_dir), "--deep", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    checked = [json.loads(line) for line in done.stdout.splitlines() if '"ok"' in line]
+    assert len(checked) == 3, done.stdout  # Rekor v1, Rekor v2, the CT log
+    assert all(tree["indexed"] == tree["size"] for tree in checked), done.stdout
 
 
 @pytest.fixture

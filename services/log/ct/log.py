@@ -32,7 +32,7 @@ from services.log.merkle import ProofRangeError
 from services.log.sequencer import Genesis, Sequencer
 from services.log.sqlstore import SQLLogStore
 
-__all__ = ["CT_LOG", "CTError", "CTLog", "add_routes", "genesis_entry"]
+__all__ = ["CT_LOG", "CTError", "CTLog", "add_routes", "dedup_key", "genesis_entry"]
 
 _logger = logging.getLogger(__name__)
 MAX_ENTRIES = 1000
@@ -122,8 +122,8 @@ class CTLog:
             None, self._parse_and_validate, ders, precert
         )
         leaf_der = ders[0]
-        dedup_key = _dedup_key(leaf_der)
-        existing = await self.store.search(self.sequencer.tree_id, [dedup_key], match_all=False)
+        cert_key = dedup_key(leaf_der)
+        existing = await self.store.search(self.sequencer.tree_id, [cert_key], match_all=False)
         if existing:
             stored = (await self.store.read_entries(self.sequencer.tree_id, existing[:1]))[
                 existing[0]
@@ -141,7 +141,7 @@ class CTLog:
             extra = rfc6962.certificate_chain(above)
         leaf = entry.merkle_tree_leaf()
         try:
-            await self.sequencer.submit(leaf, {dedup_key}, extra=extra, want_proof=False)
+            await self.sequencer.submit(leaf, {cert_key}, extra=extra, want_proof=False)
         except DuplicateEntry:
             pass  # the very same leaf (same millisecond): its SCT is the same
         except LogError as exc:
@@ -166,7 +166,8 @@ class CTLog:
         }
 
 
-def _dedup_key(cert_der: bytes) -> str:
+def dedup_key(cert_der: bytes) -> str:
+    """The one index key of a CT entry: its certificate's hash (duplicates get the first SCT)."""
     return "ct-cert:sha256:" + hashlib.sha256(cert_der).hexdigest()
 
 
@@ -181,7 +182,7 @@ def genesis_entry(ca_chain: Sequence[x509.Certificate], now: float) -> Genesis:
     entry = TimestampedEntry(int(now * 1000), EntryType.X509, ders[0])
     return Genesis(
         entry.merkle_tree_leaf(),
-        frozenset({_dedup_key(ders[0])}),
+        frozenset({dedup_key(ders[0])}),
         rfc6962.certificate_chain(ders[1:]),
     )
 

@@ -57,6 +57,7 @@ __all__ = [
     "index_keys_for_hash",
     "index_keys_for_public_key",
     "index_keys_for_subject",
+    "is_material_key",
     "keys_for_query",
     "material_keys",
     "public_key_key",
@@ -122,6 +123,14 @@ def digest_key(algorithm: str, value: str) -> str:
     if len(key) <= MAX_KEY_LENGTH and _storable(key):
         return key
     return _bounded(_DIGEST, f"{algorithm}:{value}")
+
+
+def is_material_key(key: str) -> bool:
+    """Whether ``key`` names verification material (a key, certificate or identity) rather
+    than a digest: the keys a stored leaf must justify on its own, since it holds the material
+    but, for DSSE kinds, not the payload whose subject digests are filed too."""
+    namespace = key.partition(":")[0]
+    return namespace in _RESERVED_ALGORITHMS and namespace != f"{_DIGEST}-sha256"
 
 
 def public_key_key(spki_sha256_hex: str) -> str:

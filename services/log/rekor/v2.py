@@ -35,6 +35,7 @@ from services.log.rekor.keys import (
     MaterialError,
     SignatureError,
     UnsupportedKeyType,
+    VerificationMaterial,
     parse_material,
     verify_digest_signature,
 )
@@ -43,12 +44,14 @@ from services.log.sequencer import Genesis
 
 __all__ = [
     "API_VERSION",
+    "HASH_ALGORITHMS",
     "KIND",
     "InvalidRequest",
     "V2Entry",
     "canonicalize_request",
     "genesis_entry",
     "genesis_statement",
+    "verifier_search_keys",
 ]
 
 KIND = "hashedrekord"
@@ -82,6 +85,8 @@ _KEY_DETAILS: dict[str, tuple[int, str | None]] = {
 }
 _BY_NUMBER = {number: name for name, (number, _) in _KEY_DETAILS.items()}
 _HASH_OUTPUT = {"sha256": "SHA2_256", "sha384": "SHA2_384", "sha512": "SHA2_512"}
+HASH_ALGORITHMS = {proto: name for name, proto in _HASH_OUTPUT.items()}
+"""A stored ``HashAlgorithm`` name -> the hash's name in index keys (``SHA2_256`` -> ``sha256``)."""
 _HASH_SIZE = {"sha256": 32, "sha384": 48, "sha512": 64}
 _CURVE_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
 
@@ -298,17 +303,34 @@ def canonicalize_request(document: Any, *, dsse: bool = True) -> V2Entry:
             }
         },
     }
-    search_keys = {digest_key(hash_name, digest.hex())}
+    search_keys = {digest_key(hash_name, digest.hex())} | _material_keys(field, raw, material)
+    return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys))
+
+
+def _material_keys(field: str, raw: bytes, key_material: VerificationMaterial) -> set[str]:
     if field == "x509Certificate":
         # The identities of the certificate, as v1 indexes them, so auditors can search v2 too.
         try:
             cert_pem = x509.load_der_x509_certificate(raw).public_bytes(serialization.Encoding.PEM)
-            search_keys |= material_keys(parse_material(cert_pem))
+            return material_keys(parse_material(cert_pem))
         except (ValueError, MaterialError):
-            search_keys |= material_keys(material)
-    else:
-        search_keys |= material_keys(material)
-    return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys))
+            pass
+    return material_keys(key_material)
+
+
+def verifier_search_keys(document: Any) -> set[str]:
+    """The index keys of a ``Verifier`` (the key; for a certificate also the certificate and its
+    identities). The same function files a new entry and lets ``sigstead fsck`` replay the
+    index from stored leaves; raises ``InvalidRequest`` for a verifier it cannot read."""
+    field, raw, key, _, _ = _read_verifier(document, "verifier", "invalid verifier")
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        material = parse_material(pem)
+    except MaterialError as exc:
+        raise InvalidRequest("invalid verifier", str(exc)) from None
+    return _material_keys(field, raw, material)
 
 
 def _verifier_key(document: Any, what: str) -> tuple[dict[str, Any], Any, str, Any]:
@@ -403,8 +425,11 @@ def _dsse(document: Any) -> V2Entry:
         },
     }
     search_keys = {digest_key("sha256", payload_hash.hex())}
-    for _, _, _, material in verifiers:
-        search_keys |= material_keys(material)
+    # Only the verifiers the entry keeps (one per signature): a verifier that verified nothing
+    # is not in the leaf, so filing the entry under it would be a key no replay could justify.
+    for rendered, _, _, material in verifiers:
+        if any(kept is rendered for kept in accepted.values()):
+            search_keys |= material_keys(material)
     search_keys |= statement_digest_keys(payload_type, payload)
     return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys), "dsse")
 

@@ -23,8 +23,9 @@ from services.audit.fsck import Divergence, fsck
 from services.db import Database
 from services.log.rekor.api import REKOR_LOG
 from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
+from tests.services.log.rekor.material import statement
 from tests.services.log.rekor.test_api import Signer
-from tests.services.log.rekor.test_api_v2 import _key_request
+from tests.services.log.rekor.test_api_v2 import _dsse_request, _key_request
 
 AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
 
@@ -33,16 +34,13 @@ UNCHECKED = {
     ("entries", "extra"): "CT extra_data (the submitted chain) is outside the tree and unsigned",
     ("tree_heads", "timestamp_ms"): "not in the signed checkpoint text of these logs",
     ("checkpoints", "timestamp_ms"): "not in the signed checkpoint text of these logs",
-    ("search_keys", "tree_id"): "the search index is not replayed yet",
-    ("search_keys", "key"): "the search index is not replayed yet",
-    ("search_keys", "idx"): "the search index is not replayed yet",
 }
 
 
 @pytest.fixture
 async def log(aiohttp_client: AiohttpClient, db: Database, tmp_path: Path) -> tuple[Path, int, int]:
-    """A log with 300 v1 and 300 v2 entries (past one full tile); returns the data directory
-    and the two tree IDs."""
+    """A log with 300 v1 and 300 v2 entries (past one full tile), a few of each DSSE, the rest
+    hashedrekord; returns the data directory and the two tree IDs."""
     data = tmp_path / "data"
     settings = Settings(data_dir=data, public_url="http://log.example:3000")
     client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
@@ -50,10 +48,14 @@ async def log(aiohttp_client: AiohttpClient, db: Database, tmp_path: Path) -> tu
     key = ec.generate_private_key(ec.SECP256R1())
     # In bursts, as many clients would send them: a few dozen commits, not six hundred.
     for burst in range(0, 300, 60):
-        v1_bodies = [signer.hashedrekord(b"e%d" % i) for i in range(burst, burst + 60)]
+        v1_bodies = [signer.hashedrekord(b"e%d" % i) for i in range(burst, burst + 58)]
+        v1_bodies += [signer.dsse(f"{i:064x}") for i in range(burst, burst + 2)]
         v2_bodies = [
             _key_request(key, b"v2-%d" % i, "PKIX_ECDSA_P256_SHA_256")
-            for i in range(burst, burst + 60)
+            for i in range(burst, burst + 58)
+        ]
+        v2_bodies += [
+            _dsse_request([key], statement([f"{i:064x}"])) for i in range(burst, burst + 2)
         ]
         replies = await asyncio.gather(
             *(client.post("/api/v1/log/entries", json=b) for b in v1_bodies),
@@ -111,6 +113,14 @@ def _set_checkpoint(conn: Connection, tree: int, at: int, **values: Any) -> None
 
 def _set_head(conn: Connection, tree: int, **values: Any) -> None:
     conn.execute(update(tree_heads).where(tree_heads.c.tree_id == tree).values(**values))
+
+
+def _set_search_key(conn: Connection, tree: int, at: int, prefix: str, **values: Any) -> None:
+    where = (search_keys.c.tree_id == tree, search_keys.c.idx == at)
+    key = conn.execute(
+        select(search_keys.c.key).where(*where, search_keys.c.key.startswith(prefix)).limit(1)
+    ).scalar_one()
+    conn.execute(update(search_keys).where(*where, search_keys.c.key == key).values(**values))
 
 
 _FORGED_NOTE = "log.example\n1\n" + base64.b64encode(b"\x07" * 32).decode() + "\n\n\u2014 x AAAA\n"
@@ -189,6 +199,19 @@ CASES: dict[tuple[str, str], tuple[Tamper, str, bool]] = {
     ("tree_heads", "checkpoint"): (
         lambda c, v1, v2: _set_head(c, v2, checkpoint="garbage"), "head: not a signed note", False,
     ),
+    ("search_keys", "key"): (
+        lambda c, v1, v2: _set_search_key(c, v1, 17, "email:", key="email:mallory@example.com"),
+        "entry 17 is missing from the search index under 'email:dev@example.com'", False,
+    ),
+    ("search_keys", "idx"): (
+        lambda c, v1, v2: _set_search_key(c, v2, 18, "sha256:", idx=19),
+        "entry 18 is missing from the search index under 'sha256:", False,
+    ),
+    ("search_keys", "tree_id"): (
+        lambda c, v1, v2: _set_search_key(c, v1, 20, "sha256:", tree_id=v2),
+        # Whichever tree comes first: v2 holds a key it cannot justify, v1 misses it.
+        "index files entry 20 under 'sha256:|entry 20 is missing from the search index", False,
+    ),
     ("tree_heads", "tree_id"): (
         lambda c, v1, v2: _set_head(c, v2, tree_id=v1 + 1),
         "entry 0 is missing (none after it)", False,
@@ -205,6 +228,63 @@ async def test_every_tampered_column_is_caught(
     await db.write(lambda conn: tamper(conn, v1, v2))
     with pytest.raises(Divergence, match=message.replace("(", r"\(").replace(")", r"\)")):
         await fsck(db, data, deep=deep)
+
+
+@pytest.mark.parametrize(
+    ("at", "key", "message"),
+    [
+        (17, "email:mallory@example.com", "files entry 17 under 'email:mallory@example.com'"),
+        (17, "sha256:" + "ab" * 32, "files entry 17 under 'sha256:abab"),
+        (5000, "sha256:" + "ab" * 32, "files entry 5000 under 'sha256:abab"),
+    ],
+)
+async def test_an_index_row_no_entry_justifies_is_caught(
+    db: Database, log: tuple[Path, int, int], at: int, key: str, message: str
+) -> None:
+    data, v1, _ = log
+    await db.write(lambda c: c.execute(insert(search_keys).values(tree_id=v1, key=key, idx=at)))
+    with pytest.raises(Divergence, match=message):
+        await fsck(db, data)
+    assert [r.size for r in await fsck(db, data, index=False)] == [301, 301]
+
+
+async def test_a_dsse_entry_may_carry_subject_digests_its_leaf_does_not_hold(
+    db: Database, log: tuple[Path, int, int]
+) -> None:
+    """The fixture's DSSE entries are filed under their statements' subjects (not in the leaf);
+    that is accepted, and every entry is counted as indexed."""
+    data, _, _ = log
+    subject = f"sha256:{0:064x}"  # the first DSSE statement's subject, in both logs
+    found = await db.read(
+        lambda c: c.execute(select(search_keys.c.idx).where(search_keys.c.key == subject)).all()
+    )
+    assert len(found) == 2  # one v1 dsse entry and one v2 dsse entry
+    assert sorted(r.indexed for r in await fsck(db, data)) == [301, 301]
+
+
+async def test_a_log_that_keeps_writing_checks_as_of_one_snapshot(
+    aiohttp_client: AiohttpClient, db: Database, log: tuple[Path, int, int]
+) -> None:
+    """fsck beside a live server: on PostgreSQL the writes commit between fsck's own queries
+    (it awaits the driver), so without one snapshot it would see rows beyond the head it read."""
+    data, _, _ = log
+    settings = Settings(data_dir=data, public_url="http://log.example:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    signer = Signer()
+
+    async def write() -> None:
+        for i in range(30):
+            body = signer.hashedrekord(b"live-%d" % i)
+            assert (await client.post("/api/v1/log/entries", json=body)).status == 201
+
+    writer = asyncio.create_task(write())
+    sizes = set()
+    while not writer.done():
+        sizes.update(r.size for r in await fsck(db, data))
+        await asyncio.sleep(0.01)  # SQLite reads never yield: let the writer run
+    await writer
+    sizes.update(r.size for r in await fsck(db, data))
+    assert 331 in sizes
 
 
 def test_every_stored_column_is_either_checked_or_explained() -> None:

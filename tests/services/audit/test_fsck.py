@@ -278,7 +278,7 @@ async def test_a_log_that_keeps_writing_checks_as_of_one_snapshot(
             assert (await client.post("/api/v1/log/entries", json=body)).status == 201
 
     writer = asyncio.create_task(write())
-    sizes = set()
+    sizes: set[int] = set()
     while not writer.done():
         sizes.update(r.size for r in await fsck(db, data))
         await asyncio.sleep(0.01)  # SQLite reads never yield: let the writer run

@@ -279,3 +279,25 @@ async def test_state_survives_a_restart_and_a_log_can_be_removed(
     assert (await add(client, request(40, 50)))[0] == 404
     await witness.configure({ORIGIN: (VKEY,)})
     assert (await add(client, request(40, 50)))[0] == 200
+
+
+async def test_a_log_signing_with_ed25519_is_witnessed_too(
+    aiohttp_client: AiohttpClient, db: Database, cosigner: Cosigner
+) -> None:
+    """A C2SP log with an Ed25519 key (signed-note type 0x01), signed here from the spec."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    key_id = hashlib.sha256(b"ed.example/log\n\x01" + public).digest()[:4]
+    material = base64.b64encode(bytes([0x01]) + public).decode()
+    vkey = f"ed.example/log+{key_id.hex()}+{material}"
+    store = WitnessStore(db)
+    await store.create()
+    witness = Witness(store, cosigner)
+    await witness.configure({"ed.example/log": (vkey,)})
+    client = await aiohttp_client(create_witness_app(witness, clock=lambda: NOW))
+    text = Checkpoint("ed.example/log", 3, merkle.root(LEAVES[:3])).to_text()
+    signature = base64.b64encode(key_id + key.sign(text.encode())).decode()
+    signed = f"{text}\n\u2014 ed.example/log {signature}\n"
+    status, _, line = await add(client, body(0, [], signed))
+    assert status == 200, line
+    assert check_cosignature(cosigner.vkey, text, line) == NOW

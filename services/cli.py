@@ -474,6 +474,75 @@ def _parser() -> argparse.ArgumentParser:
     fsck.add_argument("--json", action="store_true", help="one JSON object a line")
     fsck.set_defaults(run=_fsck)
 
+    witness = _command(
+        sub,
+        "witness",
+        "an independent C2SP tlog-witness (docs/auditing.md)",
+        "A C2SP tlog-witness: cosigns the checkpoints of the logs it trusts once each is proved "
+        "consistent with the last one it cosigned. Runs on its own state directory and port, "
+        "apart from the log it watches (docs/auditing.md).",
+    )
+    witness_sub = witness.add_subparsers(dest="witness_command", required=True, metavar="COMMAND")
+    w_init = _command(
+        witness_sub,
+        "init",
+        "create the witness's key and print its vkey",
+        "Create the witness's Ed25519 key (mode 0600) and name in the state directory, once, "
+        "and print the witness's vkey, which log clients configure to trust its cosignatures. "
+        "Run again, it prints the same vkey.",
+    )
+    w_init.add_argument(
+        "--state-dir", type=Path, required=True, metavar="DIR", help="the witness's directory"
+    )
+    w_init.add_argument(
+        "--name",
+        required=True,
+        help="the witness's key name, a schema-less URL such as witness.example/w1",
+    )
+    w_init.set_defaults(run=_witness_init)
+    w_serve = _command(
+        witness_sub,
+        "serve",
+        "serve POST /add-checkpoint",
+        "Serve POST /add-checkpoint (and GET /<origin hash>/checkpoint for monitors) for the "
+        "logs in --logs. Stop with Ctrl-C or SIGTERM.",
+    )
+    w_serve.add_argument(
+        "--state-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the directory `witness init` made",
+    )
+    w_serve.add_argument(
+        "--logs",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the logs to cosign: one '<vkey> [<origin>]' a line (Ed25519 or ECDSA vkeys; the "
+        "origin defaults to the key name); re-read at each start",
+    )
+    w_serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface"
+    )
+    w_serve.add_argument("--port", type=int, default=3100, help="TCP port to listen on")
+    w_serve.add_argument("--access-log", action="store_true", help="log every request")
+    w_serve.set_defaults(run=_witness_serve)
+    w_vkey = _command(
+        witness_sub,
+        "log-vkey",
+        "print the logs-file line of an ECDSA log key (such as sigstead's)",
+        "Print the line of --logs that trusts the log whose PEM public key is --public-key "
+        "(sigstead's is DIR/keys/rekor.pub), signing under --name (the log's host) for "
+        "--origin (the first line of its checkpoints).",
+    )
+    w_vkey.add_argument(
+        "--public-key", type=Path, required=True, metavar="FILE", help="the log's PEM public key"
+    )
+    w_vkey.add_argument("--name", required=True, help="the key name in the log's signatures")
+    w_vkey.add_argument("--origin", help="the log's origin (default: the key name)")
+    w_vkey.set_defaults(run=_witness_log_vkey)
+
     db = _command(sub, "db", "database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     upgrade = _command(db_sub, "upgrade", "migrate a database to the newest schema")
@@ -1022,6 +1091,47 @@ def _dev_issuer_token(args: argparse.Namespace) -> int:
             out.write(token)
     except OSError as e:
         raise OperatorError(f"cannot write the token to {args.out}: {e.strerror}") from e
+    return 0
+
+
+def _witness_init(args: argparse.Namespace) -> int:
+    from services.witness.statedir import init_state
+
+    print(init_state(args.state_dir, args.name).vkey)
+    return 0
+
+
+def _witness_serve(args: argparse.Namespace) -> int:
+    from services.witness.server import read_logs, serve
+    from services.witness.statedir import load_cosigner
+
+    if not 0 < args.port < 65536:
+        raise OperatorError(f"--port {args.port}: not a TCP port (1 to 65535)")
+    # Both are checked before the port is taken, so a mistake there is one line.
+    load_cosigner(args.state_dir)
+    read_logs(args.logs)
+    sockets = _listen_sockets(args.host, args.port)
+    try:
+        serve(args.state_dir, args.logs, sockets, access_log=args.access_log)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return 0
+
+
+def _witness_log_vkey(args: argparse.Namespace) -> int:
+    from services.keys import load_public_ec_key
+    from services.witness.note import NoteError, ecdsa_vkey
+
+    key = load_public_ec_key(args.public_key)
+    try:
+        vkey = ecdsa_vkey(args.name, key)
+    except NoteError as exc:
+        raise OperatorError(f"--name: {exc}") from None
+    origin = args.origin or args.name
+    if "\n" in origin or origin != origin.strip():
+        raise OperatorError(f"--origin {origin!r}: one line, without surrounding spaces")
+    print(vkey if origin == args.name else f"{vkey} {origin}")
     return 0
 
 

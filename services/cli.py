@@ -466,6 +466,18 @@ def _parser() -> argparse.ArgumentParser:
     fsck.add_argument(
         "--deep", action="store_true", help="also verify each Rekor entry's stored SET"
     )
+    auditor = fsck.add_argument_group("an auditor's replay over HTTP (instead of the database)")
+    auditor.add_argument(
+        "--url",
+        metavar="URL",
+        help="replay the logs of this deployment from its public read APIs only",
+    )
+    auditor.add_argument(
+        "--trusted-root",
+        type=Path,
+        metavar="FILE",
+        help="the trusted_root.json whose log keys and URLs to check them against (with --url)",
+    )
     fsck.add_argument(
         "--skip-index",
         action="store_true",
@@ -996,7 +1008,8 @@ def _fsck(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from services.audit.fsck import fsck
+    from services.audit.fsck import TreeReport, fsck
+    from services.audit.remote import fsck_remote, remote_logs
     from services.db import Database
     from services.settings import default_database_url
 
@@ -1026,6 +1039,15 @@ def _fsck(args: argparse.Namespace) -> int:
             )
 
     async def run() -> int:
+        if args.url is not None:
+            if args.trusted_root is None:
+                raise OperatorError("--url needs --trusted-root (the keys to check the logs by)")
+            try:
+                document = json.loads(args.trusted_root.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise OperatorError(f"--trusted-root {args.trusted_root}: {exc}") from None
+            reports = await fsck_remote(remote_logs(document, args.url), progress=progress)
+            return report(reports)
         db = Database(url)
         try:
             reports = await fsck(
@@ -1033,6 +1055,9 @@ def _fsck(args: argparse.Namespace) -> int:
             )
         finally:
             await db.dispose()
+        return report(reports)
+
+    def report(reports: list[TreeReport]) -> int:
         for r in reports:
             rate = r.size / r.seconds if r.seconds else 0.0
             if emit_json:

@@ -16,13 +16,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One deployment for the whole session, already busy: a thousand entries by other signers
     before the first test's, and more as the tests run.
 
-    When the session ends, ``sigstead fsck --deep`` replays what every real client wrote to it
-    (hashedrekord, dsse and intoto entries, the CA's precertificates in the CT log): the stored
-    logs, tiles, checkpoints, SETs and search index must check out."""
+    When the session ends, ``sigstead fsck --url`` (an auditor, over HTTP) and then
+    ``sigstead fsck --deep`` (the operator, from the database) replay what every real client
+    wrote to it (hashedrekord, dsse and intoto entries, the CA's precertificates in the CT log):
+    the served and the stored logs, tiles, checkpoints, SETs and search index must check out."""
     s = start_stack(tmp_path_factory.mktemp("stack"))
     try:
         assert fill_log(s, BUSY_ENTRIES) == BUSY_ENTRIES + 1  # and the log's genesis entry
         yield s
+        # An auditor's replay of the same logs, over HTTP, by the exported trusted root.
+        done = sigstead("fsck", "--url", s.server.url, "--trusted-root", str(s.trusted_root))
+        assert done.returncode == 0, done.stdout + done.stderr
+        replayed = [json.loads(line) for line in done.stdout.splitlines() if '"ok"' in line]
+        assert len(replayed) == 3, done.stdout  # Rekor v1, Rekor v2, the CT log
     finally:
         s.stop()
     done = sigstead("fsck", "--data-dir", str(s.server.data_dir), "--deep", "--json")

@@ -458,13 +458,18 @@ def _parser() -> argparse.ArgumentParser:
         "Replay every log in the database (Rekor v1, Rekor v2, the CT log): leaf hashes from the "
         "stored entries, every stored tile rebuilt, every checkpoint's signature and root, the "
         "tree head, the search index against the entries; with --deep each Rekor v1 entry's "
-        "stored SET too. Reads one snapshot, so it can run beside a live server. Exits 0 only "
+        "SET and each hashedrekord entry's signature and canonical form; or, with --url, an "
+        "auditor's replay of the public read APIs. Reads one snapshot, so it can run beside a "
+        "live server. Exits 0 only "
         "when everything checks, else names the first divergence and exits 1.",
     )
     _data_dir(fsck, "the server's (its keys/*.pub are the log keys)")
     _database(fsck)
     fsck.add_argument(
-        "--deep", action="store_true", help="also verify each Rekor entry's stored SET"
+        "--deep",
+        action="store_true",
+        help="also verify each Rekor v1 SET, and re-admit each hashedrekord entry (signature, "
+        "canonical form)",
     )
     auditor = fsck.add_argument_group("an auditor's replay over HTTP (instead of the database)")
     auditor.add_argument(
@@ -1064,11 +1069,13 @@ def _fsck(args: argparse.Namespace) -> int:
                 print(json.dumps({"tree": r.tree_id, "origin": r.origin, "ok": True,
                                   "size": r.size, "checkpoints": r.checkpoints, "tiles": r.tiles,
                                   "seals": r.seals, "indexed": r.indexed,
+                                  "verified": r.verified,
                                   "leaves_per_second": round(rate)}))  # fmt: skip
             else:
                 print(
                     f"ok  {r.origin}: {r.size:,} entries, {r.tiles:,} tiles, {r.checkpoints:,} "
-                    f"checkpoints, {r.seals:,} SETs, {r.indexed:,} indexed ({rate:,.0f} leaves/s)"
+                    f"checkpoints, {r.seals:,} SETs, {r.indexed:,} indexed, {r.verified:,} "
+                    f"re-verified ({rate:,.0f} leaves/s)"
                 )
         return 0
 

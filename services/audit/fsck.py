@@ -12,13 +12,15 @@ For each tree (Rekor v1, Rekor v2, the CT log), streaming in index order with bo
   and compared with its ``search_keys`` rows, nothing missing, nothing it cannot justify, no row
   beyond the head;
 - with ``deep``: each Rekor v1 entry's stored SET (``entries.seal``) verifies for its stored
-  ``integrated_time``, index and body.
+  ``integrated_time``, index and body; each hashedrekord entry (v1 and v2) is re-admitted as a
+  new request: its signature verifies and its canonical leaf comes out byte for byte the same
+  (DSSE-kind leaves lack the envelope their signatures cover).
 
 The first divergence stops the replay with ``Divergence`` naming the tree, the index or size, and
 what was expected against what is stored. The replay reads one snapshot (a read transaction), so
 it can run beside a live server. Speed: the leaves are read through the raw driver on SQLite and
 hashed a level-0 tile at a time (``bench/bench_fsck.py`` prints it beside the read-and-hash
-floor). Not checked (yet): entry signatures and canonical form; an auditor's HTTP mode.
+floor). The auditor's replay over HTTP is ``services.audit.remote``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
-from services.audit.index import Expected, UnreadableEntry, ct_keys, rekor_v1_keys, rekor_v2_keys
+from services.audit.index import (
+    Expected,
+    NotAdmissible,
+    UnreadableEntry,
+    ct_keys,
+    readmit_v1,
+    readmit_v2,
+    rekor_v1_keys,
+    rekor_v2_keys,
+)
 from services.db import Database
 from services.errors import OperatorError
 from services.keys import load_private_key, load_public_ec_key
@@ -68,6 +79,7 @@ class TreeReport:
     seals: int
     indexed: int
     seconds: float
+    verified: int = 0  # entries re-admitted (signature and canonical form), with deep
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +327,9 @@ def _check_tree(
         "ctlog.pub": ct_keys,
     }[signer.name]
     indexed = 0
+    verified = 0
+    readmits = {"rekor.pub": readmit_v1, "rekor-v2.pub": readmit_v2}
+    readmit = readmits.get(signer.name) if deep else None
     for start in range(0, head_size, _BLOCK):
         end = min(start + _BLOCK, head_size)
         rows = query(entries_sql, {"t": tree_id, "a": start, "b": end})
@@ -358,6 +373,12 @@ def _check_tree(
                         f"{min(unjustified)!r}, which the entry does not hold"
                     )
                 indexed += 1
+        if readmit is not None:
+            for idx, _, leaf, _, _, _ in rows:
+                try:
+                    verified += readmit(bytes(leaf))
+                except NotAdmissible as exc:
+                    raise Divergence(f"{what}: entry {idx}: {exc}") from None
         if check_seals:
             for idx, _, leaf, integrated_time, seal, _ in rows:
                 if seal is None:
@@ -439,6 +460,7 @@ def _check_tree(
         sealed,
         indexed,
         time.perf_counter() - started,
+        verified,
     )
 
 

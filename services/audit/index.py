@@ -23,10 +23,21 @@ from typing import Any
 from services.log.ct.log import dedup_key
 from services.log.rekor import v2
 from services.log.rekor._go import GoDecodeError, b64decode_std
+from services.log.rekor.errors import RekorError
 from services.log.rekor.keys import MaterialError, parse_material
+from services.log.rekor.kinds import canonicalize_proposed_entry
 from services.log.rekor.searchkeys import digest_key, is_material_key, material_keys
 
-__all__ = ["Expected", "UnreadableEntry", "ct_keys", "rekor_v1_keys", "rekor_v2_keys"]
+__all__ = [
+    "Expected",
+    "NotAdmissible",
+    "UnreadableEntry",
+    "ct_keys",
+    "readmit_v1",
+    "readmit_v2",
+    "rekor_v1_keys",
+    "rekor_v2_keys",
+]
 
 
 class UnreadableEntry(ValueError):
@@ -160,3 +171,50 @@ def ct_keys(leaf: bytes, extra: bytes | None) -> Expected:
     if len(source) < 3 or len(der) != length:
         raise UnreadableEntry("truncated certificate")
     return Expected(frozenset({dedup_key(der)}))
+
+
+class NotAdmissible(ValueError):
+    """A stored entry the log should never have admitted: its signature does not verify, or
+    re-admitting it gives another canonical leaf."""
+
+
+def readmit_v1(leaf: bytes) -> bool:
+    """Re-admit a Rekor v1 ``hashedrekord`` body as a new request: the signature must verify
+    and the canonical leaf must come out byte for byte the same. Return False for the DSSE
+    kinds, whose bodies lack the envelope the signatures cover (nothing to verify against);
+    raise ``NotAdmissible``."""
+    try:
+        kind = json.loads(leaf).get("kind")
+    except (ValueError, AttributeError):
+        raise NotAdmissible("not a JSON object") from None
+    if kind != "hashedrekord":
+        return False
+    try:
+        again = canonicalize_proposed_entry(leaf).leaf
+    except RekorError as exc:
+        raise NotAdmissible(f"re-admitting it fails: {exc.message}") from None
+    if again != leaf:
+        raise NotAdmissible("re-admitting it gives another canonical leaf")
+    return True
+
+
+def readmit_v2(leaf: bytes) -> bool:
+    """``readmit_v1`` for a Rekor v2 ``hashedRekordV002`` entry: its digest, signature and
+    verifier as a new ``hashedRekordRequestV002``. False for ``dsseV002`` (no envelope)."""
+    try:
+        spec = json.loads(leaf)["spec"]
+    except (ValueError, KeyError, TypeError):
+        raise NotAdmissible("not an Entry") from None
+    entry = spec.get("hashedRekordV002") if isinstance(spec, dict) else None
+    if entry is None:
+        return False
+    try:
+        request = {"digest": entry["data"]["digest"], "signature": entry["signature"]}
+        again = v2.canonicalize_request({"hashedRekordRequestV002": request}).leaf
+    except (KeyError, TypeError):
+        raise NotAdmissible("malformed hashedRekordV002") from None
+    except v2.InvalidRequest as exc:
+        raise NotAdmissible(f"re-admitting it fails: {exc.message}") from None
+    if again != leaf:
+        raise NotAdmissible("re-admitting it gives another canonical leaf")
+    return True

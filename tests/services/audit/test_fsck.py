@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 from sqlalchemy import insert, select, update
@@ -20,6 +22,8 @@ from sqlalchemy.engine import Connection
 from services.app import Settings, create_app
 from services.audit.fsck import Divergence, fsck
 from services.db import Database
+from services.log.rekor.api import REKOR_LOG
+from services.log.rekor.kinds import canonicalize_proposed_entry
 from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
 from tests.services.log.rekor.test_api import Signer
 
@@ -41,6 +45,9 @@ async def test_an_untouched_log_checks(db: Database, log: tuple[Path, int, int])
     assert reports[v1].seals == 301  # genesis included
     assert reports[v1].tiles == reports[v2].tiles == 3  # 0/000, 0/001 (partial), 1/000 (partial)
     assert reports[v1].checkpoints >= 2
+    # Every hashedrekord re-admitted (genesis included); the ten DSSE entries of each log lack
+    # the envelope their signatures cover.
+    assert reports[v1].verified == reports[v2].verified == 291
 
 
 def _flip(value: bytes, at: int = 10) -> bytes:
@@ -224,6 +231,28 @@ async def test_a_dsse_entry_may_carry_subject_digests_its_leaf_does_not_hold(
     )
     assert len(found) == 2  # one v1 dsse entry and one v2 dsse entry
     assert sorted(r.indexed for r in await fsck(db, data)) == [301, 301]
+
+
+async def test_an_entry_the_log_should_never_have_admitted_is_caught_with_deep(
+    aiohttp_client: AiohttpClient, db: Database, log: tuple[Path, int, int]
+) -> None:
+    """As if an admission bug let a bad signature in: the tree, checkpoints and index are all
+    consistent with it, so only re-admission sees it."""
+    data, _, _ = log
+    settings = Settings(data_dir=data, public_url="http://log.example:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    entry = canonicalize_proposed_entry(json.dumps(Signer().hashedrekord(b"bad")).encode())
+    document = json.loads(entry.leaf)
+    signature = bytearray(base64.b64decode(document["spec"]["signature"]["content"]))
+    signature[-1] ^= 1
+    document["spec"]["signature"]["content"] = base64.b64encode(bytes(signature)).decode()
+    receipt = await client.app[REKOR_LOG].sequencer.submit(
+        rfc8785.dumps(document), entry.search_keys
+    )
+    await client.close()
+    assert len(await fsck(db, data)) == 2
+    with pytest.raises(Divergence, match=f"entry {receipt.index}: re-admitting it fails"):
+        await fsck(db, data, deep=True)
 
 
 async def test_a_log_that_keeps_writing_checks_as_of_one_snapshot(

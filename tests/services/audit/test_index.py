@@ -3,14 +3,25 @@ every kind each log writes; what a leaf cannot justify is exactly the payload's 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
 
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.audit.index import Expected, UnreadableEntry, ct_keys, rekor_v1_keys, rekor_v2_keys
+from services.audit.index import (
+    Expected,
+    NotAdmissible,
+    UnreadableEntry,
+    ct_keys,
+    readmit_v1,
+    readmit_v2,
+    rekor_v1_keys,
+    rekor_v2_keys,
+)
 from services.log.ct.log import dedup_key
 from services.log.ct.rfc6962 import (
     EntryType,
@@ -124,3 +135,33 @@ def test_the_digest_of_a_hashedrekord_is_its_artifact_hash() -> None:
     assert digest_key("sha256", hashlib.sha256(b"artifact").hexdigest()) in (
         rekor_v1_keys(entry.leaf).keys
     )
+
+
+def _flip_signature(leaf: bytes, path: tuple[str, ...]) -> bytes:
+    document = json.loads(leaf)
+    node = document["spec"]
+    for name in path[:-1]:
+        node = node[name]
+    raw = bytearray(base64.b64decode(node[path[-1]]))
+    raw[-1] ^= 1
+    node[path[-1]] = base64.b64encode(bytes(raw)).decode()
+    return rfc8785.dumps(document)
+
+
+def test_readmission_verifies_signature_and_canonical_form() -> None:
+    entry = _v1(Signer().hashedrekord(b"artifact"))
+    assert readmit_v1(entry.leaf) is True
+    assert readmit_v1(_v1(Signer().dsse(IMAGE)).leaf) is False  # no envelope to verify
+    with pytest.raises(NotAdmissible, match=r"re-admitting it fails: .*signature"):
+        readmit_v1(_flip_signature(entry.leaf, ("signature", "content")))
+    spaced = json.dumps(json.loads(entry.leaf), indent=1).encode()
+    with pytest.raises(NotAdmissible, match="another canonical leaf"):
+        readmit_v1(spaced)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = v2.canonicalize_request(_key_request(key, b"a", "PKIX_ECDSA_P256_SHA_256")).leaf
+    assert readmit_v2(leaf) is True
+    dsse_leaf = v2.canonicalize_request(_dsse_request([key], m.statement([IMAGE]))).leaf
+    assert readmit_v2(dsse_leaf) is False
+    with pytest.raises(NotAdmissible, match=r"re-admitting it fails: .*signature"):
+        readmit_v2(_flip_signature(leaf, ("hashedRekordV002", "signature", "content")))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,6 +53,10 @@ class CertificateAuthority:
     ct_log: CTLog
     clock: Callable[[], datetime]
 
+    @functools.cached_property
+    def _chain_ders(self) -> tuple[bytes, ...]:
+        return tuple(c.public_bytes(serialization.Encoding.DER) for c in self.ca.chain)
+
     async def issue(self, token: str, key_request: Mapping[str, Any]) -> list[x509.Certificate]:
         """Verify the token and the key, log the precertificate, return [leaf, *CA chain]."""
         now = self.clock()
@@ -63,10 +68,9 @@ class CertificateAuthority:
         precert = await asyncio.to_thread(
             build_precertificate, ca=self.ca, public_key=public_key, principal=principal, now=now
         )
-        chain_ders = [c.public_bytes(serialization.Encoding.DER) for c in self.ca.chain]
         try:
-            sct = await self.ct_log.add_ders(
-                [precert.public_bytes(serialization.Encoding.DER), *chain_ders], precert=True
+            sct = await self.ct_log.add_issued_precertificate(
+                precert.public_bytes(serialization.Encoding.DER), self.ca.chain[0], self._chain_ders
             )
         except CTError as exc:
             raise CTLogError(exc.message) from None

@@ -39,6 +39,7 @@ __all__ = [
     "SIGNING_CONFIG_MEDIA_TYPE",
     "TRUSTED_ROOT_MEDIA_TYPE",
     "Endpoints",
+    "MissingLogKey",
     "PublicURLError",
     "client_trust_config",
     "dumps",
@@ -55,6 +56,10 @@ Document = dict[str, Any]
 
 class PublicURLError(OperatorError, ValueError):
     """The public URL cannot be one: clients could not reach the services under it."""
+
+
+class MissingLogKey(OperatorError, ValueError):
+    """The published documents are to list a log whose key this data directory lacks."""
 
 
 class Endpoints:
@@ -273,7 +278,11 @@ def signing_config(
     rekor_urls = [_service(endpoints.base, material.rekor.created, op)]
     if rekor_version == 2:
         if material.rekor_v2 is None:
-            raise ValueError("Rekor v2 is to be listed, and there is no Rekor v2 log key")
+            raise MissingLogKey(
+                "--rekor-version 2: there is no Rekor v2 log key (keys/rekor-v2.pub or "
+                "keys/rekor-v2.pem) in this data directory; a trust service on its own files "
+                "needs the log's public key mounted there"
+            )
         rekor_urls.insert(0, _service(endpoints.base, material.rekor_v2.created, op, version=2))
     return {
         "mediaType": SIGNING_CONFIG_MEDIA_TYPE,

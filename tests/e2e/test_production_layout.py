@@ -27,7 +27,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,9 +121,17 @@ def sigstead(*args: str, ca_file: Path | None = None) -> subprocess.CompletedPro
 
 
 def start_layout(
-    directory: Path, *, database: str, oidc: Path, https_port: int, tls: Path, ca_file: Path
+    directory: Path,
+    *,
+    database: str,
+    oidc: Path,
+    https_port: int,
+    tls: Path,
+    ca_file: Path,
+    publication: Sequence[str] = (),
 ) -> Layout:
-    """compose.yaml run as processes: its one-shot jobs, then each service on its own view."""
+    """compose.yaml run as processes: its one-shot jobs, then each service on its own view;
+    ``publication`` flags go to the trust service (what an operator adds to its command)."""
     host = directory / "sigstead-data"
     host.mkdir(parents=True, mode=0o700, exist_ok=True)  # the operator's `install -d`
     public_url = f"https://127.0.0.1:{https_port}"
@@ -157,6 +165,8 @@ def start_layout(
                 extra += ["--oidc-config", str(oidc)]
             if args.component == "log":
                 extra += ["--access-log"]
+            if args.component == "trust":
+                extra += list(publication)
             if getattr(args, "workers", 1) > 1:  # serve tsa only
                 extra += ["--workers", str(args.workers)]
             layout.servers[name] = start_server(view, *extra, command=("serve", args.component))
@@ -224,11 +234,11 @@ def _log_index(bundle: Path) -> int:
     return int(entry.get("logIndex", "0"))
 
 
-def _export(layout: Layout, out: Path) -> Path:
+def _export(layout: Layout, out: Path, *publication: str) -> Path:
     """``trust export`` where compose.yaml says to run it: in the trust container."""
     done = sigstead(
         "trust", "export", "--data-dir", str(layout.views["trust"]),
-        "--public-url", layout.public_url, "--out", str(out),
+        "--public-url", layout.public_url, "--out", str(out), *publication,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return out
@@ -298,6 +308,51 @@ def test_signing_through_the_tls_gateway_with_isolated_keys_and_two_log_replicas
         assert _files(layout.host) == keys_before
         for view in layout.views.values():
             assert not (view / "sigstead.db").exists(), "a service fell back to SQLite"
+    finally:
+        layout.stop()
+        idp.stop()
+
+
+def _v2_checkpoint(url: str, ca_file: Path) -> tuple[int, str]:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with urllib.request.urlopen(f"{url}/api/v2/checkpoint", timeout=5, context=context) as resp:
+        lines = resp.read().decode().split("\n")
+    return int(lines[1]), lines[2]
+
+
+@pytest.mark.postgres
+def test_rekor_v2_through_the_gateway_on_two_log_replicas(
+    databases: Callable[[], str], tmp_path: Path
+) -> None:
+    """The Rekor v2 client flow on the production layout: the trust service publishes v2
+    first, sigstore-python signs to it through nginx (either replica takes the write) with a
+    TSA timestamp, verifies, and both replicas serve one v2 tree."""
+    idp = start_idp(tmp_path)
+    oidc = write_email_issuer_config(tmp_path / "fulcio.json", idp.url)
+    ca_file = nginx.make_tls(tmp_path / "tls")
+    v2 = ("--rekor-version", "2")
+    layout = start_layout(
+        tmp_path / "deployment", database=databases(), oidc=oidc, https_port=free_port(),
+        tls=tmp_path / "tls", ca_file=ca_file, publication=v2,
+    )  # fmt: skip
+    try:
+        trust = _export(layout, tmp_path / "trust", *v2)
+        signer = Signer(idp, tmp_path / "home", ca_file)
+        signer.home.mkdir()
+        start, _ = _v2_checkpoint(layout.public_url, ca_file)
+        indexes = []
+        for i in range(4):
+            artifact = tmp_path / f"artifact-{i}.txt"
+            artifact.write_text(f"release {i}\n")
+            bundle = json.loads(signer.sign(trust, artifact).read_text())
+            entry = bundle["verificationMaterial"]["tlogEntries"][0]
+            assert entry["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+            assert bundle["verificationMaterial"]["timestampVerificationData"]
+            indexes.append(int(entry.get("logIndex", "0")))
+        assert sorted(indexes) == list(range(start, start + 4))
+        replicas = [_v2_checkpoint(layout.servers[n].url, ca_file) for n in ("log-1", "log-2")]
+        assert replicas[0] == replicas[1]
+        assert replicas[0][0] == start + 4
     finally:
         layout.stop()
         idp.stop()

@@ -163,3 +163,11 @@ def test_a_lone_tsa_certificate_is_refused(material: TrustMaterial) -> None:
     lone = TrustMaterial(material.rekor, material.ct, material.ca_chain, material.tsa_chain[:1])
     with pytest.raises(ValueError, match="TSA chain"):
         documents.trusted_root(lone, Endpoints(URL), NOW)
+
+
+def test_listing_rekor_v2_without_its_key_names_the_missing_file(material: TrustMaterial) -> None:
+    """A trust service on its own files (compose.yaml) without the v2 public key mounted."""
+    without = TrustMaterial(material.rekor, material.ct, material.ca_chain, material.tsa_chain)
+    assert without.rekor_v2 is None
+    with pytest.raises(documents.MissingLogKey, match=r"keys/rekor-v2\.pub"):
+        documents.signing_config(without, Endpoints(URL), rekor_version=2)

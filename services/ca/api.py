@@ -70,7 +70,7 @@ class CertificateAuthority:
         )
         try:
             sct = await self.ct_log.add_issued_precertificate(
-                precert.public_bytes(serialization.Encoding.DER), self.ca.chain[0], self._chain_ders
+                precert, self.ca.chain[0], self._chain_ders
             )
         except CTError as exc:
             raise CTLogError(exc.message) from None

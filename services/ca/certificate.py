@@ -26,8 +26,8 @@ from services.ca.keys import CAKeyMaterial
 from services.ca.pop import LeafPublicKey
 from services.log.ct.rfc6962 import (
     SignedCertificateTimestamp,
+    remove_poison,
     sct_list_extension_value,
-    strip_poison,
 )
 
 __all__ = [
@@ -187,6 +187,8 @@ def build_final_certificate(
     final = _sign(builder, ca)
     # The SCT was signed over the precert's TBS minus poison; verifiers rebuild that from this
     # certificate minus the SCT list. If the two differ, the certificate is useless: refuse it.
-    if final.tbs_precertificate_bytes != strip_poison(precert.tbs_certificate_bytes):
+    # remove_poison is what the CT log signed over; tests hold it to strip_poison's asn1crypto
+    # rebuild, and the Go and JS clients verify the embedded SCT with their own.
+    if final.tbs_precertificate_bytes != remove_poison(precert.tbs_certificate_bytes):
         raise CABackendError("final certificate TBS diverges from the precertificate TBS")
     return final

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import struct
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.log.ct.rfc6962 import (
     EntryType,
@@ -12,7 +19,9 @@ from services.log.ct.rfc6962 import (
     TimestampedEntry,
     digitally_signed,
     encode_sct_list,
+    remove_poison,
     sct_list_extension_value,
+    strip_poison,
 )
 
 SCT = SignedCertificateTimestamp(
@@ -97,3 +106,60 @@ def test_sct_list_is_double_wrapped() -> None:
     assert big_value[4:] == encode_sct_list([big])
     with pytest.raises(ValueError, match="at least one"):
         encode_sct_list([])
+
+
+def _tbs(extensions: list[tuple[x509.ExtensionType, bool]], san_length: int) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sigstead test")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("https://example.com/" + "a" * san_length)]
+            ),
+            critical=False,
+        )
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key, hashes.SHA256()).tbs_certificate_bytes
+
+
+POISON = (x509.PrecertPoison(), True)
+OTHERS = [
+    (x509.BasicConstraints(ca=False, path_length=None), True),
+    (x509.KeyUsage(True, False, False, False, False, False, False, False, False), True),
+    (x509.ExtendedKeyUsage([x509.ObjectIdentifier("1.3.6.1.5.5.7.3.3")]), False),
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 3), st.sampled_from([0, 100, 300, 70_000]))
+def test_remove_poison_is_strip_poison_for_any_layout(at: int, san_length: int) -> None:
+    """The CA's fast DER edit gives strip_poison's asn1crypto bytes, wherever the poison
+    stands and whatever the length encodings (short, one, two and three length octets)."""
+    tbs = _tbs([*OTHERS[:at], POISON, *OTHERS[at:]], san_length)
+    assert remove_poison(tbs) == strip_poison(tbs)
+
+
+@pytest.mark.parametrize(
+    ("extensions", "message"),
+    [
+        (OTHERS, "0 poison extensions"),
+        ([(x509.PrecertPoison(), False)], "critical with value NULL"),
+    ],
+)
+def test_remove_poison_refuses_what_strip_poison_refuses(
+    extensions: list[tuple[x509.ExtensionType, bool]], message: str
+) -> None:
+    tbs = _tbs(extensions, 0)
+    with pytest.raises(ValueError, match=message):
+        strip_poison(tbs)
+    with pytest.raises(ValueError, match=message):
+        remove_poison(tbs)

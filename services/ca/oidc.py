@@ -20,13 +20,14 @@ import asyncio
 import base64
 import binascii
 import datetime
+import functools
 import json
 import logging
 import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -107,6 +108,15 @@ class Claims:
 class _KeySet:
     keys: tuple[Mapping[str, Any], ...]
     algorithms: frozenset[str]
+    # Parsed keys by (position, algorithm): building a PyJWK parses and validates the key, a
+    # cost every token of the issuer would otherwise pay again until the next key refresh.
+    parsed: dict[tuple[int, str], jwt.PyJWK] = field(default_factory=dict, compare=False)
+
+
+@functools.cache
+def _jws(alg: str) -> PyJWS:
+    # A PyJWS builds its table of every algorithm when made; one per algorithm is enough.
+    return PyJWS(algorithms=[alg])
 
 
 class _FetchError(Exception):
@@ -248,7 +258,7 @@ class IssuerVerifier:
         if alg not in keyset.algorithms:
             return None
         kty, crv = _ALG_KEY[alg]
-        for jwk in keyset.keys:
+        for position, jwk in enumerate(keyset.keys):
             if kid is not None and jwk.get("kid") != kid:
                 continue
             if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
@@ -257,8 +267,10 @@ class IssuerVerifier:
                 continue
             try:
                 # Binding the algorithm to the key makes pyjwt verify with exactly this algorithm.
-                key = jwt.PyJWK(dict(jwk), algorithm=alg)
-                result = PyJWS(algorithms=[alg]).decode_complete(
+                key = keyset.parsed.get((position, alg))
+                if key is None:
+                    key = keyset.parsed[(position, alg)] = jwt.PyJWK(dict(jwk), algorithm=alg)
+                result = _jws(alg).decode_complete(
                     token,
                     key=key,
                     algorithms=[alg],

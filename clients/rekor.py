@@ -62,7 +62,7 @@ class SignedCheckpoint:
             raise VerificationFailed("malformed checkpoint: no signature block")
         text = body + "\n"
         lines = body.split("\n")
-        if len(lines) < 3 or not lines[1].isdigit():
+        if len(lines) < 3 or not (lines[1].isascii() and lines[1].isdigit()):
             raise VerificationFailed("malformed checkpoint: want origin, size and root lines")
         try:
             root = base64.b64decode(lines[2], validate=True)

@@ -41,6 +41,7 @@ from services.log.sequencer import GenesisFactory, Sealer, Sequencer
 from services.log.sqlstore import SQLLogStore
 from services.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from services.migrate import upgrade
+from services.openapi import serve as serve_openapi
 from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
 from services.trust.documents import Endpoints
 from services.trust.material import REKOR_V2_KEY_FILE
@@ -540,6 +541,8 @@ def create_app(
         create_keys = components != ("trust",)
         app.cleanup_ctx.append(_trust_context(options, settings, create_keys=create_keys))
         app.router.add_get("/tuf/{path:.+}", tuf_file)
+    served = {*components} - ({"ca"} if config is None else set())
+    serve_openapi(app, served, settings.public_url)
     if "log" not in components:
         ready: list[web.AppKey[Any]] = []
         if "tsa" in components:

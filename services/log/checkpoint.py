@@ -71,7 +71,10 @@ class Checkpoint:
         if len(lines) < 3:
             raise ValueError(f"malformed checkpoint: {len(lines)} lines, want at least 3")
         origin, size_text, root_text, *extensions = lines
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        # isascii: str.isdigit also holds for U+0665 (which int() reads as 5) and U+00B9.
+        if not (size_text.isascii() and size_text.isdigit()) or (
+            size_text != "0" and size_text.startswith("0")
+        ):
             raise ValueError(f"malformed checkpoint: tree size {size_text!r}")
         try:
             root = base64.b64decode(root_text, validate=True)

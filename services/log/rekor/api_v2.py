@@ -215,8 +215,8 @@ async def _create(request: web.Request) -> web.StreamResponse:
         return _error(exc)
 
 
-_TILE_INDEX = re.compile(r"(?:x\d{3}/)*\d{3}")
-_WIDTH = re.compile(r"\.p/(\d{1,3})")
+_TILE_INDEX = re.compile(r"(?:x\d{3}/)*\d{3}", re.ASCII)
+_WIDTH = re.compile(r"\.p/(\d{1,3})", re.ASCII)
 
 
 def _tile_index(path: str) -> tuple[int, int | None]:
@@ -261,7 +261,10 @@ async def _tile(request: web.Request) -> web.Response:
         index, width = _tile_index(request.match_info["index"])
         body = await request.app[REKOR_V2_LOG].entry_bundle(index, width)
         return await _immutable(request, body)
-    if not level_text.isdigit() or (level_text != "0" and level_text.startswith("0")):
+    # isascii: str.isdigit also holds for U+00B9, which int() refuses, and U+0663, which it reads.
+    if not (level_text.isascii() and level_text.isdigit()) or (
+        level_text != "0" and level_text.startswith("0")
+    ):
         raise web.HTTPNotFound(text="malformed tile level\n")
     level = int(level_text)
     if level > _MAX_LEVEL:

@@ -37,6 +37,8 @@ def test_text_round_trip() -> None:
         ("o\n1\n!!!!\n", "root"),
         ("o\n1\nAAAA", "newline"),
         ("o\n1\nAAAA\n", "root hash has 3 bytes"),
+        ("o\n\u0665\nAAAA\n", "tree size"),  # an Arabic-Indic 5, which int() reads
+        ("o\n\u00b9\nAAAA\n", "tree size"),  # a superscript 1, which int() refuses
     ],
 )
 def test_from_text_rejects_malformed(text: str, message: str) -> None:

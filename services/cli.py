@@ -491,6 +491,37 @@ def _parser() -> argparse.ArgumentParser:
     fsck.add_argument("--json", action="store_true", help="one JSON object a line")
     fsck.set_defaults(run=_fsck)
 
+    monitor = _command(
+        sub,
+        "monitor",
+        "watch a deployment's Rekor logs for identities and misbehaviour",
+        "Follow every Rekor log of a trusted root over its public APIs: verify each new "
+        "checkpoint, read every new entry and prove the new tree extends the last verified one, "
+        "and report the entries that match a watch list. JSON lines on stdout (match, alarm, "
+        "error), optionally POSTed to a webhook. With --once: exit 0 (nothing), 1 (matches), "
+        "2 (an alarm: the log misbehaved) or 3 (a log could not be checked).",
+    )
+    monitor.add_argument("--url", required=True, help="the deployment's base URL")
+    monitor.add_argument(
+        "--trusted-root", type=Path, required=True, metavar="FILE", help="its trusted_root.json"
+    )
+    monitor.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="the watch list (YAML/JSON)"
+    )
+    monitor.add_argument(
+        "--state",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="where the last verified checkpoints are kept (restarts resume from it)",
+    )
+    monitor.add_argument("--once", action="store_true", help="one pass, then exit (cron, CI)")
+    monitor.add_argument(
+        "--interval", type=float, default=60.0, metavar="SECONDS", help="between passes"
+    )
+    monitor.add_argument("--webhook", metavar="URL", help="POST every event here as JSON")
+    monitor.set_defaults(run=_monitor)
+
     witness = _command(
         sub,
         "witness",
@@ -1078,6 +1109,52 @@ def _fsck(args: argparse.Namespace) -> int:
                     f"re-verified ({rate:,.0f} leaves/s)"
                 )
         return 0
+
+    return asyncio.run(run())
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    import aiohttp
+
+    from services.audit.monitor import Monitor, load_watchlist
+    from services.audit.remote import remote_logs
+
+    try:
+        document = json.loads(args.trusted_root.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise OperatorError(f"--trusted-root {args.trusted_root}: {exc}") from None
+    logs = remote_logs(document, args.url)
+    watch = load_watchlist(args.config)
+    pending: list[dict[str, object]] = []
+
+    def emit(event: dict[str, object]) -> None:
+        print(json.dumps(event), flush=True)
+        pending.append(event)
+
+    monitor = Monitor(logs, watch, args.state, emit)
+
+    async def deliver(session: aiohttp.ClientSession) -> None:
+        events, pending[:] = list(pending), []
+        for event in events if args.webhook else []:
+            try:
+                async with session.post(args.webhook, json=event) as reply:
+                    if reply.status >= 300:
+                        print(f"sigstead: webhook answered {reply.status}", file=sys.stderr)
+            except aiohttp.ClientError as exc:
+                print(f"sigstead: webhook: {exc}", file=sys.stderr)
+
+    async def run() -> int:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                matches, alarms, errors = await monitor.check(session)
+                await deliver(session)
+                if args.once:
+                    return 2 if alarms else 3 if errors else 1 if matches else 0
+                await asyncio.sleep(args.interval)
 
     return asyncio.run(run())
 

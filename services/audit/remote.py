@@ -24,7 +24,7 @@ import binascii
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,7 +42,16 @@ from services.log.ct.rfc6962 import tree_head_input
 from services.log.rekor.seal import SealMismatch, verify_seal
 from services.log.tiles import HASH_SIZE, TILE_HASHES
 
-__all__ = ["RemoteLog", "fsck_remote", "remote_logs"]
+__all__ = [
+    "Reader",
+    "RemoteLog",
+    "fsck_remote",
+    "rekor_v1_entries",
+    "rekor_v1_head",
+    "rekor_v2_entries",
+    "rekor_v2_head",
+    "remote_logs",
+]
 
 _CONCURRENCY = 8
 _RETRIEVE = 10  # Rekor's limit on the items of one entries/retrieve query
@@ -87,7 +96,7 @@ def remote_logs(trusted_root: Mapping[str, Any], base_url: str | None = None) ->
     return out
 
 
-class _Reader:
+class Reader:
     def __init__(self, session: aiohttp.ClientSession, log: RemoteLog) -> None:
         self.session = session
         self.log = log
@@ -131,20 +140,26 @@ def _b64(value: Any, what: str) -> bytes:
         raise Divergence(f"{what}: not base64") from None
 
 
-async def _rekor_v1(reader: _Reader, progress: Callable[[int, int], None]) -> TreeReport:
-    started = time.perf_counter()
+async def rekor_v1_head(reader: Reader) -> SignedCheckpoint:
+    """The Rekor v1 signed tree head, its signature verified; raise ``Divergence``."""
     info = await reader.json("/api/v1/log")
     try:
-        head = SignedCheckpoint.verify(str(info["signedTreeHead"]), reader.log.key)
+        return SignedCheckpoint.verify(str(info["signedTreeHead"]), reader.log.key)
     except (KeyError, TypeError, VerificationFailed) as exc:
         raise Divergence(f"{reader.what}: the signed tree head: {exc}") from None
-    rng = merkle.CompactRange()
+
+
+async def rekor_v1_entries(
+    reader: Reader, start: int, end: int
+) -> AsyncIterator[tuple[int, bytes, int]]:
+    """(index, body, integrated time) of entries ``[start, end)``, each checked against what the
+    log signed for it (index, log ID, UUID = leaf hash, SET); raise ``Divergence``. The caller
+    proves inclusion by hashing the bodies into the tree."""
     log_id_hex = reader.log.log_id.hex()
-    windows = range(0, head.size, _RETRIEVE * _CONCURRENCY)
-    for window in windows:
+    for window in range(start, end, _RETRIEVE * _CONCURRENCY):
         batches = [
-            list(range(start, min(start + _RETRIEVE, head.size)))
-            for start in range(window, min(window + _RETRIEVE * _CONCURRENCY, head.size), _RETRIEVE)
+            list(range(first, min(first + _RETRIEVE, end)))
+            for first in range(window, min(window + _RETRIEVE * _CONCURRENCY, end), _RETRIEVE)
         ]
         retrieve = functools.partial(reader.json, "/api/v1/log/entries/retrieve")
         jobs = [functools.partial(retrieve, body={"logIndexes": b}) for b in batches]
@@ -162,24 +177,69 @@ async def _rekor_v1(reader: _Reader, progress: Callable[[int, int], None]) -> Tr
                 if entry.get("logID") != log_id_hex:
                     raise Divergence(f"{where}: served with log ID {entry.get('logID')!r}")
                 leaf = _b64(entry.get("body"), where)
-                leaf_hash = merkle.hash_leaf(leaf)
-                if not str(uuid).endswith(leaf_hash.hex()):
+                if not str(uuid).endswith(merkle.hash_leaf(leaf).hex()):
                     raise Divergence(f"{where}: UUID {uuid} is not its body's leaf hash")
                 seal = _b64(entry.get("verification", {}).get("signedEntryTimestamp"), where)
                 try:
-                    verify_seal(
-                        seal, leaf, int(entry["integratedTime"]), index, reader.log.key, log_id_hex
-                    )
+                    integrated = int(entry["integratedTime"])
+                    verify_seal(seal, leaf, integrated, index, reader.log.key, log_id_hex)
                 except (KeyError, TypeError, ValueError, SealMismatch) as exc:
                     raise Divergence(f"{where}: its SET does not verify ({exc})") from None
-                rng.append(leaf_hash)
-        progress(rng.size, head.size)
+                yield index, leaf, integrated
+
+
+async def _rekor_v1(reader: Reader, progress: Callable[[int, int], None]) -> TreeReport:
+    started = time.perf_counter()
+    head = await rekor_v1_head(reader)
+    rng = merkle.CompactRange()
+    async for _, leaf, _ in rekor_v1_entries(reader, 0, head.size):
+        rng.append(merkle.hash_leaf(leaf))
+        if rng.size % 1000 == 0:
+            progress(rng.size, head.size)
+    progress(rng.size, head.size)
     if rng.root() != head.root:
         raise Divergence(
             f"{reader.what}: the served entries hash to {rng.root().hex()}, the signed head "
             f"of size {head.size} says {head.root.hex()}"
         )
     return TreeReport(0, head.origin, head.size, 1, 0, head.size, 0, time.perf_counter() - started)
+
+
+async def rekor_v2_head(reader: Reader) -> SignedCheckpoint:
+    """The Rekor v2 checkpoint, its signature verified; raise ``Divergence``."""
+    note = (await reader.get("/api/v2/checkpoint")).decode("utf-8", "replace")
+    try:
+        return SignedCheckpoint.verify(note, reader.log.key)
+    except VerificationFailed as exc:
+        raise Divergence(f"{reader.what}: the checkpoint: {exc}") from None
+
+
+async def rekor_v2_entries(
+    reader: Reader, start: int, end: int
+) -> AsyncIterator[tuple[int, bytes, int]]:
+    """(index, leaf, 0) of entries ``[start, end)`` from the entry bundles (v2 has no
+    integrated time); the caller proves inclusion by hashing them into the tree."""
+    first, last = start // TILE_HASHES, (end + TILE_HASHES - 1) // TILE_HASHES
+    for window in range(first, last, _CONCURRENCY):
+        indexes = range(window, min(window + _CONCURRENCY, last))
+        widths = [min(TILE_HASHES, end - i * TILE_HASHES) for i in indexes]
+        served = await _ordered(
+            [
+                functools.partial(reader.get, _tile_path("entries", i, w))
+                for i, w in zip(indexes, widths, strict=True)
+            ]
+        )
+        for bundle, width, data in zip(indexes, widths, served, strict=True):
+            leaves = _bundle(data, f"{reader.what}: entry bundle {bundle}")
+            if len(leaves) != width:
+                raise Divergence(
+                    f"{reader.what}: entry bundle {bundle} holds {len(leaves)} entries, "
+                    f"want {width}"
+                )
+            for offset, leaf in enumerate(leaves):
+                index = bundle * TILE_HASHES + offset
+                if index >= start:
+                    yield index, leaf, 0
 
 
 def _tile_path(level: int | str, index: int, width: int) -> str:
@@ -204,13 +264,9 @@ def _bundle(data: bytes, what: str) -> list[bytes]:
     return entries
 
 
-async def _rekor_v2(reader: _Reader, progress: Callable[[int, int], None]) -> TreeReport:
+async def _rekor_v2(reader: Reader, progress: Callable[[int, int], None]) -> TreeReport:
     started = time.perf_counter()
-    note = (await reader.get("/api/v2/checkpoint")).decode("utf-8", "replace")
-    try:
-        head = SignedCheckpoint.verify(note, reader.log.key)
-    except VerificationFailed as exc:
-        raise Divergence(f"{reader.what}: the checkpoint: {exc}") from None
+    head = await rekor_v2_head(reader)
     rng = merkle.CompactRange()
     checked = 0
     # upper[L]: the level-L hashes of that level's current, unfinished tile.
@@ -285,7 +341,7 @@ async def _rekor_v2(reader: _Reader, progress: Callable[[int, int], None]) -> Tr
     return TreeReport(0, head.origin, head.size, 1, checked, 0, 0, time.perf_counter() - started)
 
 
-async def _ct(reader: _Reader, progress: Callable[[int, int], None]) -> TreeReport:
+async def _ct(reader: Reader, progress: Callable[[int, int], None]) -> TreeReport:
     started = time.perf_counter()
     sth = await reader.json("/v1/get-sth")
     try:
@@ -340,5 +396,5 @@ async def fsck_remote(
             def log_progress(done: int, total: int, at: int = position) -> None:
                 progress(at, done, total)
 
-            reports.append(await replays[log.kind](_Reader(session, log), log_progress))
+            reports.append(await replays[log.kind](Reader(session, log), log_progress))
     return reports

@@ -1,0 +1,334 @@
+"""``sigstead monitor``: an auditor's long-running watch over a deployment's Rekor logs.
+
+For each Rekor log of the trusted root (v1 and v2), over the public read APIs only:
+
+- the new checkpoint's signature is verified under the log key of the trusted root;
+- every entry since the last verified checkpoint is read (v1: with its index, log ID, UUID and
+  SET checked; v2: from the entry bundles), hashed into the compact range kept from the last
+  run, and the result must be the new checkpoint's root. That one comparison proves both that
+  the new tree extends the old one and that every entry read is in it, with no proof requested:
+  the log cannot show the monitor entries other than the ones it committed to;
+- each entry is matched against a watch list (certificate identity and issuer, exact or regex;
+  Fulcio OIDC extensions; public-key fingerprints; artifact and subject digests).
+
+State (per log: size, compact range, origin) is a JSON file written atomically, so a restart
+resumes where the last verified checkpoint left off; a new monitor reads each log from entry 0.
+Events are JSON lines on stdout (and POSTed to a webhook): ``match``, ``alarm`` (the log
+misbehaved: a bad signature, a checkpoint that does not extend the last one, a log that shrank,
+another origin) and ``error`` (the log could not be read). ``--once`` exits 0 (nothing), 1
+(matches), 2 (an alarm) or 3 (a log could not be checked).
+
+What a leaf cannot show: the in-toto subjects of DSSE-kind entries (Rekor keeps only the
+payload hash), so ``digests`` match their payload and envelope hashes, not their subjects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from cryptography import x509
+
+from services.audit.fsck import Divergence
+from services.audit.index import UnreadableEntry, rekor_v1_keys, rekor_v2_keys
+from services.audit.remote import (
+    Reader,
+    RemoteLog,
+    rekor_v1_entries,
+    rekor_v1_head,
+    rekor_v2_entries,
+    rekor_v2_head,
+)
+from services.errors import OperatorError
+from services.log import merkle
+from services.log.rekor._go import GoDecodeError, b64decode_std
+from services.log.rekor.keys import MaterialError, VerificationMaterial, parse_material
+from services.log.rekor.searchkeys import is_material_key
+
+__all__ = ["Monitor", "WatchList", "load_watchlist"]
+
+ISSUER_V2_OID = "1.3.6.1.4.1.57264.1.8"  # DER UTF8String
+ISSUER_V1_OID = "1.3.6.1.4.1.57264.1.1"  # raw string (deprecated, still issued)
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    exact: str | None = None
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, values: Iterable[str]) -> list[str]:
+        return [
+            v
+            for v in values
+            if (self.exact is not None and v == self.exact)
+            or (self.pattern is not None and self.pattern.fullmatch(v))
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    subject: _Rule
+    issuer: _Rule | None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchList:
+    """What to report: identities (SAN and issuer), extensions, key fingerprints, digests."""
+
+    identities: tuple[_Identity, ...] = ()
+    extensions: tuple[tuple[str, _Rule], ...] = ()
+    keys: frozenset[str] = frozenset()
+    digests: frozenset[str] = frozenset()
+
+
+def _rule(entry: Mapping[str, Any], name: str, what: str) -> _Rule | None:
+    exact, regex = entry.get(name), entry.get(f"{name}_regex")
+    if exact is None and regex is None:
+        return None
+    if exact is not None and not isinstance(exact, str):
+        raise OperatorError(f"{what}: {name} must be a string")
+    try:
+        pattern = None if regex is None else re.compile(str(regex))
+    except re.error as exc:
+        raise OperatorError(f"{what}: {name}_regex: {exc}") from None
+    return _Rule(name, exact, pattern)
+
+
+def load_watchlist(path: Path) -> WatchList:
+    """Read a watch list (YAML or JSON); raise ``OperatorError`` naming what is wrong.
+
+    ::
+
+        identities:            # certificate SANs (email, URI, ...), optionally with the issuer
+          - subject: alice@example.com
+            issuer: https://accounts.example.com
+          - subject_regex: https://github\\.com/acme/.*
+        extensions:            # Fulcio OIDC extensions by OID, e.g. the source repository
+          - oid: 1.3.6.1.4.1.57264.1.12
+            value: https://github.com/acme/app
+        keys: [<hex SHA-256 of a DER SubjectPublicKeyInfo>]
+        digests: [sha256:<hex>]
+    """
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise OperatorError(f"--config {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise OperatorError(f"--config {path}: want a mapping")
+    identities = []
+    for i, entry in enumerate(document.get("identities") or []):
+        what = f"--config {path}: identities[{i}]"
+        subject = _rule(entry, "subject", what) if isinstance(entry, dict) else None
+        if subject is None:
+            raise OperatorError(f"{what}: needs subject or subject_regex")
+        identities.append(_Identity(subject, _rule(entry, "issuer", what)))
+    extensions = []
+    for i, entry in enumerate(document.get("extensions") or []):
+        what = f"--config {path}: extensions[{i}]"
+        rule = _rule(entry, "value", what) if isinstance(entry, dict) else None
+        if rule is None or not re.fullmatch(r"[0-9]+(\.[0-9]+)+", str(entry.get("oid", ""))):
+            raise OperatorError(f"{what}: needs an oid and a value or value_regex")
+        extensions.append((str(entry["oid"]), rule))
+    keys = frozenset(str(k).lower() for k in document.get("keys") or [])
+    digests = frozenset(str(d).lower() for d in document.get("digests") or [])
+    for digest in digests:
+        if ":" not in digest:
+            raise OperatorError(f"--config {path}: digest {digest!r} needs its algorithm: sha256:")
+    return WatchList(tuple(identities), tuple(extensions), keys, digests)
+
+
+def _extension_text(value: bytes) -> str:
+    # Fulcio's newer extensions are DER UTF8Strings; the 1.1-1.6 ones are the raw string.
+    if len(value) >= 2 and value[0] == 0x0C and value[1] == len(value) - 2:
+        return value[2:].decode("utf-8", "replace")
+    return value.decode("utf-8", "replace")
+
+
+def _extensions(cert: x509.Certificate) -> dict[str, str]:
+    out = {}
+    for ext in cert.extensions:
+        if isinstance(ext.value, x509.UnrecognizedExtension):
+            out[ext.oid.dotted_string] = _extension_text(ext.value.value)
+    return out
+
+
+def _pem_materials(kind: str, leaf: bytes) -> list[VerificationMaterial]:
+    """The verification material a stored leaf holds (keys and certificates)."""
+    try:
+        document = json.loads(leaf)
+        raw: list[bytes] = []
+        spec = document["spec"]
+        if kind == "rekor-v1":
+            if document.get("kind") == "hashedrekord":
+                raw.append(b64decode_std(spec["signature"]["publicKey"]["content"]))
+            elif document.get("kind") == "dsse":
+                raw += [b64decode_std(s["verifier"]) for s in spec["signatures"]]
+            elif document.get("apiVersion") == "0.0.2":
+                signatures = spec["content"]["envelope"]["signatures"]
+                raw += [b64decode_std(s["publicKey"]) for s in signatures]
+            else:
+                raw.append(b64decode_std(spec["publicKey"]))
+            return [parse_material(r) for r in raw]
+        verifiers = (
+            [spec["hashedRekordV002"]["signature"]["verifier"]]
+            if "hashedRekordV002" in spec
+            else [s["verifier"] for s in spec["dsseV002"]["signatures"]]
+        )
+        out = []
+        for verifier in verifiers:
+            for name, pem in (("x509Certificate", "CERTIFICATE"), ("publicKey", "PUBLIC KEY")):
+                if name in verifier:
+                    der = base64.b64decode(verifier[name]["rawBytes"])
+                    body = base64.encodebytes(der).decode()
+                    text = f"-----BEGIN {pem}-----\n{body}-----END {pem}-----\n"
+                    out.append(parse_material(text.encode()))
+        return out
+    except (KeyError, TypeError, ValueError, binascii.Error, GoDecodeError, MaterialError) as exc:
+        raise UnreadableEntry(f"verification material: {exc}") from None
+
+
+def match(watch: WatchList, kind: str, leaf: bytes) -> list[Event]:
+    """What of ``watch`` the entry ``leaf`` of a ``kind`` log holds; raise ``UnreadableEntry``."""
+    keys = (rekor_v1_keys if kind == "rekor-v1" else rekor_v2_keys)(leaf).keys
+    digests = sorted(k for k in keys if not is_material_key(k))
+    found: list[Event] = []
+    for digest in digests:
+        if digest in watch.digests:
+            found.append({"rule": "digest", "digest": digest})
+    wanted = watch.identities or watch.extensions or watch.keys
+    materials = _pem_materials(kind, leaf) if wanted else []
+    for material in materials:
+        if material.spki_sha256 in watch.keys:
+            found.append({"rule": "key", "key": material.spki_sha256})
+        if not material.certificates:
+            continue
+        cert = material.certificates[0]
+        sans = sorted(material.identities().all())
+        extensions = _extensions(cert)
+        issuer = extensions.get(ISSUER_V2_OID) or extensions.get(ISSUER_V1_OID)
+        for identity in watch.identities:
+            subjects = identity.subject.matches(sans)
+            if not subjects:
+                continue
+            if identity.issuer is not None and not identity.issuer.matches([issuer or ""]):
+                continue
+            found.append({"rule": "identity", "subject": subjects[0], "issuer": issuer})
+        for oid, rule in watch.extensions:
+            value = extensions.get(oid)
+            if value is not None and rule.matches([value]):
+                found.append({"rule": "extension", "oid": oid, "value": value})
+    return found
+
+
+@dataclass
+class _LogState:
+    origin: str
+    size: int
+    hashes: list[str]
+
+    def range(self) -> merkle.CompactRange:
+        return merkle.CompactRange(self.size, [bytes.fromhex(h) for h in self.hashes])
+
+
+@dataclass
+class Monitor:
+    """Checks ``logs`` against their last verified state and a watch list, emitting events."""
+
+    logs: Sequence[RemoteLog]
+    watch: WatchList
+    state_path: Path
+    emit: Callable[[Event], None]
+    state: dict[str, _LogState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            document = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise OperatorError(f"--state {self.state_path}: {exc}") from None
+        for name, value in document.get("logs", {}).items():
+            self.state[name] = _LogState(value["origin"], value["size"], list(value["hashes"]))
+
+    def _save(self) -> None:
+        document = {"version": 1, "logs": {k: vars(v) for k, v in self.state.items()}}
+        folder = self.state_path.parent
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".monitor-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(document, out, indent=1)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.state_path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    async def check(self, session: aiohttp.ClientSession) -> tuple[int, int, int]:
+        """One pass over every log: (matches, alarms, errors)."""
+        counts = [0, 0, 0]
+        for log in self.logs:
+            if log.kind not in ("rekor-v1", "rekor-v2"):
+                continue
+            name = f"{log.kind} {log.url}"
+            try:
+                counts[0] += await self._check_log(Reader(session, log), name)
+            except Divergence as exc:
+                counts[1] += 1
+                self.emit({"type": "alarm", "log": name, "message": str(exc)})
+            except OperatorError as exc:
+                counts[2] += 1
+                self.emit({"type": "error", "log": name, "message": str(exc)})
+        self._save()
+        return counts[0], counts[1], counts[2]
+
+    async def _check_log(self, reader: Reader, name: str) -> int:
+        v1 = reader.log.kind == "rekor-v1"
+        head = await (rekor_v1_head(reader) if v1 else rekor_v2_head(reader))
+        known = self.state.get(name)
+        rng = known.range() if known else merkle.CompactRange()
+        if known is not None and head.origin != known.origin:
+            raise Divergence(f"{reader.what}: origin {head.origin!r}, was {known.origin!r}")
+        if head.size < rng.size:
+            raise Divergence(
+                f"{reader.what}: the checkpoint says size {head.size}, but size {rng.size} was "
+                "verified before: the log shrank (rolled back, or showing another history)"
+            )
+        matches = 0
+        entries = rekor_v1_entries if v1 else rekor_v2_entries
+        async for index, leaf, integrated_time in entries(reader, rng.size, head.size):
+            rng.append(merkle.hash_leaf(leaf))
+            try:
+                found = match(self.watch, reader.log.kind, leaf)
+            except UnreadableEntry as exc:
+                self.emit({"type": "error", "log": name, "index": index, "message": str(exc)})
+                continue
+            for event in found:
+                matches += 1
+                self.emit(
+                    {"type": "match", "log": name, "index": index,
+                     "integrated_time": integrated_time or None, **event}
+                )  # fmt: skip
+        if rng.root() != head.root:
+            raise Divergence(
+                f"{reader.what}: the checkpoint of size {head.size} has root "
+                f"{head.root.hex()}, but the entries since the last verified size "
+                f"{known.size if known else 0} make {rng.root().hex()}: the log does not "
+                "extend what it showed before (or shows a fork)"
+            )
+        self.state[name] = _LogState(head.origin, rng.size, [h.hex() for h in rng.hashes])
+        return matches

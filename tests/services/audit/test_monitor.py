@@ -1,0 +1,237 @@
+"""``sigstead monitor`` against a real log (test_fsck's fixture: 301 entries in each of Rekor v1
+and v2, served by a real app), on SQLite and PostgreSQL: matches by identity, issuer,
+extension, key and digest; resuming from the state file; alarms for a history that does not
+extend the verified one and for a log that shrank; the command's exit codes and webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+from services.app import Settings, create_app
+from services.audit.monitor import Event, Monitor, WatchList, load_watchlist
+from services.audit.remote import remote_logs
+from services.db import Database
+from services.errors import OperatorError
+from services.log.schema import search_keys
+from tests.services.audit.test_fsck import AiohttpClient
+from tests.services.audit.test_remote import _trusted_root
+from tests.services.log.rekor.test_api import Signer
+
+ISSUER = "https://issuer.example"
+REPO = "https://git.example/acme/app"
+
+
+class FulcioSigner(Signer):
+    """A certificate with Fulcio's issuer (1.8) and source repository (1.12) extensions."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(email)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")])
+        now = datetime.datetime.now(datetime.UTC)
+
+        def utf8(text: str) -> bytes:
+            return bytes((0x0C, len(text))) + text.encode()
+
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(minutes=10))
+            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=True)
+            .add_extension(
+                x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), utf8(ISSUER)
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.12"), utf8(REPO)
+                ),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+@pytest.fixture
+async def served(
+    aiohttp_client: AiohttpClient, db: Database, log: tuple[Path, int, int]
+) -> AsyncIterator[tuple[TestClient[Any, Any], Path, int, int]]:
+    data, v1, v2 = log
+    settings = Settings(data_dir=data, public_url="http://log.example:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    yield client, data, v1, v2
+    await client.close()
+
+
+def _monitor(
+    client: TestClient[Any, Any], data: Path, watch: WatchList
+) -> tuple[Monitor, list[Event]]:
+    logs = remote_logs(_trusted_root(data, "http://log.example:3000"), str(client.make_url("")))
+    events: list[Event] = []
+    return Monitor(logs, watch, data / "monitor.json", events.append), events
+
+
+async def _pass(
+    monitor_and_events: tuple[Monitor, list[Event]],
+) -> tuple[tuple[int, int, int], list[Event]]:
+    monitor, events = monitor_and_events
+    events.clear()
+    async with aiohttp.ClientSession() as session:
+        counts = await monitor.check(session)
+    return counts, list(events)
+
+
+async def _key(db: Database, tree: int, index: int, prefix: str) -> str:
+    return str(
+        await db.read(
+            lambda c: c.execute(
+                select(search_keys.c.key).where(
+                    search_keys.c.tree_id == tree,
+                    search_keys.c.idx == index,
+                    search_keys.c.key.startswith(prefix),
+                )
+            ).scalar_one()
+        )
+    )
+
+
+async def test_identities_keys_and_digests_are_reported_exactly(
+    db: Database, served: tuple[TestClient[Any, Any], Path, int, int], tmp_path: Path
+) -> None:
+    client, data, v1, v2 = served
+    v2_key = (await _key(db, v2, 1, "pubkey:sha256:")).removeprefix("pubkey:sha256:")
+    digest = await _key(db, v1, 7, "sha256:")
+    config = tmp_path / "watch.yaml"
+    config.write_text(
+        f"identities:\n  - subject: dev@example.com\nkeys: [{v2_key}]\ndigests: ['{digest}']\n"
+    )
+    monitor = _monitor(client, data, load_watchlist(config))
+    (matches, alarms, errors), events = await _pass(monitor)
+    assert (alarms, errors) == (0, 0), events
+    by_rule: dict[str, list[Event]] = {}
+    for event in events:
+        by_rule.setdefault(event["rule"], []).append(event)
+    # Every v1 entry but the genesis is by dev@example.com (hashedrekord and dsse alike).
+    identity = by_rule["identity"]
+    assert sorted(e["index"] for e in identity) == list(range(1, 301))
+    assert {e["log"].split()[0] for e in identity} == {"rekor-v1"}
+    # The v2 key signed every v2 entry but the genesis, hashedrekord and dsse.
+    assert sorted(e["index"] for e in by_rule["key"]) == list(range(1, 301))
+    assert [(e["index"], e["digest"]) for e in by_rule["digest"]] == [(7, digest)]
+    assert matches == len(events) == 601
+
+    # A restart resumes: nothing is read again; a new entry is the only one read.
+    again = _monitor(client, data, load_watchlist(config))
+    assert await _pass(again) == ((0, 0, 0), [])
+    signer = FulcioSigner("carol@example.com")
+    reply = await client.post("/api/v1/log/entries", json=signer.hashedrekord(b"new"))
+    assert reply.status == 201
+    watch = tmp_path / "issuer.yaml"
+    watch.write_text(
+        f"identities:\n  - subject_regex: '.*@example\\.com'\n    issuer: {ISSUER}\n"
+        f"extensions:\n  - oid: 1.3.6.1.4.1.57264.1.12\n    value_regex: '{REPO}'\n"
+    )
+    (matches, alarms, _), events = await _pass(_monitor(client, data, load_watchlist(watch)))
+    assert alarms == 0
+    assert [(e["rule"], e["index"]) for e in events] == [("identity", 301), ("extension", 301)]
+    assert events[0]["subject"] == "carol@example.com"
+    assert events[0]["issuer"] == ISSUER
+    assert events[1]["value"] == REPO
+
+
+async def test_a_history_that_does_not_extend_the_verified_one_is_an_alarm(
+    served: tuple[TestClient[Any, Any], Path, int, int],
+) -> None:
+    client, data, _, _ = served
+    assert (await _pass(_monitor(client, data, WatchList())))[0] == (0, 0, 0)
+    state_file = data / "monitor.json"
+    state = json.loads(state_file.read_text())
+    (v1_name,) = [name for name in state["logs"] if name.startswith("rekor-v1")]
+    # As if the monitor had verified another history before: a fork it must not accept.
+    verified = state["logs"][v1_name]
+    forked = dict(verified, hashes=["07" * 32] * len(verified["hashes"]))
+    state_file.write_text(json.dumps({"version": 1, "logs": {v1_name: forked}}))
+    (_, alarms, _), events = await _pass(_monitor(client, data, WatchList()))
+    assert alarms == 1
+    (alarm,) = [e for e in events if e["type"] == "alarm"]
+    assert "does not extend what it showed before" in alarm["message"]
+
+    # And one that shrank: the monitor verified size 512 (hashes made up) before.
+    shrunk = dict(state["logs"][v1_name], size=512, hashes=["07" * 32])
+    state_file.write_text(json.dumps({"version": 1, "logs": {v1_name: shrunk}}))
+    (_, alarms, _), events = await _pass(_monitor(client, data, WatchList()))
+    assert alarms == 1
+    assert "the log shrank" in events[0]["message"]
+
+
+def test_a_watch_list_that_cannot_match_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "watch.yaml"
+    for text, message in (
+        ("identities: [{issuer: x}]", "needs subject"),
+        ("identities: [{subject_regex: '('}]", "subject_regex"),
+        ("extensions: [{oid: nope, value: x}]", "needs an oid"),
+        ("digests: [abcd]", "needs its algorithm"),
+        ("[1, 2]", "want a mapping"),
+    ):
+        config.write_text(text)
+        with pytest.raises(OperatorError, match=message):
+            load_watchlist(config)
+
+
+async def test_the_command_exits_by_what_it_found_and_calls_the_webhook(
+    aiohttp_client: AiohttpClient,
+    served: tuple[TestClient[Any, Any], Path, int, int],
+    tmp_path: Path,
+) -> None:
+    client, data, _, _ = served
+    received: list[Any] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    sink = web.Application()
+    sink.router.add_post("/hook", hook)
+    webhook = await aiohttp_client(sink)
+    trusted_root = tmp_path / "trusted_root.json"
+    trusted_root.write_text(json.dumps(_trusted_root(data, "http://log.example:3000")))
+
+    async def run(config: str, state: str) -> tuple[int, list[Event]]:
+        (tmp_path / "watch.yaml").write_text(config)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", "monitor", "--once",
+            "--url", str(client.make_url("")), "--trusted-root", str(trusted_root),
+            "--config", str(tmp_path / "watch.yaml"), "--state", str(tmp_path / state),
+            "--webhook", str(webhook.make_url("/hook")),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode is not None, err
+        return process.returncode, [json.loads(line) for line in out.decode().splitlines()]
+
+    assert await run("{}", "a.json") == (0, [])
+    code, events = await run("identities: [{subject: dev@example.com}]", "b.json")
+    assert code == 1
+    assert len(events) == 300
+    assert received == events
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600

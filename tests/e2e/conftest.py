@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.stack import BUSY_ENTRIES, Stack, fill_log, sigstead, start_stack
+from tests.e2e.stack import BUSY_ENTRIES, IDENTITY, Stack, fill_log, sigstead, start_stack
+
+
+def _indexes_filed_under(url: str, email: str) -> set[int]:
+    def post(path: str, body: object) -> Any:
+        request = urllib.request.Request(
+            f"{url}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return json.load(reply)
+
+    uuids = post("/api/v1/index/retrieve", {"email": email})
+    indexes: set[int] = set()
+    for start in range(0, len(uuids), 10):
+        for hit in post("/api/v1/log/entries/retrieve", {"entryUUIDs": uuids[start : start + 10]}):
+            indexes.update(entry["logIndex"] for entry in hit.values())
+    return indexes
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +41,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(tmp_path_factory.mktemp("stack"))
     try:
         assert fill_log(s, BUSY_ENTRIES) == BUSY_ENTRIES + 1  # and the log's genesis entry
+        # A monitor watching the test identity from before the first test signs.
+        watch = s.trust.parent / "watch.yaml"
+        watch.write_text(f"identities: [{{subject: {IDENTITY}, issuer: '{s.idp.url}'}}]\n")
+        monitor = ("monitor", "--once", "--url", s.server.url, "--trusted-root",
+                   str(s.trusted_root), "--config", str(watch), "--state",
+                   str(s.trust.parent / "monitor.json"))  # fmt: skip
+        done = sigstead(*monitor)
+        assert (done.returncode, done.stdout) == (0, ""), done.stderr
         yield s
+        # It resumes where it stopped and reports exactly the entries the search index files
+        # under the identity: no miss, no false match (two independent paths to one answer).
+        done = sigstead(*monitor)
+        assert done.returncode == 1, done.stdout + done.stderr
+        events = [json.loads(line) for line in done.stdout.splitlines()]
+        reported = {e["index"] for e in events if e["log"].startswith("rekor-v1")}
+        assert reported == _indexes_filed_under(s.server.url, IDENTITY)
         # An auditor's replay of the same logs, over HTTP, by the exported trusted root.
         done = sigstead("fsck", "--url", s.server.url, "--trusted-root", str(s.trusted_root))
         assert done.returncode == 0, done.stdout + done.stderr

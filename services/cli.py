@@ -520,6 +520,14 @@ def _parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=60.0, metavar="SECONDS", help="between passes"
     )
     monitor.add_argument("--webhook", metavar="URL", help="POST every event here as JSON")
+    monitor.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="the same deployment seen from elsewhere: its Rekor v1 head must be consistent "
+        "with this one (split-view detection; repeatable)",
+    )
     monitor.set_defaults(run=_monitor)
 
     witness = _command(
@@ -1134,7 +1142,7 @@ def _monitor(args: argparse.Namespace) -> int:
         print(json.dumps(event), flush=True)
         pending.append(event)
 
-    monitor = Monitor(logs, watch, args.state, emit)
+    monitor = Monitor(logs, watch, args.state, emit, peers=args.peer)
 
     async def deliver(session: aiohttp.ClientSession) -> None:
         events, pending[:] = list(pending), []

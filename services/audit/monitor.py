@@ -39,6 +39,7 @@ import aiohttp
 import yaml
 from cryptography import x509
 
+from clients.merkle import ProofVerificationError, verify_consistency
 from services.audit.fsck import Divergence
 from services.audit.index import UnreadableEntry, rekor_v1_keys, rekor_v2_keys
 from services.audit.remote import (
@@ -251,6 +252,9 @@ class Monitor:
     watch: WatchList
     state_path: Path
     emit: Callable[[Event], None]
+    # Base URLs where the same deployment is seen from elsewhere (a mirror, another network
+    # path, a colleague's proxy): their Rekor v1 heads must be consistent with this one's.
+    peers: Sequence[str] = ()
     state: dict[str, _LogState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -287,6 +291,9 @@ class Monitor:
             name = f"{log.kind} {log.url}"
             try:
                 counts[0] += await self._check_log(Reader(session, log), name)
+                if log.kind == "rekor-v1":
+                    for peer in self.peers:
+                        await self._compare(session, log, peer, self.state[name])
             except Divergence as exc:
                 counts[1] += 1
                 self.emit({"type": "alarm", "log": name, "message": str(exc)})
@@ -295,6 +302,36 @@ class Monitor:
                 self.emit({"type": "error", "log": name, "message": str(exc)})
         self._save()
         return counts[0], counts[1], counts[2]
+
+    async def _compare(
+        self, session: aiohttp.ClientSession, log: RemoteLog, peer: str, ours: _LogState
+    ) -> None:
+        """Split-view detection: the peer's signed head and ours must be one history. The
+        larger side proves consistency from the smaller; the proof is checked against both
+        signed roots, so a log showing two histories cannot produce one that verifies."""
+        mine = Reader(session, log)
+        theirs = Reader(session, RemoteLog(log.kind, peer.rstrip("/"), log.key, log.log_id))
+        head = await rekor_v1_head(theirs)
+        root = ours.range().root()
+        if head.size == ours.size:
+            if head.root != root:
+                raise Divergence(
+                    f"split view: {peer} shows size {head.size} with root {head.root.hex()}, "
+                    f"{log.url} showed {root.hex()}"
+                )
+            return
+        small, large = sorted(((ours.size, root), (head.size, head.root)))
+        prover = mine if ours.size > head.size else theirs
+        reply = await prover.json(f"/api/v1/log/proof?firstSize={small[0]}&lastSize={large[0]}")
+        try:
+            proof = [bytes.fromhex(h) for h in reply["hashes"]]
+            verify_consistency(small[0], large[0], proof, small[1], large[1])
+        except (KeyError, TypeError, ValueError, ProofVerificationError) as exc:
+            raise Divergence(
+                f"split view: {peer} shows size {head.size} (root {head.root.hex()}), "
+                f"{log.url} size {ours.size} (root {root.hex()}), and they are not one "
+                f"history ({exc})"
+            ) from None
 
     async def _check_log(self, reader: Reader, name: str) -> int:
         v1 = reader.log.kind == "rekor-v1"

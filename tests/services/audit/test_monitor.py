@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -235,3 +236,46 @@ async def test_the_command_exits_by_what_it_found_and_calls_the_webhook(
     assert len(events) == 300
     assert received == events
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_log_showing_two_histories_is_caught_by_comparing_views(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """Split view: one deployment forked (its data directory copied, then each copy written
+    differently) and served at two URLs with the same keys. A monitor of one, told the other is
+    a peer view, raises an alarm; against an honest peer (the same database) it stays quiet."""
+    signer = Signer()
+    data = tmp_path / "a"
+    settings = Settings(data_dir=data, public_url="http://log.example:3000")
+    client = await aiohttp_client(create_app(settings, components=("log",)))
+    for i in range(5):
+        assert (await client.post("/api/v1/log/entries", json=signer.hashedrekord(b"%d" % i))).ok
+    await client.close()
+    shutil.copytree(data, tmp_path / "b")
+
+    async def serve(directory: Path, artifacts: list[bytes]) -> TestClient[Any, Any]:
+        app = create_app(
+            Settings(data_dir=directory, public_url="http://log.example:3000"),
+            components=("log",),
+        )
+        served = await aiohttp_client(app)
+        for artifact in artifacts:
+            reply = await served.post("/api/v1/log/entries", json=signer.hashedrekord(artifact))
+            assert reply.status == 201
+        return served
+
+    view_a = await serve(data, [b"only in a"])
+    view_b = await serve(tmp_path / "b", [b"only in b", b"and this"])
+    honest = await serve(data, [])  # a second process on A's database: the same history
+    logs = remote_logs(_trusted_root(data, "http://log.example:3000"), str(view_a.make_url("")))
+    v1_only = [log for log in logs if log.kind == "rekor-v1"]
+    for peer, alarms in ((honest, 0), (view_b, 1)):
+        events: list[Event] = []
+        state = tmp_path / f"state-{alarms}.json"
+        peers = [str(peer.make_url(""))]
+        monitor = Monitor(v1_only, WatchList(), state, events.append, peers=peers)
+        async with aiohttp.ClientSession() as session:
+            assert (await monitor.check(session))[1] == alarms, events
+    assert events[0]["type"] == "alarm"
+    assert "split view" in events[0]["message"]
+    assert "not one history" in events[0]["message"]

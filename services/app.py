@@ -288,7 +288,7 @@ def _log_context(
                 v2_signer.key_id.hex(),
             )
             async with _witnessing(
-                settings, db, (("rekor", sequencer), ("rekor-v2", v2_sequencer))
+                settings, db, (("rekor", sequencer), ("rekor-v2", v2_sequencer)), app[METRICS]
             ):
                 try:
                     yield
@@ -305,7 +305,10 @@ def _log_context(
 
 @contextlib.asynccontextmanager
 async def _witnessing(
-    settings: Settings, db: Database, logs: tuple[tuple[str, Sequencer], ...]
+    settings: Settings,
+    db: Database,
+    logs: tuple[tuple[str, Sequencer], ...],
+    metrics: Metrics,
 ) -> AsyncIterator[None]:
     """With ``--witness-policy``, one background task per log tree pushing its new checkpoints
     to the policy's witnesses (``services.log.witnessing``; fail-open: never stops the log)."""
@@ -326,6 +329,7 @@ async def _witnessing(
                 store=store,
                 policy=policy,
                 session=session,
+                lag=metrics.witnessed_lag.labels(name).set,
             )
             await witnessing.load()
             tasks.append(

@@ -383,6 +383,7 @@ class Witnessing:
         policy: Policy,
         session: aiohttp.ClientSession,
         timeout: float = DEFAULT_TIMEOUT,
+        lag: Callable[[int], None] | None = None,
     ) -> None:
         self.log = log
         self.tree_id = tree_id
@@ -394,6 +395,7 @@ class Witnessing:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._sizes: dict[str, int] = {}
         self._pushed: int | None = None
+        self._lag = lag
         self.witnessed_size: int | None = None
 
     async def load(self) -> None:
@@ -458,6 +460,8 @@ class Witnessing:
                 self.witnessed_size,
                 behind,
             )
+        if self._lag is not None:
+            self._lag(head.size - (self.witnessed_size or 0))
         return Round(head.size, tuple(lines), failures, quorum, self.witnessed_size)
 
     async def _one(self, witness: PolicyWitness, head: TreeHead, now: int) -> str:

@@ -339,6 +339,8 @@ async def test_the_app_witnesses_in_the_background_and_resumes_after_a_restart(
     _check_witnessed(note, log.vkey, [w1, w2], log.sequencer.head.size)
     note = await witnessed(log, "/api/v2/checkpoint.witnessed", 1)
     _check_witnessed(note, log.v2_vkey, [w1, w2], log.v2.head.size)
+    async with log.client.get("/metrics") as reply:
+        assert 'sigstead_log_witnessed_lag_entries{log="rekor-v2"} 0.0' in await reply.text()
     await _add(log, 2)
     size = log.sequencer.head.size
     await witnessed(log, "/api/v1/log/checkpoint/witnessed", size)

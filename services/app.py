@@ -324,7 +324,8 @@ async def _witnessing(
             witnessing = Witnessing(
                 log=name,
                 tree_id=sequencer.tree_id,
-                head=lambda s=sequencer: s.head,  # type: ignore[misc]
+                # Storage's head: with replicas on one database another may have gone further.
+                head=sequencer.latest_head,
                 proofs=sequencer.proofs,
                 store=store,
                 policy=policy,

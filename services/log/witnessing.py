@@ -28,7 +28,7 @@ import hashlib
 import logging
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +68,8 @@ _SIZE = re.compile(r"0|[1-9][0-9]*")
 # A cosignature dated further ahead than this is refused: the witness's clock is wrong, or the
 # line was made to look fresher than it is.
 MAX_FUTURE_SKEW = 600
+# A witness answers a few cosignature lines (or a size, or one line saying why); more is not read.
+MAX_ANSWER = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -377,7 +379,7 @@ class Witnessing:
         *,
         log: str,
         tree_id: int,
-        head: Callable[[], TreeHead],
+        head: Callable[[], Awaitable[TreeHead]],
         proofs: ProofBuilder,
         store: WitnessingStore,
         policy: Policy,
@@ -412,7 +414,7 @@ class Witnessing:
         """Push the current head if it has moved since the last push, or if the witnessed
         checkpoint lags it (retrying the witnesses that failed); None when there was nothing
         to do."""
-        head = self._head()
+        head = await self._head()
         if head.size == self._pushed and head.size == self.witnessed_size:
             return None
         return await self.push(head, now)
@@ -479,10 +481,14 @@ class Witnessing:
                 + "".join(f"{base64.b64encode(h).decode()}\n" for h in proof)
                 + f"\n{head.checkpoint}"
             )
+            # No redirects: the policy names where the witness is, and a POST must not wander.
             async with self._session.post(
-                f"{witness.url}/add-checkpoint", data=body.encode(), timeout=self._timeout
+                f"{witness.url}/add-checkpoint",
+                data=body.encode(),
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as reply:
-                answer = await reply.text()
+                answer = (await reply.content.read(MAX_ANSWER)).decode("utf-8", "replace")
                 status = reply.status
             if status == 200:
                 line = witness.key.verify(text, answer, now)

@@ -31,6 +31,7 @@ from services.witness.state import WitnessStore
 from services.witness.witness import Witness
 from tests.services.log.rekor.test_api import Signer
 from tests.services.log.rekor.test_api_v2 import _python_request
+from tests.services.test_cli import refused, sigstead
 from tests.services.witness.test_app import NOW, AiohttpClient
 from tests.services.witness.test_note import check_cosignature
 
@@ -161,7 +162,7 @@ async def test_two_of_two_witnesses_cosign_and_the_log_serves_it(
             witnessing = Witnessing(
                 log="test",
                 tree_id=seq.tree_id,
-                head=lambda s=seq: s.head,  # type: ignore[misc]
+                head=seq.latest_head,
                 proofs=seq.proofs,
                 store=store,
                 policy=policy,
@@ -213,7 +214,7 @@ async def test_one_of_two_fails_open_and_two_of_two_lags(
             return Witnessing(
                 log="test",
                 tree_id=seq.tree_id,
-                head=lambda: seq.head,
+                head=seq.latest_head,
                 proofs=seq.proofs,
                 store=store,
                 policy=_policy(specs, quorum),
@@ -265,7 +266,7 @@ async def test_a_refusing_witness_is_reported_and_409_is_resolved(
         witnessing = Witnessing(
             log="test",
             tree_id=seq.tree_id,
-            head=lambda: seq.head,
+            head=seq.latest_head,
             proofs=seq.proofs,
             store=WitnessingStore(db),
             policy=policy,
@@ -291,7 +292,7 @@ async def test_a_cosignature_from_the_future_is_refused(
         witnessing = Witnessing(
             log="test",
             tree_id=seq.tree_id,
-            head=lambda: seq.head,
+            head=seq.latest_head,
             proofs=seq.proofs,
             store=WitnessingStore(db),
             policy=_policy({"w1": f"{w1.vkey} {w1.url}"}, "1"),
@@ -412,3 +413,26 @@ def test_a_bad_policy_file_stops_the_start(tmp_path: Path) -> None:
         check(settings, ("log",))
     with pytest.raises(OperatorError, match="is for the log"):
         check(settings, ("tsa",))
+
+
+async def test_the_store_never_moves_backwards(db: Database) -> None:
+    store = WitnessingStore(db)
+    await store.save_size(7, "w+1", 10)
+    await store.save_size(7, "w+1", 4)
+    await store.save_size(7, "w+2", 3)
+    await store.save_size(8, "w+1", 1)
+    assert await store.sizes(7) == {"w+1": 10, "w+2": 3}
+    assert await store.witnessed(7) is None
+    await store.save_witnessed(7, 10, "ten")
+    await store.save_witnessed(7, 4, "four")
+    assert await store.witnessed(7) == (10, "ten")
+    await store.save_witnessed(7, 11, "eleven")
+    assert await store.witnessed(7) == (11, "eleven")
+
+
+def test_up_refuses_a_bad_policy_naming_the_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy"
+    policy.write_text("witness a {k} http://a\ngroup g 3 a\nquorum g\n".replace("{k}", _vkey()))
+    done = sigstead("up", "--data-dir", str(tmp_path / "data"), "--witness-policy", str(policy))
+    refused(done, f"{policy}:2: group g: threshold '3' is not 'all', 'any' or a number from 1 to 1")
+    assert not (tmp_path / "data").exists()

@@ -33,6 +33,7 @@ from tests.services.log.rekor.test_api import Signer
 from tests.services.log.rekor.test_api_v2 import _python_request
 from tests.services.test_cli import refused, sigstead
 from tests.services.witness.test_app import NOW, AiohttpClient
+from tests.services.witness.test_go import cosigcheck, run  # noqa: F401 -- a fixture
 from tests.services.witness.test_note import check_cosignature
 
 HOST = "log.example"
@@ -144,7 +145,11 @@ def _check_witnessed(note: str, log_vkey: str, witnesses: list[RunningWitness], 
 
 
 async def test_two_of_two_witnesses_cosign_and_the_log_serves_it(
-    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path, stack: AsyncExitStack
+    aiohttp_client: AiohttpClient,
+    db: Database,
+    tmp_path: Path,
+    stack: AsyncExitStack,
+    cosigcheck: Path,  # noqa: F811 -- the imported fixture
 ) -> None:
     log = await _start_log(aiohttp_client, db, tmp_path / "data")
     w1 = await _witness(aiohttp_client, stack, tmp_path, "witness.example/w1", log)
@@ -182,7 +187,16 @@ async def test_two_of_two_witnesses_cosign_and_the_log_serves_it(
             assert second.size > first.size
             async with log.client.get(path) as reply:
                 assert reply.status == 200
-                _check_witnessed(await reply.text(), vkey, [w1, w2], second.size)
+                served = await reply.text()
+            _check_witnessed(served, vkey, [w1, w2], second.size)
+            # And as Go log clients check it (golang.org/x/mod/sumdb/note with
+            # transparency-dev/formats verifiers), under the log key and each witness's.
+            note_file = tmp_path / "witnessed"
+            note_file.write_text(served)
+            for w in (w1, w2):
+                status, out, err = await run(cosigcheck, vkey, w.vkey, str(note_file))
+                assert status == 0, err
+                assert out.strip() == str(NOW)
             assert witnessing.size_of("w1") == witnessing.size_of("w2") == second.size
     # The existing checkpoint replies are untouched: no cosignature lines.
     async with log.client.get("/api/v2/checkpoint") as reply:

@@ -71,6 +71,7 @@ MAX_FUTURE_SKEW = 600
 # A witness answers a few cosignature lines (or a size, or one line saying why); more is not read.
 MAX_ANSWER = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
+MAX_BACKOFF = 300.0
 
 
 class PolicyError(ValueError):
@@ -505,11 +506,21 @@ class Witnessing:
         raise AssertionError("unreachable")  # the second attempt returns or raises
 
     async def run(self, clock: Callable[[], float], interval: float) -> None:
-        """Push whenever the head moves, checking every ``interval`` seconds, until cancelled."""
+        """Push whenever the head moves, checking every ``interval`` seconds, until cancelled.
+
+        A round that misses the quorum doubles the wait (up to ``MAX_BACKOFF``): a witness
+        that is down, or not configured for this log, is not asked every few seconds."""
+        delay = interval
         while True:
             try:
-                await self.step(int(clock()))
+                result = await self.step(int(clock()))
             except Exception:
                 # Fail-open: a broken round (the database unreachable, say) is retried.
                 _logger.exception("witnessing %s: round failed; will retry", self.log)
-            await asyncio.sleep(interval)
+                delay = min(max(delay, interval) * 2, MAX_BACKOFF)
+            else:
+                if result is not None and not result.quorum:
+                    delay = min(max(delay, interval) * 2, MAX_BACKOFF)
+                elif result is not None:
+                    delay = interval
+            await asyncio.sleep(delay)

@@ -13,7 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from services.app import Settings, check, create_app
@@ -43,6 +45,7 @@ HOST = "log.example"
 class RunningWitness:
     witness: Witness
     client: TestClient[Any, Any]
+    statuses: list[int]
 
     @property
     def url(self) -> str:
@@ -107,8 +110,18 @@ async def _witness(
     witness = Witness(WitnessStore(db), Cosigner(name, ed25519.Ed25519PrivateKey.generate()))
     await witness.store.create()
     await witness.configure({log.sequencer.origin: (log.vkey,), log.v2.origin: (log.v2_vkey,)})
-    client = await aiohttp_client(create_witness_app(witness, clock=lambda: NOW))
-    return RunningWitness(witness, client)
+    app = create_witness_app(witness, clock=lambda: NOW)
+    statuses: list[int] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        statuses.append(response.status)
+        return response
+
+    app.middlewares.append(record)
+    client = await aiohttp_client(app)
+    return RunningWitness(witness, client, statuses)
 
 
 def _policy(witnesses: dict[str, str], quorum: str) -> Policy:
@@ -291,6 +304,8 @@ async def test_a_refusing_witness_is_reported_and_409_is_resolved(
     assert result is not None
     assert result.cosigned == ("good",)
     assert "HTTP 422" in result.failures["bad"]
+    assert good.statuses == [409, 200]
+    assert bad.statuses == [409, 422]
     assert result.quorum
     assert witnessing.size_of("good") == head.size
     assert witnessing.size_of("bad") == 0
@@ -363,6 +378,8 @@ async def test_the_app_witnesses_in_the_background_and_resumes_after_a_restart(
 
     sizes = await WitnessingStore(db).sizes(log.sequencer.tree_id)
     assert sizes == {w1.vkey: size, w2.vkey: size}
+    for w in (w1, w2):
+        w.statuses.clear()
     log = await _start_log(aiohttp_client, db, data, policy)
     await _add(log, 3, start=2)
     note = await witnessed(log, "/api/v1/log/checkpoint/witnessed", size + 3)
@@ -371,6 +388,9 @@ async def test_the_app_witnesses_in_the_background_and_resumes_after_a_restart(
         state = await w.witness.store.get(log.sequencer.origin)
         assert state is not None
         assert state.size == size + 3
+        # Resumed from the remembered size: never an "old 0" answered 409.
+        assert w.statuses
+        assert set(w.statuses) == {200}
 
 
 def _vkey() -> str:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy import text
 
@@ -39,6 +40,7 @@ from services.log.rekor.seal import sealer as rekor_sealer
 from services.log.rekor.v2 import genesis_entry as rekor_v2_genesis
 from services.log.sequencer import GenesisFactory, Sealer, Sequencer
 from services.log.sqlstore import SQLLogStore
+from services.log.witnessing import Policy, PolicyError, Witnessing, WitnessingStore
 from services.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from services.migrate import upgrade
 from services.openapi import serve as serve_openapi
@@ -119,6 +121,13 @@ def check(settings: Settings, components: tuple[str, ...]) -> FulcioConfig | Non
             "(--oidc-config enables it)"
         )
     _ca_flags(settings, components)
+    if settings.witness_policy is not None:
+        if "log" not in components:
+            raise OperatorError("--witness-policy is for the log: this process runs none")
+        try:
+            Policy.load(settings.witness_policy)
+        except PolicyError as exc:
+            raise OperatorError(str(exc)) from None
     if settings.ca_chain is not None:
         ca_keys.load_chain(settings.ca_chain)
     pin_file = settings.ca_pkcs11.pin_file if settings.ca_pkcs11 is not None else None
@@ -184,6 +193,8 @@ def tree_id_for_key(key_id: bytes) -> int:
 
 
 DATABASE = web.AppKey("database", Database)
+# The trees whose witnessed checkpoints the read endpoints serve: Rekor v1's, then v2's.
+WITNESSED_TREES: web.AppKey[tuple[int, int]] = web.AppKey("witnessed_trees")
 
 
 def _tree(
@@ -259,6 +270,7 @@ def _log_context(
             await _check_first_entry(store, sequencer, signer)
             await v2_sequencer.start()
             app[DATABASE] = db
+            app[WITNESSED_TREES] = (sequencer.tree_id, v2_sequencer.tree_id)
             app[REKOR_LOG] = RekorLog(sequencer=sequencer, store=store, signer=signer)
             app[REKOR_V2_LOG] = RekorV2Log(
                 sequencer=v2_sequencer,
@@ -276,17 +288,96 @@ def _log_context(
                 v2_sequencer.head.size,
                 v2_signer.key_id.hex(),
             )
-            try:
-                yield
-            finally:
-                # Graceful shutdown: commit what is queued, then close the database.
-                await v2_sequencer.stop()
-                await sequencer.stop()
+            async with _witnessing(
+                settings, db, (("rekor", sequencer), ("rekor-v2", v2_sequencer)), app[METRICS]
+            ):
+                try:
+                    yield
+                finally:
+                    # Graceful shutdown: commit what is queued, then close the database.
+                    await v2_sequencer.stop()
+                    await sequencer.stop()
         finally:
             if database is None:
                 await db.dispose()
 
     return ctx
+
+
+@contextlib.asynccontextmanager
+async def _witnessing(
+    settings: Settings,
+    db: Database,
+    logs: tuple[tuple[str, Sequencer], ...],
+    metrics: Metrics,
+) -> AsyncIterator[None]:
+    """With ``--witness-policy``, one background task per log tree pushing its new checkpoints
+    to the policy's witnesses (``services.log.witnessing``; fail-open: never stops the log)."""
+    if settings.witness_policy is None:
+        yield
+        return
+    policy = Policy.load(settings.witness_policy)
+    clock = settings.clock or time.time
+    store = WitnessingStore(db)
+    async with aiohttp.ClientSession() as session:
+        tasks = []
+        for name, sequencer in logs:
+            witnessing = Witnessing(
+                log=name,
+                tree_id=sequencer.tree_id,
+                # Storage's head: with replicas on one database another may have gone further.
+                head=sequencer.latest_head,
+                proofs=sequencer.proofs,
+                store=store,
+                policy=policy,
+                session=session,
+                lag=metrics.witnessed_lag.labels(name).set,
+            )
+            await witnessing.load()
+            tasks.append(
+                asyncio.create_task(
+                    witnessing.run(clock, settings.witness_interval), name=f"witnessing-{name}"
+                )
+            )
+        _logger.info(
+            "witnessing: %d witnesses, quorum %s", len(policy.witnesses), policy.quorum or "none"
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def _witnessed(request: web.Request, tree: int) -> str | None:
+    if WITNESSED_TREES not in request.app or DATABASE not in request.app:
+        raise web.HTTPServiceUnavailable()
+    tree_id = request.app[WITNESSED_TREES][tree]
+    stored = await WitnessingStore(request.app[DATABASE]).witnessed(tree_id)
+    return None if stored is None else stored[1]
+
+
+async def witnessed_v1(request: web.Request) -> web.Response:
+    """GET /api/v1/log/checkpoint/witnessed: the Rekor v1 log's newest checkpoint cosigned by
+    a quorum of its witnesses, cosignature lines appended (c2sp.org/tlog-cosignature)."""
+    note = await _witnessed(request, 0)
+    if note is None:
+        return web.json_response(
+            {"code": 404, "message": "no checkpoint cosigned by the witness quorum yet"},
+            status=404,
+        )
+    return web.Response(text=note, content_type="text/plain", headers={"Cache-Control": "no-cache"})
+
+
+async def witnessed_v2(request: web.Request) -> web.Response:
+    """GET /api/v2/checkpoint.witnessed: the same for the Rekor v2 log."""
+    note = await _witnessed(request, 1)
+    if note is None:
+        return web.Response(text="no checkpoint cosigned by the witness quorum yet\n", status=404)
+    return web.Response(text=note, content_type="text/plain", headers={"Cache-Control": "no-cache"})
 
 
 async def _check_first_entry(
@@ -525,6 +616,8 @@ def create_app(
         app.cleanup_ctx.append(_log_context(settings, database))
         add_routes(app)
         add_v2_routes(app)
+        app.router.add_get("/api/v1/log/checkpoint/witnessed", witnessed_v1)
+        app.router.add_get("/api/v2/checkpoint.witnessed", witnessed_v2)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
     if config is not None:

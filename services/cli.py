@@ -162,6 +162,17 @@ def _listen(parser: argparse.ArgumentParser, *, max_body: bool = True) -> None:
     )
 
 
+def _witness_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--witness-policy",
+        type=Path,
+        metavar="FILE",
+        help="Sigsum-syntax policy ('witness NAME VKEY URL', 'group NAME k|all|any MEMBER...', "
+        "'quorum NAME|none'): the logs ask these witnesses to cosign each new checkpoint and "
+        "serve the newest quorum-cosigned one (docs/auditing.md); fail-open",
+    )
+
+
 def _database(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
@@ -292,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir(up)
     _listen(up)
     _database(up)
+    _witness_policy(up)
     _ca(up, required=False)
     _publication(up, services=False, chain=False)
     up.set_defaults(run=_serve)
@@ -309,6 +321,7 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir(log)
     _listen(log)
     _database(log)
+    _witness_policy(log)
     ca = _command(serve_sub, "ca", "the CA and its CT log")
     _data_dir(ca)
     _listen(ca)
@@ -659,6 +672,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         published_services=services,
         rekor_version=getattr(args, "rekor_version", 1),
         rekor_v2_dsse=not getattr(args, "rekor_v2_refuse_dsse", False),
+        witness_policy=getattr(args, "witness_policy", None),
     )
 
 

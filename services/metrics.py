@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -84,6 +84,12 @@ class Metrics:
             "Time to commit one batch (storage transaction)",
             ["log"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.witnessed_lag = Gauge(
+            "sigstead_log_witnessed_lag_entries",
+            "Entries the newest quorum-cosigned checkpoint lags the log by (--witness-policy)",
+            ["log"],
             registry=self.registry,
         )
         self._logs = _Logs()

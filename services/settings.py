@@ -71,6 +71,9 @@ class Settings:
     # published (all of them on a first publication). A process that runs the services itself
     # publishes those it runs, and this must be None.
     published_services: frozenset[str] | None = None
+    # Sigsum-syntax witness policy: the logs ask its witnesses to cosign each new checkpoint.
+    witness_policy: Path | None = None
+    witness_interval: float = 5.0
     clock: Callable[[], float] | None = field(default=None, repr=False)
 
     @property

@@ -23,7 +23,15 @@ from sqlalchemy import (
 
 from services.db import metadata
 
-__all__ = ["checkpoints", "entries", "search_keys", "tiles", "tree_heads"]
+__all__ = [
+    "checkpoints",
+    "entries",
+    "search_keys",
+    "tiles",
+    "tree_heads",
+    "witness_sizes",
+    "witnessed_checkpoints",
+]
 
 tree_heads = Table(
     "tree_heads",
@@ -88,4 +96,28 @@ search_keys = Table(
     Column("key", String(512), nullable=False),
     Column("idx", BigInteger, nullable=False),
     PrimaryKeyConstraint("tree_id", "key", "idx"),
+)
+
+
+# Per log tree and witness (keyed by the witness's vkey: a new key is a new witness, which starts
+# from 0), the size of the latest checkpoint that witness cosigned for this log: the ``old`` of
+# the next add-checkpoint request (c2sp.org/tlog-witness).
+witness_sizes = Table(
+    "witness_sizes",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("witness", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tree_id", "witness"),
+)
+
+# Per log tree, the newest checkpoint whose cosignatures satisfy the witness policy's quorum:
+# the log's signed note with the cosignature lines appended (c2sp.org/tlog-cosignature).
+witnessed_checkpoints = Table(
+    "witnessed_checkpoints",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("checkpoint", Text, nullable=False),
+    PrimaryKeyConstraint("tree_id"),
 )

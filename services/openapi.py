@@ -102,6 +102,14 @@ _PROPOSED_ENTRY: Schema = {
 _REKOR_V1: dict[str, Any] = {
     "/api/v1/log": {"get": _op("Rekor v1 log info (signed tree head)", "200", errors=(500,))},
     "/api/v1/log/publicKey": {"get": _op("the log's public key (PEM)", "200", errors=())},
+    "/api/v1/log/checkpoint/witnessed": {
+        "get": _op(
+            "the newest checkpoint cosigned by a quorum of the witness policy",
+            "200",
+            errors=(404,),
+            reply="text/plain",
+        )
+    },
     "/api/v1/log/proof": {
         "get": _op(
             "consistency proof between two tree sizes",
@@ -208,6 +216,14 @@ _REKOR_V2: dict[str, Any] = {
         )
     },
     "/api/v2/checkpoint": {"get": _op("the C2SP checkpoint", "200", errors=(), reply="text/plain")},
+    "/api/v2/checkpoint.witnessed": {
+        "get": _op(
+            "the newest checkpoint cosigned by a quorum of the witness policy",
+            "200",
+            errors=(404,),
+            reply="text/plain",
+        )
+    },
     "/api/v2/tile/{level}/{index}": {
         "get": _op(
             "a C2SP tlog-tiles tile or entry bundle",

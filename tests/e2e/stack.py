@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +68,17 @@ def sigstead(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_stack(directory: Path, *flags: str) -> Stack:
+def start_stack(directory: Path, *flags: str, server_flags: Sequence[str] = ()) -> Stack:
     """Start an IdP and ``sigstead up --oidc-config``, then export the trust material.
-    ``flags`` (publication flags such as ``--rekor-version 2``) go to both commands."""
+    ``flags`` (publication flags such as ``--rekor-version 2``) go to both commands,
+    ``server_flags`` to ``up`` alone."""
     directory.mkdir(parents=True, exist_ok=True)
     idp = start_idp(directory)
     config = write_email_issuer_config(directory / "oidc.json", idp.url)
     try:
-        server = start_server(directory / "data", "--oidc-config", str(config), *flags)
+        server = start_server(
+            directory / "data", "--oidc-config", str(config), *flags, *server_flags
+        )
     except BaseException:
         idp.stop()
         raise

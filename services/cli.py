@@ -534,6 +534,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     monitor.add_argument("--webhook", metavar="URL", help="POST every event here as JSON")
     monitor.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness whose cosignature the log's witnessed checkpoint must carry "
+        "(its vkey, as `sigstead witness init` prints it; repeatable)",
+    )
+    monitor.add_argument(
+        "--witness-quorum",
+        type=int,
+        metavar="N",
+        help="how many of the --witness keys must have cosigned (default: all)",
+    )
+    monitor.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -1143,6 +1157,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
     from services.audit.monitor import Monitor, load_watchlist
     from services.audit.remote import remote_logs
+    from services.log.witnessing import PolicyError, WitnessKey
 
     try:
         document = json.loads(args.trusted_root.read_bytes())
@@ -1156,7 +1171,16 @@ def _monitor(args: argparse.Namespace) -> int:
         print(json.dumps(event), flush=True)
         pending.append(event)
 
-    monitor = Monitor(logs, watch, args.state, emit, peers=args.peer)
+    try:
+        witnesses = [WitnessKey.parse(v) for v in args.witness]
+    except PolicyError as exc:
+        raise OperatorError(f"--witness: {exc}") from None
+    quorum = len(witnesses) if args.witness_quorum is None else args.witness_quorum
+    if not 0 <= quorum <= len(witnesses):
+        raise OperatorError(f"--witness-quorum {quorum}: between 0 and {len(witnesses)}")
+    monitor = Monitor(
+        logs, watch, args.state, emit, peers=args.peer, witnesses=witnesses, quorum=quorum
+    )
 
     async def deliver(session: aiohttp.ClientSession) -> None:
         events, pending[:] = list(pending), []

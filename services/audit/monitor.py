@@ -30,6 +30,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ import yaml
 from cryptography import x509
 
 from clients.merkle import ProofVerificationError, verify_consistency
+from clients.rekor import SignedCheckpoint, VerificationFailed
 from services.audit.fsck import Divergence
 from services.audit.index import UnreadableEntry, rekor_v1_keys, rekor_v2_keys
 from services.audit.remote import (
@@ -55,6 +57,7 @@ from services.log import merkle
 from services.log.rekor._go import GoDecodeError, b64decode_std
 from services.log.rekor.keys import MaterialError, VerificationMaterial, parse_material
 from services.log.rekor.searchkeys import is_material_key
+from services.log.witnessing import CosignatureError, WitnessKey
 
 __all__ = ["Monitor", "WatchList", "load_watchlist"]
 
@@ -234,6 +237,34 @@ def match(watch: WatchList, kind: str, leaf: bytes) -> list[Event]:
     return found
 
 
+async def _one_history(
+    mine: Reader, theirs: Reader, ours: _LogState, head: SignedCheckpoint, who: str
+) -> None:
+    """Raise ``Divergence`` unless ``head`` and the verified state are one history: equal
+    roots at equal sizes, else a consistency proof from the larger side (``mine`` when ours is
+    larger, else ``theirs``), checked against both signed roots, so a log showing two
+    histories cannot produce one that verifies."""
+    root = ours.range().root()
+    if head.size == ours.size:
+        if head.root != root:
+            raise Divergence(
+                f"split view: {who} size {head.size} with root {head.root.hex()}, "
+                f"{mine.log.url} showed {root.hex()}"
+            )
+        return
+    small, large = sorted(((ours.size, root), (head.size, head.root)))
+    prover = mine if ours.size > head.size else theirs
+    reply = await prover.json(f"/api/v1/log/proof?firstSize={small[0]}&lastSize={large[0]}")
+    try:
+        proof = [bytes.fromhex(h) for h in reply["hashes"]]
+        verify_consistency(small[0], large[0], proof, small[1], large[1])
+    except (KeyError, TypeError, ValueError, ProofVerificationError) as exc:
+        raise Divergence(
+            f"split view: {who} size {head.size} (root {head.root.hex()}), {mine.log.url} "
+            f"size {ours.size} (root {root.hex()}), and they are not one history ({exc})"
+        ) from None
+
+
 @dataclass
 class _LogState:
     origin: str
@@ -255,6 +286,10 @@ class Monitor:
     # Base URLs where the same deployment is seen from elsewhere (a mirror, another network
     # path, a colleague's proxy): their Rekor v1 heads must be consistent with this one's.
     peers: Sequence[str] = ()
+    # Witnesses whose cosignatures the log's witnessed checkpoint must carry, and how many.
+    witnesses: Sequence[WitnessKey] = ()
+    quorum: int = 0
+    clock: Callable[[], float] = time.time
     state: dict[str, _LogState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -294,6 +329,8 @@ class Monitor:
                 if log.kind == "rekor-v1":
                     for peer in self.peers:
                         await self._compare(session, log, peer, self.state[name])
+                    if self.witnesses:
+                        await self._witnessed(session, log, self.state[name])
             except Divergence as exc:
                 counts[1] += 1
                 self.emit({"type": "alarm", "log": name, "message": str(exc)})
@@ -306,32 +343,38 @@ class Monitor:
     async def _compare(
         self, session: aiohttp.ClientSession, log: RemoteLog, peer: str, ours: _LogState
     ) -> None:
-        """Split-view detection: the peer's signed head and ours must be one history. The
-        larger side proves consistency from the smaller; the proof is checked against both
-        signed roots, so a log showing two histories cannot produce one that verifies."""
-        mine = Reader(session, log)
+        """Split-view detection: the peer's signed head and ours must be one history."""
         theirs = Reader(session, RemoteLog(log.kind, peer.rstrip("/"), log.key, log.log_id))
         head = await rekor_v1_head(theirs)
-        root = ours.range().root()
-        if head.size == ours.size:
-            if head.root != root:
-                raise Divergence(
-                    f"split view: {peer} shows size {head.size} with root {head.root.hex()}, "
-                    f"{log.url} showed {root.hex()}"
-                )
-            return
-        small, large = sorted(((ours.size, root), (head.size, head.root)))
-        prover = mine if ours.size > head.size else theirs
-        reply = await prover.json(f"/api/v1/log/proof?firstSize={small[0]}&lastSize={large[0]}")
+        await _one_history(Reader(session, log), theirs, ours, head, f"{peer} shows")
+
+    async def _witnessed(
+        self, session: aiohttp.ClientSession, log: RemoteLog, ours: _LogState
+    ) -> None:
+        """The log's witnessed checkpoint must carry a quorum of the required witnesses'
+        cosignatures and be one history with what this monitor verified: a log that showed
+        its witnesses another history than the one it shows here cannot pass both."""
+        reader = Reader(session, log)
+        note = (await reader.get("/api/v1/log/checkpoint/witnessed")).decode("utf-8", "replace")
         try:
-            proof = [bytes.fromhex(h) for h in reply["hashes"]]
-            verify_consistency(small[0], large[0], proof, small[1], large[1])
-        except (KeyError, TypeError, ValueError, ProofVerificationError) as exc:
+            head = SignedCheckpoint.verify(note, log.key)
+        except VerificationFailed as exc:
+            raise Divergence(f"{reader.what}: the witnessed checkpoint: {exc}") from None
+        text = note.rpartition("\n\n")[0] + "\n"
+        cosigned = []
+        for witness in self.witnesses:
+            try:
+                witness.verify(text, note, int(self.clock()))
+            except CosignatureError:
+                continue
+            cosigned.append(witness.name)
+        if len(cosigned) < self.quorum:
             raise Divergence(
-                f"split view: {peer} shows size {head.size} (root {head.root.hex()}), "
-                f"{log.url} size {ours.size} (root {root.hex()}), and they are not one "
-                f"history ({exc})"
-            ) from None
+                f"{reader.what}: the witnessed checkpoint of size {head.size} is cosigned by "
+                f"{len(cosigned)} of the required witnesses ({', '.join(cosigned) or 'none'}), "
+                f"fewer than the quorum of {self.quorum}"
+            )
+        await _one_history(reader, reader, ours, head, "the witnesses cosigned")
 
     async def _check_log(self, reader: Reader, name: str) -> int:
         v1 = reader.log.kind == "rekor-v1"

@@ -153,6 +153,23 @@ def test_both_witnesses_cosign_and_the_clients_accept_the_cosigned_checkpoint(
     done = js_verify(stack, tmp_path, cosigned, artifact)
     assert done.returncode == 0, done.stdout + done.stderr
 
+    # A monitor that requires both witnesses' cosignatures accepts the log; one that requires a
+    # third witness's too raises an alarm (exit 2).
+    stranger = sigstead(
+        "witness", "init", "--state-dir", str(tmp_path / "w3"), "--name", "witness.example/w3"
+    )
+    trusted_root = str(stack.trusted_root)
+    (tmp_path / "watch.yaml").write_text("{}\n")
+    for required, code in ((witnesses.vkeys, 0), ([*witnesses.vkeys, stranger.stdout.strip()], 2)):
+        flags = [arg for vkey in required for arg in ("--witness", vkey)]
+        done = sigstead(
+            "monitor", "--once", "--url", stack.server.url, "--trusted-root", trusted_root,
+            "--config", str(tmp_path / "watch.yaml"), "--state", str(tmp_path / f"m{code}.json"),
+            *flags,
+        )  # fmt: skip
+        assert done.returncode == code, done.stdout + done.stderr
+    assert "fewer than the quorum of 3" in done.stdout
+
     # A witness refuses a rewritten history: the same size with another root, signed by the
     # log's own key (as a forked or rolled-back log would sign it), is never cosigned.
     host = urlsplit(stack.server.url).hostname or ""

@@ -219,7 +219,20 @@ async def rekor_v2_entries(
 ) -> AsyncIterator[tuple[int, bytes, int]]:
     """(index, leaf, 0) of entries ``[start, end)`` from the entry bundles (v2 has no
     integrated time); the caller proves inclusion by hashing them into the tree."""
-    first, last = start // TILE_HASHES, (end + TILE_HASHES - 1) // TILE_HASHES
+    async for bundle, leaves in _entry_bundles(reader, start // TILE_HASHES, end):
+        for offset, leaf in enumerate(leaves):
+            index = bundle * TILE_HASHES + offset
+            if index >= start:
+                yield index, leaf, 0
+
+
+async def _entry_bundles(
+    reader: Reader, first: int, end: int
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """(bundle index, its leaves) for the entry bundles from ``first`` up to the tree of size
+    ``end``, ``_CONCURRENCY`` requests at a time; each must hold exactly the entries a tree of
+    that size gives it, else ``Divergence``."""
+    last = (end + TILE_HASHES - 1) // TILE_HASHES
     for window in range(first, last, _CONCURRENCY):
         indexes = range(window, min(window + _CONCURRENCY, last))
         widths = [min(TILE_HASHES, end - i * TILE_HASHES) for i in indexes]
@@ -234,12 +247,9 @@ async def rekor_v2_entries(
             if len(leaves) != width:
                 raise Divergence(
                     f"{reader.what}: entry bundle {bundle} holds {len(leaves)} entries, "
-                    f"want {width}"
+                    f"a tree of size {end} gives it {width}"
                 )
-            for offset, leaf in enumerate(leaves):
-                index = bundle * TILE_HASHES + offset
-                if index >= start:
-                    yield index, leaf, 0
+            yield bundle, leaves
 
 
 def _tile_path(level: int | str, index: int, width: int) -> str:
@@ -304,32 +314,16 @@ async def _rekor_v2(reader: Reader, progress: Callable[[int, int], None]) -> Tre
             upper[level] = []
             level += 1
 
-    bundles = (head.size + TILE_HASHES - 1) // TILE_HASHES
-    for window in range(0, bundles, _CONCURRENCY):
-        indexes = range(window, min(window + _CONCURRENCY, bundles))
-        widths = [min(TILE_HASHES, head.size - i * TILE_HASHES) for i in indexes]
-        served = await _ordered(
-            [
-                functools.partial(reader.get, _tile_path("entries", i, w))
-                for i, w in zip(indexes, widths, strict=True)
-            ]
-        )
-        for index, width, data in zip(indexes, widths, served, strict=True):
-            leaves = _bundle(data, f"{reader.what}: entry bundle {index}")
-            if len(leaves) != width:
-                raise Divergence(
-                    f"{reader.what}: entry bundle {index} holds {len(leaves)} entries, "
-                    f"the checkpoint of size {head.size} says {width}"
-                )
-            hashes = [merkle.hash_leaf(leaf) for leaf in leaves]
-            await compare(0, index, hashes)
-            if width == TILE_HASHES:
-                node = merkle.root(hashes)
-                rng.append_perfect(node, 8)
-                await push(node)
-            else:
-                rng.extend(hashes)
-        progress(min(head.size, (window + len(widths)) * TILE_HASHES), head.size)
+    async for index, leaves in _entry_bundles(reader, 0, head.size):
+        hashes = [merkle.hash_leaf(leaf) for leaf in leaves]
+        await compare(0, index, hashes)
+        if len(hashes) == TILE_HASHES:
+            node = merkle.root(hashes)
+            rng.append_perfect(node, 8)
+            await push(node)
+        else:
+            rng.extend(hashes)
+        progress(rng.size, head.size)
     for level in range(1, len(upper)):
         if upper[level]:
             await compare(level, head.size >> (8 * (level + 1)), upper[level])

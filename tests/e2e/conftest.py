@@ -53,10 +53,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # It resumes where it stopped and reports exactly the entries the search index files
         # under the identity: no miss, no false match (two independent paths to one answer).
         done = sigstead(*monitor)
-        assert done.returncode == 1, done.stdout + done.stderr
+        expected = _indexes_filed_under(s.server.url, IDENTITY)
+        # 1 when it found something: a session of modules that never sign as the test
+        # identity (run alone) has nothing to find.
+        assert done.returncode == (1 if expected else 0), done.stdout + done.stderr
         events = [json.loads(line) for line in done.stdout.splitlines()]
         reported = {e["index"] for e in events if e["log"].startswith("rekor-v1")}
-        assert reported == _indexes_filed_under(s.server.url, IDENTITY)
+        assert reported == expected
         # An auditor's replay of the same logs, over HTTP, by the exported trusted root.
         done = sigstead("fsck", "--url", s.server.url, "--trusted-root", str(s.trusted_root))
         assert done.returncode == 0, done.stdout + done.stderr

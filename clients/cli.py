@@ -82,7 +82,15 @@ def add_log_parser(
     )
     log.add_argument("--json", action="store_true", help="machine-readable output")
     cmds = log.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
-    command(cmds, "info", "the newest checkpoint, checked against the last one seen")
+    info = command(cmds, "info", "the newest checkpoint, checked against the last one seen")
+    info.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="also show the log's witnessed checkpoint and require this witness's cosignature "
+        "on it (repeatable; without it the cosigners are listed, unverified)",
+    )
     get = command(cmds, "get", "one entry, with SET and inclusion proof verified")
     which = get.add_mutually_exclusive_group(required=True)
     which.add_argument("--uuid", help="the entry's UUID (entry ID)")
@@ -232,6 +240,24 @@ def run_log(args: argparse.Namespace) -> int:
             "Verified:  checkpoint signature, consistency with the last checkpoint seen"
         )
         data["verified"] = True
+        witnessed = client.witnessed(args.witness)
+        if witnessed is not None:
+            wcp, cosigners = witnessed
+            data["witnessed"] = {
+                "treeSize": wcp.size,
+                "rootHash": wcp.root.hex(),
+                "cosigners": [
+                    {"name": c.name, "timestamp": c.timestamp, "verified": c.verified}
+                    for c in cosigners
+                ],
+            }
+            names = ", ".join(
+                f"{c.name} ({'verified' if c.verified else 'not checked: no --witness key'})"
+                for c in cosigners
+            )
+            human += f"\nWitnessed: size {wcp.size}, cosigned by {names or 'nobody'}"
+        elif args.witness:
+            raise ClientError(f"{client.url} serves no witnessed checkpoint")
     elif args.log_command == "get":
         entry = client.get(uuid=args.uuid, index=args.index)
         if entry is None:

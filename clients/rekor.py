@@ -22,13 +22,14 @@ from typing import Any
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from clients.errors import ClientError
 from clients.merkle import ProofVerificationError, verify_consistency, verify_inclusion
 
 __all__ = [
     "ClientError",
+    "Cosigner",
     "LogClient",
     "SignedCheckpoint",
     "VerificationFailed",
@@ -82,6 +83,32 @@ class SignedCheckpoint:
                 raise VerificationFailed("checkpoint signature does not verify") from None
             return cls(lines[0], int(lines[1]), root, note)
         raise VerificationFailed(f"checkpoint has no signature by log key {kid.hex()}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cosigner:
+    """A ``cosignature/v1`` line on a witnessed checkpoint; ``verified`` when the caller gave
+    the witness's key and the signature checked out (else only the name is known)."""
+
+    name: str
+    timestamp: int
+    verified: bool
+
+
+def _witness_key(vkey: str) -> tuple[str, bytes, ed25519.Ed25519PublicKey]:
+    """(name, key ID, key) of a witness vkey (type 0x04, c2sp.org/tlog-cosignature)."""
+    name, _, rest = vkey.partition("+")
+    hex_id, _, encoded = rest.partition("+")
+    try:
+        material = base64.b64decode(encoded, validate=True)
+        key_id = bytes.fromhex(hex_id)
+    except ValueError:
+        raise ClientError(f"--witness {vkey!r}: not <name>+<hex key ID>+<base64 key>") from None
+    if len(material) != 33 or material[0] != 0x04:
+        raise ClientError(f"--witness {vkey!r}: not a cosignature/v1 (type 0x04) key")
+    if hashlib.sha256(name.encode() + b"\n" + material).digest()[:4] != key_id:
+        raise ClientError(f"--witness {vkey!r}: the key ID is not its key's")
+    return name, key_id, ed25519.Ed25519PublicKey.from_public_bytes(material[1:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +283,52 @@ class LogClient:
             raise VerificationFailed("LogInfo does not match its own signed checkpoint")
         self._advance(cp)
         return cp
+
+    def witnessed(
+        self, witnesses: Sequence[str] = ()
+    ) -> tuple[SignedCheckpoint, list[Cosigner]] | None:
+        """The log's newest witness-cosigned checkpoint (sigstead's
+        ``/api/v1/log/checkpoint/witnessed``; None if it serves none): the log's signature and
+        its consistency with the checkpoints seen are verified, and so is the cosignature of
+        every witness in ``witnesses`` (vkeys), each of which must have cosigned."""
+        payload = self._get("/api/v1/log/checkpoint/witnessed", raw=True)
+        if payload is None:
+            return None
+        note = payload.decode("utf-8", "replace")
+        cp = self._verify_note(note)
+        self._advance(cp)
+        keys = {(name, key_id): (name, key) for name, key_id, key in map(_witness_key, witnesses)}
+        text = note.rpartition("\n\n")[0] + "\n"
+        log_hint = _key_id(self.key)[:4]
+        cosigners, seen = [], set()
+        for line in note.rpartition("\n\n")[2].splitlines():
+            parts = line.split(" ")
+            if len(parts) != 3 or parts[0] != "\u2014":
+                continue
+            try:
+                raw = base64.b64decode(parts[2], validate=True)
+            except ValueError:
+                continue
+            if raw[:4] == log_hint or len(raw) != 4 + 8 + 64:
+                continue  # the log's own signature, or not a cosignature/v1
+            timestamp = int.from_bytes(raw[4:12], "big")
+            known = keys.get((parts[1], raw[:4]))
+            if known is not None:
+                message = f"cosignature/v1\ntime {timestamp}\n{text}".encode()
+                try:
+                    known[1].verify(raw[12:], message)
+                except InvalidSignature:
+                    raise VerificationFailed(
+                        f"the cosignature by witness {parts[1]} does not verify"
+                    ) from None
+                seen.add(raw[:4])
+            cosigners.append(Cosigner(parts[1], timestamp, known is not None))
+        missing = [name for (name, key_id), _ in keys.items() if key_id not in seen]
+        if missing:
+            raise VerificationFailed(
+                f"the witnessed checkpoint carries no cosignature by {', '.join(missing)}"
+            )
+        return cp, cosigners
 
     def _verify_note(self, note: str) -> SignedCheckpoint:
         try:

@@ -170,6 +170,26 @@ def test_both_witnesses_cosign_and_the_clients_accept_the_cosigned_checkpoint(
         assert done.returncode == code, done.stdout + done.stderr
     assert "fewer than the quorum of 3" in done.stdout
 
+    # `sigstead log info` shows who cosigned, verifying the witnesses it is given.
+    def info(*required: str) -> subprocess.CompletedProcess[str]:
+        flags = [arg for vkey in required for arg in ("--witness", vkey)]
+        return sigstead(
+            "log", "--url", stack.server.url, "--state-dir", str(tmp_path / "log-state"),
+            "--log-key", str(stack.server.data_dir / "keys" / "rekor.pub"), "--json", "info",
+            *flags,
+        )  # fmt: skip
+
+    listed = json.loads(info().stdout)["witnessed"]["cosigners"]
+    assert sorted((c["name"], c["verified"]) for c in listed) == [
+        (name, False) for name in witnesses.names
+    ]
+    checked = json.loads(info(*witnesses.vkeys).stdout)["witnessed"]
+    assert checked["treeSize"] >= size
+    assert all(c["verified"] for c in checked["cosigners"])
+    refused = info(witnesses.vkeys[0], stranger.stdout.strip())
+    assert refused.returncode != 0
+    assert "no cosignature by witness.example/w3" in refused.stderr
+
     # A witness refuses a rewritten history: the same size with another root, signed by the
     # log's own key (as a forked or rolled-back log would sign it), is never cosigned.
     host = urlsplit(stack.server.url).hostname or ""
@@ -182,6 +202,6 @@ def test_both_witnesses_cosign_and_the_clients_accept_the_cosigned_checkpoint(
         f"old {size}\n\n{forged}".encode(),
         method="POST",
     )
-    with pytest.raises(urllib.error.HTTPError) as refused:
+    with pytest.raises(urllib.error.HTTPError) as answer:
         urllib.request.urlopen(request, timeout=10)
-    assert refused.value.code == 422, refused.value.read()
+    assert answer.value.code == 422, answer.value.read()

@@ -48,7 +48,8 @@ def test_no_generated_request_gets_a_server_error(fresh_stack: Stack, tmp_path: 
             "--report", "ndjson", "--report-dir", str(tmp_path),
             "--suppress-health-check", "all", "--warnings", "off",
         ],
-        capture_output=True, text=True, timeout=400, check=False, env=env, cwd=ROOT,
+        # Its cache goes to the working directory: the test's, not the repository.
+        capture_output=True, text=True, timeout=400, check=False, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "Server error" not in done.stdout

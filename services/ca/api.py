@@ -37,6 +37,7 @@ from services.ca.pop import (
 )
 from services.limits import parse_json_async
 from services.log.ct.log import CTError, CTLog
+from services.log.ct.rfc6962 import issuer_key_hash
 
 __all__ = ["CA", "CertificateAuthority", "add_routes"]
 
@@ -57,6 +58,10 @@ class CertificateAuthority:
     def _chain_ders(self) -> tuple[bytes, ...]:
         return tuple(c.public_bytes(serialization.Encoding.DER) for c in self.ca.chain)
 
+    @functools.cached_property
+    def _issuer_key_hash(self) -> bytes:
+        return issuer_key_hash(self.ca.chain[0])
+
     async def issue(self, token: str, key_request: Mapping[str, Any]) -> list[x509.Certificate]:
         """Verify the token and the key, log the precertificate, return [leaf, *CA chain]."""
         now = self.clock()
@@ -70,7 +75,7 @@ class CertificateAuthority:
         )
         try:
             sct = await self.ct_log.add_issued_precertificate(
-                precert, self.ca.chain[0], self._chain_ders
+                precert, self._issuer_key_hash, self._chain_ders
             )
         except CTError as exc:
             raise CTLogError(exc.message) from None

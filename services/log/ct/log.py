@@ -143,9 +143,10 @@ class CTLog:
         return await self._append(entry, extra, cert_key)
 
     async def add_issued_precertificate(
-        self, precert: x509.Certificate, issuer: x509.Certificate, chain_ders: Sequence[bytes]
+        self, precert: x509.Certificate, issuer_key_hash: bytes, chain_ders: Sequence[bytes]
     ) -> SignedCertificateTimestamp:
-        """Log a precertificate this process's CA has just signed, with the CA chain above it.
+        """Log a precertificate this process's CA has just signed, with the CA chain above it
+        (DER) and its issuer's key hash (both the CA's, computed once, not per certificate).
 
         The CA's in-process path. The chain was built here, not received, so it is neither parsed
         nor verified again (that was two P-384 verifications per certificate, about half of the
@@ -158,7 +159,7 @@ class CTLog:
             int(self._clock() * 1000),
             EntryType.PRECERT,
             rfc6962.remove_poison(precert.tbs_certificate_bytes),
-            rfc6962.issuer_key_hash(issuer),
+            issuer_key_hash,
         )
         extra = rfc6962.precert_chain_entry(precert_der, list(chain_ders))
         return await self._append(entry, extra, dedup_key(precert_der))

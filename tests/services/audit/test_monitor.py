@@ -19,8 +19,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from services.app import Settings, create_app
@@ -37,40 +35,20 @@ ISSUER = "https://issuer.example"
 REPO = "https://git.example/acme/app"
 
 
-class FulcioSigner(Signer):
+def _utf8(text: str) -> bytes:
+    return bytes((0x0C, len(text))) + text.encode()
+
+
+def fulcio_signer(email: str) -> Signer:
     """A certificate with Fulcio's issuer (1.8) and source repository (1.12) extensions."""
-
-    def __init__(self, email: str) -> None:
-        super().__init__(email)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")])
-        now = datetime.datetime.now(datetime.UTC)
-
-        def utf8(text: str) -> bytes:
-            return bytes((0x0C, len(text))) + text.encode()
-
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(minutes=10))
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=True)
-            .add_extension(
-                x509.UnrecognizedExtension(
-                    x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), utf8(ISSUER)
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.UnrecognizedExtension(
-                    x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.12"), utf8(REPO)
-                ),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
+    return Signer(
+        email,
+        extensions=[
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), _utf8(value))
+            for oid, value in (("1.3.6.1.4.1.57264.1.8", ISSUER), ("1.3.6.1.4.1.57264.1.12", REPO))
+        ],
+        not_before=datetime.datetime.now(datetime.UTC),
+    )
 
 
 @pytest.fixture
@@ -144,7 +122,7 @@ async def test_identities_keys_and_digests_are_reported_exactly(
     # A restart resumes: nothing is read again; a new entry is the only one read.
     again = _monitor(client, data, load_watchlist(config))
     assert await _pass(again) == ((0, 0, 0), [])
-    signer = FulcioSigner("carol@example.com")
+    signer = fulcio_signer("carol@example.com")
     reply = await client.post("/api/v1/log/entries", json=signer.hashedrekord(b"new"))
     assert reply.status == 201
     watch = tmp_path / "issuer.yaml"

@@ -6,7 +6,7 @@ import base64
 import datetime
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +42,27 @@ _NOW = datetime.datetime.now(datetime.UTC)
 class Signer:
     """A signing identity with a certificate carrying an email SAN (as Fulcio issues)."""
 
-    def __init__(self, email: str = "dev@example.com") -> None:
+    def __init__(
+        self,
+        email: str = "dev@example.com",
+        extensions: Sequence[x509.ExtensionType] = (),
+        not_before: datetime.datetime = _NOW,
+    ) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")])
-        self.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(name)
             .issuer_name(name)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(_NOW)
-            .not_valid_after(_NOW + datetime.timedelta(minutes=10))
+            .not_valid_before(not_before)
+            .not_valid_after(not_before + datetime.timedelta(minutes=10))
             .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=True)
-            .sign(self.key, hashes.SHA256())
         )
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=False)
+        self.cert = builder.sign(self.key, hashes.SHA256())
 
     def hashedrekord(self, artifact: bytes) -> dict[str, Any]:
         """The exact body sigstore-python posts for ``sign``."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import datetime
 import gzip
 import hashlib
 import json
@@ -23,7 +25,9 @@ from sigstore_models.common import v1 as common_v1
 
 from services.app import Settings, create_app
 from services.db import Database
+from services.log.checkpoint import is_frozen
 from services.log.rekor.v2 import genesis_statement
+from services.trust.material import retire_rekor_v2
 from tests.merkle_reference import leaf_hash, node_hash
 from tests.services.log.rekor.test_api import Signer
 
@@ -435,14 +439,74 @@ def _root(hashes_: list[bytes]) -> bytes:
     return hashlib.sha256(b"\x01" + _root(hashes_[:k]) + _root(hashes_[k:])).digest()
 
 
-async def test_a_frozen_log_refuses_writes(client: TestClient[Any, Any]) -> None:
+async def test_a_frozen_log_refuses_writes_for_good(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    """``--rekor-v2-freeze``: the final checkpoint carries rekor-tiles' frozen line, writes get
+    its 405, reads go on, and a later start without the flag stays frozen."""
+    from services.log.rekor.api_v2 import FROZEN_MESSAGE
+
+    settings = Settings(data_dir=tmp_path / "data", public_url=f"http://{HOST}:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"early"))
+    await client.close()
+    frozen = dataclasses.replace(settings, rekor_v2_freeze=True)
+    for each in (frozen, settings):
+        client = await aiohttp_client(create_app(each, database=db, components=("log",)))
+        reply = await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"late"))
+        assert reply.status == 405
+        assert await reply.text() == FROZEN_MESSAGE
+        note = await (await client.get("/api/v2/checkpoint")).text()
+        assert note.startswith(f"{HOST}\n2\n")
+        assert is_frozen(note)
+        assert "\nLog frozen \u2014 " in note.partition("\n\n")[0]
+        assert (await client.get("/api/v2/tile/entries/000.p/2")).status == 200
+        await client.close()
+
+
+async def test_a_retired_log_is_served_read_only_at_its_host_beside_the_new_one(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    """Sharding as rekor-tiles does it, one host per log: the old log frozen and retired keeps
+    answering at its host (checkpoint, tiles, search, 405 on writes); the new log, with a new
+    key, answers at its own host and at any other name."""
     from services.log.rekor.api_v2 import FROZEN_MESSAGE, REKOR_V2_LOG
 
-    client.app[REKOR_V2_LOG].frozen = True
-    reply = await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"late"))
-    assert reply.status == 405
-    assert await reply.text() == FROZEN_MESSAGE
-    assert (await client.get("/api/v2/checkpoint")).status == 200  # reads go on
+    old_url, new_url = "http://old.example:3000", "http://new.example:3000"
+    old = Settings(
+        data_dir=tmp_path / "data", public_url=f"http://{HOST}:3000", rekor_v2_url=old_url,
+        rekor_v2_freeze=True,
+    )  # fmt: skip
+    client = await aiohttp_client(create_app(old, database=db, components=("log",)))
+    tree_id = client.app[REKOR_V2_LOG].tree_id
+    await client.close()
+    retire_rekor_v2(old.data_dir, old_url, tree_id, datetime.datetime.now(datetime.UTC))
+    new = dataclasses.replace(old, rekor_v2_url=new_url, rekor_v2_freeze=False)
+    client = await aiohttp_client(create_app(new, database=db, components=("log",)))
+    at_old, at_new = {"Host": "old.example:3000"}, {"Host": "new.example:3000"}
+
+    created = await client.post(
+        "/api/v2/log/entries", json=_python_request(Signer(), b"new"), headers=at_new
+    )
+    assert created.status == 201
+    assert (await created.json())["logIndex"] == "1"
+    new_note = await (await client.get("/api/v2/checkpoint", headers=at_new)).text()
+    assert new_note.startswith("new.example\n2\n")
+    assert new_note == await (await client.get("/api/v2/checkpoint")).text()  # any other name
+
+    old_note = await (await client.get("/api/v2/checkpoint", headers=at_old)).text()
+    assert old_note.startswith("old.example\n1\n")
+    assert is_frozen(old_note)
+    refused = await client.post(
+        "/api/v2/log/entries", json=_python_request(Signer(), b"late"), headers=at_old
+    )
+    assert refused.status == 405
+    assert await refused.text() == FROZEN_MESSAGE
+    bundle = await (await client.get("/api/v2/tile/entries/000.p/1", headers=at_old)).read()
+    assert b"hashedRekordV002" in bundle
+    tile = await (await client.get("/api/v2/tile/0/000.p/1", headers=at_old)).read()
+    assert base64.b64encode(tile).decode() == old_note.split("\n")[2]  # one leaf: its hash
+    await client.close()
 
 
 async def test_search_by_digest_identity_and_key_returns_v2_entries(

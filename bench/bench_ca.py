@@ -41,11 +41,12 @@ from tests.services.ca.test_certificate import EMAIL as PRINCIPAL
 EMAIL = "bench@example.com"
 
 
-def floor_rate(n: int) -> float:
-    """Two P-384 signatures over a certificate-sized message: the least a certificate costs."""
-    key = ec.generate_private_key(ec.SECP384R1())
+def floor_rate(n: int, curve: ec.EllipticCurve | None = None) -> float:
+    """Two CA signatures over a certificate-sized message: the least a certificate costs
+    (P-384 with SHA-384 by default, as Fulcio's CA; P-256 with SHA-256)."""
+    key = ec.generate_private_key(curve or ec.SECP384R1())
     tbs = os.urandom(700)
-    alg = ec.ECDSA(hashes.SHA384())
+    alg = ec.ECDSA(hashes.SHA256() if key.curve.key_size == 256 else hashes.SHA384())
     return rate(n, lambda: (key.sign(tbs, alg), key.sign(tbs, alg)))
 
 
@@ -115,17 +116,21 @@ def main() -> None:
         now = datetime.now(UTC)
         _, soft_key, soft_chain = ca_keys.generate(now)
         software = CAKeyMaterial(soft_key, soft_chain)
+        _, p256_key, p256_chain = ca_keys.generate(now, key_type=ca_keys.CAKeyType.ECDSA_P256)
+        p256 = CAKeyMaterial(p256_key, p256_chain)
         hsm = ca_pkcs11.load(token.config("ec-p384"), token.chains["ec-p384"], now)
 
         print(f"in process, {args.n} certificates each (precertificate + SCT + final):")
         rows = [
             ("floor: 2 x ECDSA P-384 sign", floor_rate(args.n)),
             ("software P-384 CA key", issue_rate(software, args.n)),
+            ("floor: 2 x ECDSA P-256 sign", floor_rate(args.n, ec.SECP256R1())),
+            ("software P-256 CA key (--ca-key-type)", issue_rate(p256, args.n)),
             ("PKCS#11 P-384 key (SoftHSM2)", issue_rate(hsm, args.n)),
         ]
         hsm.close()
         for label, per_second in rows:
-            print(f"  {label:<34} {per_second:8.0f}/s  {1000 / per_second:6.2f} ms each")
+            print(f"  {label:<40} {per_second:8.0f}/s  {1000 / per_second:6.2f} ms each")
 
         issuer_dir = work / "dev-issuer"
         devissuer.init(issuer_dir)
@@ -134,6 +139,14 @@ def main() -> None:
             f"concurrency {args.concurrency}:"
         )
         generated = over_http(work, "generated", [], args.requests, args.concurrency, issuer_dir)
+        generated_p256 = over_http(
+            work,
+            "generated-p256",
+            ["--ca-key-type", "ecdsa-p256"],
+            args.requests,
+            args.concurrency,
+            issuer_dir,
+        )
         pkcs11_flags = [
             "--ca-pkcs11-module",
             str(MODULE),
@@ -147,7 +160,8 @@ def main() -> None:
         in_token = over_http(
             work, "pkcs11", pkcs11_flags, args.requests, args.concurrency, issuer_dir
         )
-        print(f"  {'generated CA key (in process)':<34} {generated:8.0f}/s")
+        print(f"  {'generated P-384 CA key':<34} {generated:8.0f}/s")
+        print(f"  {'generated P-256 CA key':<34} {generated_p256:8.0f}/s")
         print(f"  {'PKCS#11 P-384 key (SoftHSM2)':<34} {in_token:8.0f}/s")
 
 

@@ -51,7 +51,7 @@ from services.log.witnessing import Policy, PolicyError, Witnessing, WitnessingS
 from services.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from services.migrate import upgrade
 from services.openapi import serve as serve_openapi
-from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
+from services.settings import CA_KEY_TYPES, COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
 from services.trust.documents import Endpoints
 from services.trust.material import REKOR_V2_KEY_FILE, retired_rekor_v2
 from services.trust.publish import (
@@ -64,7 +64,7 @@ from services.trust.publish import (
     tuf_repository,
 )
 from services.tsa import keys as tsa_keys
-from services.tsa.app import TSA, TSA_CLOCK
+from services.tsa.app import TSA, TSA_CLOCK, TSA_ISSUED
 from services.tsa.app import add_routes as tsa_routes
 from services.tsa.authority import TimestampAuthority
 
@@ -141,6 +141,8 @@ def check(settings: Settings, components: tuple[str, ...]) -> FulcioConfig | Non
     for secret in (settings.ca_key_password_file, pin_file):
         if secret is not None:
             ca_keys.read_secret(secret, "")  # readable, 0600, not empty; the value is not kept
+    if settings.ca_key_type is not None and (settings.ca_key or settings.ca_pkcs11):
+        raise OperatorError("--ca-key-type is for a CA generated in the data directory")
     if settings.ca_key is not None and not settings.ca_key.is_file():
         raise OperatorError(f"--ca-key {settings.ca_key}: no such file")
     if settings.ca_pkcs11 is not None and not settings.ca_pkcs11.module.is_file():
@@ -475,6 +477,7 @@ def _tsa_context(settings: Settings) -> Callable[[web.Application], AsyncIterato
         key, chain = tsa_keys.load_or_create(settings.data_dir / "tsa", now())
         app[TSA] = TimestampAuthority(key, chain)
         app[TSA_CLOCK] = now
+        app[TSA_ISSUED] = app[METRICS].timestamps
         yield
 
     return ctx
@@ -493,7 +496,8 @@ def _load_ca(settings: Settings, now: datetime) -> ca_keys.CAKeyMaterial:
         assert settings.ca_chain is not None
         password = ca_keys.read_secret(settings.ca_key_password_file, CA_KEY_PASSWORD_ENV)
         return ca_keys.load(settings.ca_key, settings.ca_chain, now, password=password)
-    return ca_keys.load_or_create(settings.data_dir, now)  # <data_dir>/ca/
+    key_type = ca_keys.CAKeyType(settings.ca_key_type or CA_KEY_TYPES[0])
+    return ca_keys.load_or_create(settings.data_dir, now, key_type=key_type)  # <data_dir>/ca/
 
 
 def _ca_context(
@@ -525,7 +529,10 @@ def _ca_context(
             await sequencer.start()
             ct_log = CTLog(sequencer=sequencer, store=store, signer=signer, roots=[ca.root])
             ct_app[CT_LOG] = ct_log
-            app[CA] = CertificateAuthority(config, verifier, ca, ct_log, now)
+            issued = app[METRICS].certificates
+            app[CA] = CertificateAuthority(
+                config, verifier, ca, ct_log, now, lambda iss: issued.labels(iss).inc()
+            )
             _logger.info(
                 "CA ready: CT log tree %d, log ID %s", sequencer.tree_id, signer.key_id.hex()
             )

@@ -24,6 +24,7 @@ from clients.cli import add_log_parser
 from clients.errors import ClientError
 from services.errors import OperatorError
 from services.settings import (
+    CA_KEY_TYPES,
     COMPONENTS,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY,
@@ -176,6 +177,16 @@ def _listen(parser: argparse.ArgumentParser, *, max_body: bool = True) -> None:
     )
 
 
+def _ca_key_type(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--ca-key-type",
+        choices=CA_KEY_TYPES,
+        help="the key type of a CA generated in the data directory (default ecdsa-p384, as "
+        "Fulcio's; ecdsa-p256 signs certificates about twice as fast: docs/sizing.md); an "
+        "existing CA keeps its type",
+    )
+
+
 def _rekor_v2_key_type(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--rekor-v2-key-type",
@@ -246,6 +257,7 @@ def _ca(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group.add_argument(
         "--ca-key-password-file", type=Path, metavar="FILE", help="file holding --ca-key's password"
     )
+    _ca_key_type(group)
     _ca_chain(
         group, "PEM chain for --ca-key or the PKCS#11 key: the signing certificate first, root last"
     )
@@ -481,6 +493,7 @@ def _parser() -> argparse.ArgumentParser:
         keys_init, "the CA chain the server is given (key file or PKCS#11 CA): no CA is generated"
     )
     _rekor_v2_key_type(keys_init)
+    _ca_key_type(keys_init)
     keys_init.set_defaults(run=_keys_init)
     retire = _command(
         keys_sub,
@@ -740,6 +753,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         ca_key_password_file=getattr(args, "ca_key_password_file", None),
         ca_chain=getattr(args, "ca_chain", None),
         ca_pkcs11=_ca_pkcs11(args),
+        ca_key_type=getattr(args, "ca_key_type", None),
         operator=getattr(args, "operator", None),
         oidc_urls=tuple(getattr(args, "oidc_url", ())),
         published_services=services,
@@ -1017,6 +1031,13 @@ def _keys_init(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (args.data_dir / "keys").mkdir(exist_ok=True, mode=0o700)
     load_or_create_log_key(args.data_dir / "keys" / REKOR_V2_KEY_FILE, args.rekor_v2_key_type)
+    if chain is None:
+        from services.ca import keys as ca_keys
+
+        key_type = ca_keys.CAKeyType(args.ca_key_type or CA_KEY_TYPES[0])
+        ca_keys.load_or_create(args.data_dir, datetime.now(UTC), key_type=key_type)
+    elif args.ca_key_type is not None:
+        raise OperatorError("--ca-key-type is for a CA generated here, not one given by --ca-chain")
     for line in describe(gather(args.data_dir, datetime.now(UTC), ca_chain=chain, create=True)):
         print(line)
     return 0

@@ -92,6 +92,17 @@ class Metrics:
             ["log"],
             registry=self.registry,
         )
+        self.certificates = Counter(
+            "sigstead_ca_certificates_issued",
+            "Certificates the CA issued, by the OIDC issuer of the identity certified",
+            ["issuer"],
+            registry=self.registry,
+        )
+        self.timestamps = Counter(
+            "sigstead_tsa_timestamps_issued",
+            "RFC 3161 timestamps the TSA signed",
+            registry=self.registry,
+        )
         self._logs = _Logs()
         self.registry.register(self._logs)
 

@@ -35,6 +35,10 @@ COMPONENTS = ("log", "tsa", "ca", "trust")
 PUBLISHABLE = ("log", "ca", "tsa")
 
 
+CA_KEY_TYPES = ("ecdsa-p384", "ecdsa-p256", "rsa-3072", "rsa-4096")
+"""Key types of a CA generated in the data directory (``services.ca.keys.CAKeyType``), the
+default first: Fulcio's public CA is P-384."""
+
 LOG_KEY_TYPES = ("ecdsa-p256", "ed25519")
 """Key types a Rekor v2 log can sign checkpoints with (``--rekor-v2-key-type``)."""
 
@@ -63,6 +67,8 @@ class Settings:
     ca_key_password_file: Path | None = None
     ca_chain: Path | None = None
     ca_pkcs11: Pkcs11KeyConfig | None = None
+    # The key type of a CA generated in the data directory (None: P-384, as Fulcio's).
+    ca_key_type: str | None = None
     # What the published trust documents say beyond keys and URLs (``sigstead trust export``
     # must be given the same, or it refuses: the server is the one publisher).
     operator: str | None = None

@@ -53,6 +53,8 @@ class CertificateAuthority:
     ca: CAKeyMaterial
     ct_log: CTLog
     clock: Callable[[], datetime]
+    # Told the issuer (``iss``) of each identity certified, once the certificate is built.
+    on_issue: Callable[[str], None] | None = None
 
     @functools.cached_property
     def _chain_ders(self) -> tuple[bytes, ...]:
@@ -80,6 +82,8 @@ class CertificateAuthority:
         except CTError as exc:
             raise CTLogError(exc.message) from None
         final = await asyncio.to_thread(build_final_certificate, precert, ca=self.ca, sct=sct)
+        if self.on_issue is not None:
+            self.on_issue(claims.iss)
         return [final, *self.ca.chain]
 
 

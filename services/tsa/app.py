@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -92,6 +93,8 @@ def _timestamp_handler(max_body: int) -> Callable[[web.Request], Awaitable[web.R
             parsed = parse_der_request(body) if ctype == DER_QUERY else parse_json_request(body)
             tsa = request.app[TSA]
             der = tsa.stamp(parsed, request.app[TSA_CLOCK]())
+            if (metrics := request.app.get(TSA_ISSUED)) is not None:
+                metrics.inc()
         except SigningFailed as exc:
             _logger.error("timestamp signing failed: %s", exc.detail)
             return _error(exc)
@@ -106,6 +109,14 @@ def _timestamp_handler(max_body: int) -> Callable[[web.Request], Awaitable[web.R
         return web.Response(body=der, content_type=DER_REPLY, headers={"Cache-Control": "no-cache"})
 
     return timestamp
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+TSA_ISSUED: web.AppKey[_Counter] = web.AppKey("tsa_issued")
+"""A counter of timestamps signed (``sigstead up`` and ``serve tsa`` set the Prometheus one)."""
 
 
 async def certchain(request: web.Request) -> web.Response:

@@ -526,6 +526,41 @@ def test_keys_init_creates_every_key_once(tmp_path: Path) -> None:
     assert root["ctlogs"][0]["logId"]["keyId"] == first[2].split()[3]
 
 
+def test_keys_init_makes_the_key_types_asked_for_once(tmp_path: Path) -> None:
+    """A P-256 CA (certificates at about twice the P-384 rate) and an Ed25519 Rekor v2 log;
+    a type is chosen when a key is made, and a later run keeps what exists."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from services.ca.keys import CAKeyType
+    from services.keys import load_private_key
+    from services.settings import CA_KEY_TYPES
+
+    assert set(CA_KEY_TYPES) == {t.value for t in CAKeyType}
+    data = tmp_path / "data"
+    for key_types in (["ecdsa-p256", "ed25519"], ["rsa-3072", "ecdsa-p256"]):
+        done = sigstead(
+            "keys", "init", "--data-dir", str(data),
+            "--ca-key-type", key_types[0], "--rekor-v2-key-type", key_types[1],
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        ca = load_private_key(data / "ca" / "ca.key")
+        assert isinstance(ca, ec.EllipticCurvePrivateKey)
+        assert ca.curve.name == "secp256r1"
+        root = load_private_key(data / "ca" / "root.key")
+        assert isinstance(root, ec.EllipticCurvePrivateKey)
+        assert root.curve.name == "secp256r1"
+        assert isinstance(
+            load_private_key(data / "keys" / "rekor-v2.pem"), ed25519.Ed25519PrivateKey
+        )
+    refused = sigstead(
+        "up", "--data-dir", str(data), "--ca-key-type", "ecdsa-p256",
+        "--ca-key", str(data / "ca" / "ca.key"), "--ca-chain", str(data / "ca" / "chain.pem"),
+        "--oidc-config", str(tmp_path / "none.json"),
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "--ca-key-type is for a CA generated in the data directory" in refused.stderr
+
+
 def test_backup_through_the_command(tmp_path: Path) -> None:
     data = tmp_path / "data"
 

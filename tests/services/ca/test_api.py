@@ -223,3 +223,40 @@ async def test_trust_bundle_and_configuration(
     assert entry["issuerUrl"] == issuer[1].url
     assert entry["audience"] == "sigstore"
     assert entry["challengeClaim"] == "email"
+
+
+async def test_metrics_count_certificates_by_issuer_and_timestamps(
+    fulcio: tuple[TestClient[Any, Any], Path],
+    issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],
+) -> None:
+    """What an operator sizes the CA and the TSA by: certificates issued per identity provider
+    (refusals count nothing) and timestamps signed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.services.tsa.verifiers import der_request
+
+    client, _ = fulcio
+    _, acme, _ = issuer
+    key = ec.generate_private_key(ec.SECP256R1())
+    for _ in range(2):
+        body = public_key_request(key, b"dev@example.com")
+        body["credentials"] = {"oidcIdentityToken": token(issuer)}
+        assert (await client.post("/api/v2/signingCert", json=body)).status == 200
+    refused = public_key_request(key, b"someone else")
+    refused["credentials"] = {"oidcIdentityToken": token(issuer)}
+    assert (await client.post("/api/v2/signingCert", json=refused)).status == 400
+    stamped = await client.post(
+        "/api/v1/timestamp",
+        data=der_request(b"stamped"),
+        headers={"Content-Type": "application/timestamp-query"},
+    )
+    assert stamped.status == 200
+
+    text = await (await client.get("/metrics")).text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("sigstead_ca_certificates_issued_total", (("issuer", acme.url),))] == 2
+    assert samples[("sigstead_tsa_timestamps_issued_total", ())] == 1

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
@@ -47,6 +48,7 @@ from services.audit.index import UnreadableEntry, rekor_v1_keys, rekor_v2_keys
 from services.audit.remote import (
     Reader,
     RemoteLog,
+    consistency_proof,
     rekor_v1_entries,
     rekor_v1_head,
     rekor_v2_entries,
@@ -254,11 +256,10 @@ async def _one_history(
         return
     small, large = sorted(((ours.size, root), (head.size, head.root)))
     prover = mine if ours.size > head.size else theirs
-    reply = await prover.json(f"/api/v1/log/proof?firstSize={small[0]}&lastSize={large[0]}")
     try:
-        proof = [bytes.fromhex(h) for h in reply["hashes"]]
+        proof = await consistency_proof(prover, small[0], large[0])
         verify_consistency(small[0], large[0], proof, small[1], large[1])
-    except (KeyError, TypeError, ValueError, ProofVerificationError) as exc:
+    except (Divergence, ProofVerificationError) as exc:
         raise Divergence(
             f"split view: {who} size {head.size} (root {head.root.hex()}), {mine.log.url} "
             f"size {ours.size} (root {root.hex()}), and they are not one history ({exc})"
@@ -284,7 +285,8 @@ class Monitor:
     state_path: Path
     emit: Callable[[Event], None]
     # Base URLs where the same deployment is seen from elsewhere (a mirror, another network
-    # path, a colleague's proxy): their Rekor v1 heads must be consistent with this one's.
+    # path, a colleague's proxy): each log's heads there must be consistent with this one's
+    # (Rekor v1 by its proof endpoint, v2 by proofs built from its tiles).
     peers: Sequence[str] = ()
     # Witnesses whose cosignatures the log's witnessed checkpoint must carry, and how many.
     witnesses: Sequence[WitnessKey] = ()
@@ -326,11 +328,10 @@ class Monitor:
             name = f"{log.kind} {log.url}"
             try:
                 counts[0] += await self._check_log(Reader(session, log), name)
-                if log.kind == "rekor-v1":
-                    for peer in self.peers:
-                        await self._compare(session, log, peer, self.state[name])
-                    if self.witnesses:
-                        await self._witnessed(session, log, self.state[name])
+                for peer in self.peers:
+                    await self._compare(session, log, peer, self.state[name])
+                if self.witnesses:
+                    await self._witnessed(session, log, self.state[name])
             except Divergence as exc:
                 counts[1] += 1
                 self.emit({"type": "alarm", "log": name, "message": str(exc)})
@@ -344,8 +345,12 @@ class Monitor:
         self, session: aiohttp.ClientSession, log: RemoteLog, peer: str, ours: _LogState
     ) -> None:
         """Split-view detection: the peer's signed head and ours must be one history."""
-        theirs = Reader(session, RemoteLog(log.kind, peer.rstrip("/"), log.key, log.log_id))
-        head = await rekor_v1_head(theirs)
+        # A v2 log is asked for by its own host, whatever address the peer is: one server may
+        # serve several v2 logs, each by its name (a retired log keeps its host).
+        host = (log.host or urlsplit(log.url).netloc) if log.kind == "rekor-v2" else None
+        view = RemoteLog(log.kind, peer.rstrip("/"), log.key, log.log_id, host)
+        theirs = Reader(session, view)
+        head = await (rekor_v1_head if log.kind == "rekor-v1" else rekor_v2_head)(theirs)
         await _one_history(Reader(session, log), theirs, ours, head, f"{peer} shows")
 
     async def _witnessed(
@@ -355,7 +360,12 @@ class Monitor:
         cosignatures and be one history with what this monitor verified: a log that showed
         its witnesses another history than the one it shows here cannot pass both."""
         reader = Reader(session, log)
-        note = (await reader.get("/api/v1/log/checkpoint/witnessed")).decode("utf-8", "replace")
+        path = (
+            "/api/v1/log/checkpoint/witnessed"
+            if log.kind == "rekor-v1"
+            else "/api/v2/checkpoint.witnessed"
+        )
+        note = (await reader.get(path)).decode("utf-8", "replace")
         try:
             head = SignedCheckpoint.verify(note, log.key)
         except VerificationFailed as exc:

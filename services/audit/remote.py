@@ -24,7 +24,7 @@ import binascii
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,12 +40,14 @@ from services.errors import OperatorError
 from services.log import merkle
 from services.log.checkpoint import LogPublicKey
 from services.log.ct.rfc6962 import tree_head_input
+from services.log.proofs import ProofBuilder
 from services.log.rekor.seal import SealMismatch, verify_seal
-from services.log.tiles import HASH_SIZE, TILE_HASHES
+from services.log.tiles import HASH_SIZE, TILE_HASHES, TileKey
 
 __all__ = [
     "Reader",
     "RemoteLog",
+    "consistency_proof",
     "fsck_remote",
     "rekor_v1_entries",
     "rekor_v1_head",
@@ -260,6 +262,50 @@ async def _entry_bundles(
                     f"a tree of size {end} gives it {width}"
                 )
             yield bundle, leaves
+
+
+class _TilesAt:
+    """A ``TileReader`` over a Rekor v2 log's C2SP tiles as of tree ``size``: each tile at
+    the width a tree of that size gives it (full, or partial), so that the engine's own
+    ``ProofBuilder`` builds proofs an auditor then checks against signed roots."""
+
+    def __init__(self, reader: Reader, size: int) -> None:
+        self.reader, self.size = reader, size
+
+    async def read_tiles(self, tree_id: int, keys: Collection[TileKey]) -> dict[TileKey, bytes]:
+        wanted = []
+        for level, index in keys:
+            width = min(TILE_HASHES, self.size // TILE_HASHES**level - index * TILE_HASHES)
+            if width > 0:
+                wanted.append((level, index, width))
+        served = await _ordered(
+            [functools.partial(self.reader.get, _tile_path(*w)) for w in wanted]
+        )
+        out = {}
+        for (level, index, width), data in zip(wanted, served, strict=True):
+            if len(data) != width * HASH_SIZE:
+                raise Divergence(
+                    f"{self.reader.what}: tile {level}/{index} has {len(data)} bytes, a tree of "
+                    f"size {self.size} gives it {width} hashes"
+                )
+            out[(level, index)] = data
+        return out
+
+
+async def consistency_proof(reader: Reader, size1: int, size2: int) -> list[bytes]:
+    """The consistency proof from ``size1`` to ``size2`` as ``reader``'s log serves it: Rekor
+    v1's proof endpoint, or, for Rekor v2 (no proof endpoints), built from its tiles. Unchecked:
+    the caller verifies it against the two signed roots. Raise ``Divergence``."""
+    if reader.log.kind == "rekor-v1":
+        reply = await reader.json(f"/api/v1/log/proof?firstSize={size1}&lastSize={size2}")
+        try:
+            return [bytes.fromhex(h) for h in reply["hashes"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Divergence(f"{reader.what}: malformed consistency proof ({exc})") from None
+    try:
+        return await ProofBuilder(_TilesAt(reader, size2), 0).consistency(size1, size2)
+    except (LookupError, ValueError) as exc:
+        raise Divergence(f"{reader.what}: its tiles give no consistency proof ({exc})") from None
 
 
 def _tile_path(level: int | str, index: int, width: int) -> str:

@@ -22,6 +22,7 @@ from cryptography import x509
 from sqlalchemy import select
 
 from services.app import Settings, create_app
+from services.audit.fsck import Divergence
 from services.audit.monitor import Event, Monitor, WatchList, load_watchlist
 from services.audit.remote import remote_logs
 from services.db import Database
@@ -30,6 +31,7 @@ from services.log.schema import search_keys
 from tests.services.audit.test_fsck import AiohttpClient
 from tests.services.audit.test_remote import _trusted_root
 from tests.services.log.rekor.test_api import Signer
+from tests.services.log.rekor.test_api_v2 import _python_request
 
 ISSUER = "https://issuer.example"
 REPO = "https://git.example/acme/app"
@@ -216,18 +218,26 @@ async def test_the_command_exits_by_what_it_found_and_calls_the_webhook(
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
 
 
+def _entry(kind: str, signer: Signer, artifact: bytes) -> tuple[str, dict[str, Any]]:
+    if kind == "rekor-v1":
+        return "/api/v1/log/entries", signer.hashedrekord(artifact)
+    return "/api/v2/log/entries", _python_request(signer, artifact)
+
+
+@pytest.mark.parametrize("kind", ["rekor-v1", "rekor-v2"])
 async def test_a_log_showing_two_histories_is_caught_by_comparing_views(
-    aiohttp_client: AiohttpClient, tmp_path: Path
+    aiohttp_client: AiohttpClient, tmp_path: Path, kind: str
 ) -> None:
     """Split view: one deployment forked (its data directory copied, then each copy written
     differently) and served at two URLs with the same keys. A monitor of one, told the other is
-    a peer view, raises an alarm; against an honest peer (the same database) it stays quiet."""
+    a peer view, raises an alarm; against an honest peer (the same database) it stays quiet,
+    also when the peer is ahead and the proof has to come from it (Rekor v2: from its tiles)."""
     signer = Signer()
     data = tmp_path / "a"
     settings = Settings(data_dir=data, public_url="http://log.example:3000")
     client = await aiohttp_client(create_app(settings, components=("log",)))
     for i in range(5):
-        assert (await client.post("/api/v1/log/entries", json=signer.hashedrekord(b"%d" % i))).ok
+        assert await _add(client, kind, signer, b"%d" % i) == 201
     await client.close()
     shutil.copytree(data, tmp_path / "b")
 
@@ -238,22 +248,38 @@ async def test_a_log_showing_two_histories_is_caught_by_comparing_views(
         )
         served = await aiohttp_client(app)
         for artifact in artifacts:
-            reply = await served.post("/api/v1/log/entries", json=signer.hashedrekord(artifact))
-            assert reply.status == 201
+            assert await _add(served, kind, signer, artifact) == 201
         return served
 
     view_a = await serve(data, [b"only in a"])
+    # B larger than A: the proof must come from B, and cannot verify.
     view_b = await serve(tmp_path / "b", [b"only in b", b"and this"])
     honest = await serve(data, [])  # a second process on A's database: the same history
     logs = remote_logs(_trusted_root(data, "http://log.example:3000"), str(view_a.make_url("")))
-    v1_only = [log for log in logs if log.kind == "rekor-v1"]
+    (log,) = [log for log in logs if log.kind == kind]
     for peer, alarms in ((honest, 0), (view_b, 1)):
         events: list[Event] = []
         state = tmp_path / f"state-{alarms}.json"
         peers = [str(peer.make_url(""))]
-        monitor = Monitor(v1_only, WatchList(), state, events.append, peers=peers)
+        monitor = Monitor([log], WatchList(), state, events.append, peers=peers)
         async with aiohttp.ClientSession() as session:
             assert (await monitor.check(session))[1] == alarms, events
     assert events[0]["type"] == "alarm"
     assert "split view" in events[0]["message"]
     assert "not one history" in events[0]["message"]
+
+    # The honest peer ahead of what this monitor verified: a proof from the peer, which holds.
+    events = []
+    monitor = Monitor([log], WatchList(), tmp_path / "state-0.json", events.append)
+    for i in range(300):  # past a full tile, so the proof spans full and partial tiles
+        assert await _add(honest, kind, signer, b"later %d" % i) == 201
+    name = f"{kind} {log.url}"
+    async with aiohttp.ClientSession() as session:
+        await monitor._compare(session, log, str(honest.make_url("")), monitor.state[name])
+        with pytest.raises(Divergence, match="not one history"):
+            await monitor._compare(session, log, str(view_b.make_url("")), monitor.state[name])
+
+
+async def _add(client: TestClient[Any, Any], kind: str, signer: Signer, artifact: bytes) -> int:
+    path, body = _entry(kind, signer, artifact)
+    return (await client.post(path, json=body)).status

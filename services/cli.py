@@ -623,8 +623,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="URL",
-        help="the same deployment seen from elsewhere: its Rekor v1 head must be consistent "
-        "with this one (split-view detection; repeatable)",
+        help="the same deployment seen from elsewhere: each log's head there must be "
+        "consistent with this one (split-view detection; repeatable)",
     )
     monitor.set_defaults(run=_monitor)
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ from services.audit.remote import (
     Reader,
     RemoteLog,
     consistency_proof,
+    ct_certificate,
+    ct_entries,
+    ct_head,
     rekor_v1_entries,
     rekor_v1_head,
     rekor_v2_entries,
@@ -206,6 +210,19 @@ def _pem_materials(kind: str, leaf: bytes) -> list[VerificationMaterial]:
         raise UnreadableEntry(f"verification material: {exc}") from None
 
 
+def match_certificate(watch: WatchList, der: bytes) -> list[Event]:
+    """What of ``watch`` a certificate the CA issued (a CT log's entry) holds: its identity and
+    issuer, extension values, and its key; raise ``UnreadableEntry``."""
+    body = base64.encodebytes(der).decode()
+    try:
+        material = parse_material(
+            f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n".encode()
+        )
+    except MaterialError as exc:
+        raise UnreadableEntry(f"certificate: {exc}") from None
+    return _material_events(watch, [material])
+
+
 def match(watch: WatchList, kind: str, leaf: bytes) -> list[Event]:
     """What of ``watch`` the entry ``leaf`` of a ``kind`` log holds; raise ``UnreadableEntry``."""
     keys = (rekor_v1_keys if kind == "rekor-v1" else rekor_v2_keys)(leaf).keys
@@ -215,7 +232,11 @@ def match(watch: WatchList, kind: str, leaf: bytes) -> list[Event]:
         if digest in watch.digests:
             found.append({"rule": "digest", "digest": digest})
     wanted = watch.identities or watch.extensions or watch.keys
-    materials = _pem_materials(kind, leaf) if wanted else []
+    return found + (_material_events(watch, _pem_materials(kind, leaf)) if wanted else [])
+
+
+def _material_events(watch: WatchList, materials: Iterable[VerificationMaterial]) -> list[Event]:
+    found: list[Event] = []
     for material in materials:
         if material.spki_sha256 in watch.keys:
             found.append({"rule": "key", "key": material.spki_sha256})
@@ -240,7 +261,7 @@ def match(watch: WatchList, kind: str, leaf: bytes) -> list[Event]:
 
 
 async def _one_history(
-    mine: Reader, theirs: Reader, ours: _LogState, head: SignedCheckpoint, who: str
+    mine: Reader, theirs: Reader, ours: _LogState, head: _Head, who: str
 ) -> None:
     """Raise ``Divergence`` unless ``head`` and the verified state are one history: equal
     roots at equal sizes, else a consistency proof from the larger side (``mine`` when ours is
@@ -264,6 +285,41 @@ async def _one_history(
             f"split view: {who} size {head.size} (root {head.root.hex()}), {mine.log.url} "
             f"size {ours.size} (root {root.hex()}), and they are not one history ({exc})"
         ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """A verified head of any of the logs: Rekor's checkpoint or a CT log's STH."""
+
+    origin: str
+    size: int
+    root: bytes
+
+
+async def _head(reader: Reader) -> _Head:
+    log = reader.log
+    if log.kind == "ct":
+        sth = await ct_head(reader)
+        # An STH names no log: the log ID does (a rebased URL must not look like another log).
+        return _Head(f"CT log {log.log_id.hex()}", sth.size, sth.root)
+    cp = await (rekor_v1_head(reader) if log.kind == "rekor-v1" else rekor_v2_head(reader))
+    return _Head(cp.origin, cp.size, cp.root)
+
+
+async def _entries(
+    reader: Reader, start: int, end: int
+) -> AsyncIterator[tuple[int, bytes, int, Callable[[WatchList], list[Event]]]]:
+    """(index, leaf, integrated time or 0, what the entry holds of a watch list) for entries
+    ``[start, end)`` of any of the logs."""
+    kind = reader.log.kind
+    if kind == "ct":
+        async for index, leaf, extra in ct_entries(reader, start, end):
+            stamp, der = ct_certificate(leaf, extra, f"{reader.what}: entry {index}")
+            yield index, leaf, stamp // 1000, functools.partial(match_certificate, der=der)
+        return
+    entries = rekor_v1_entries if kind == "rekor-v1" else rekor_v2_entries
+    async for index, leaf, integrated_time in entries(reader, start, end):
+        yield index, leaf, integrated_time, functools.partial(match, kind=kind, leaf=leaf)
 
 
 @dataclass
@@ -323,14 +379,12 @@ class Monitor:
         """One pass over every log: (matches, alarms, errors)."""
         counts = [0, 0, 0]
         for log in self.logs:
-            if log.kind not in ("rekor-v1", "rekor-v2"):
-                continue
             name = f"{log.kind} {log.url}"
             try:
                 counts[0] += await self._check_log(Reader(session, log), name)
                 for peer in self.peers:
                     await self._compare(session, log, peer, self.state[name])
-                if self.witnesses:
+                if self.witnesses and log.kind != "ct":  # the CT log serves no cosigned STH
                     await self._witnessed(session, log, self.state[name])
             except Divergence as exc:
                 counts[1] += 1
@@ -350,7 +404,7 @@ class Monitor:
         host = (log.host or urlsplit(log.url).netloc) if log.kind == "rekor-v2" else None
         view = RemoteLog(log.kind, peer.rstrip("/"), log.key, log.log_id, host)
         theirs = Reader(session, view)
-        head = await (rekor_v1_head if log.kind == "rekor-v1" else rekor_v2_head)(theirs)
+        head = await _head(theirs)
         await _one_history(Reader(session, log), theirs, ours, head, f"{peer} shows")
 
     async def _witnessed(
@@ -384,11 +438,12 @@ class Monitor:
                 f"{len(cosigned)} of the required witnesses ({', '.join(cosigned) or 'none'}), "
                 f"fewer than the quorum of {self.quorum}"
             )
-        await _one_history(reader, reader, ours, head, "the witnesses cosigned")
+        await _one_history(
+            reader, reader, ours, _Head(head.origin, head.size, head.root), "the witnesses cosigned"
+        )
 
     async def _check_log(self, reader: Reader, name: str) -> int:
-        v1 = reader.log.kind == "rekor-v1"
-        head = await (rekor_v1_head(reader) if v1 else rekor_v2_head(reader))
+        head = await _head(reader)
         known = self.state.get(name)
         rng = known.range() if known else merkle.CompactRange()
         if known is not None and head.origin != known.origin:
@@ -399,11 +454,10 @@ class Monitor:
                 "verified before: the log shrank (rolled back, or showing another history)"
             )
         matches = 0
-        entries = rekor_v1_entries if v1 else rekor_v2_entries
-        async for index, leaf, integrated_time in entries(reader, rng.size, head.size):
+        async for index, leaf, integrated_time, holds in _entries(reader, rng.size, head.size):
             rng.append(merkle.hash_leaf(leaf))
             try:
-                found = match(self.watch, reader.log.kind, leaf)
+                found = holds(self.watch)
             except UnreadableEntry as exc:
                 self.emit({"type": "error", "log": name, "index": index, "message": str(exc)})
                 continue

@@ -39,7 +39,7 @@ from services.audit.fsck import Divergence, TreeReport
 from services.errors import OperatorError
 from services.log import merkle
 from services.log.checkpoint import LogPublicKey
-from services.log.ct.rfc6962 import tree_head_input
+from services.log.ct.rfc6962 import precert_tbs, tree_head_input
 from services.log.proofs import ProofBuilder
 from services.log.rekor.seal import SealMismatch, verify_seal
 from services.log.tiles import HASH_SIZE, TILE_HASHES, TileKey
@@ -47,7 +47,11 @@ from services.log.tiles import HASH_SIZE, TILE_HASHES, TileKey
 __all__ = [
     "Reader",
     "RemoteLog",
+    "SignedTreeHead",
     "consistency_proof",
+    "ct_certificate",
+    "ct_entries",
+    "ct_head",
     "fsck_remote",
     "rekor_v1_entries",
     "rekor_v1_head",
@@ -302,6 +306,14 @@ async def consistency_proof(reader: Reader, size1: int, size2: int) -> list[byte
             return [bytes.fromhex(h) for h in reply["hashes"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise Divergence(f"{reader.what}: malformed consistency proof ({exc})") from None
+    if reader.log.kind == "ct":
+        if size1 == 0:
+            return []
+        reply = await reader.json(f"/v1/get-sth-consistency?first={size1}&second={size2}")
+        try:
+            return [base64.b64decode(h, validate=True) for h in reply["consistency"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Divergence(f"{reader.what}: malformed consistency proof ({exc})") from None
     try:
         return await ProofBuilder(_TilesAt(reader, size2), 0).consistency(size1, size2)
     except (LookupError, ValueError) as exc:
@@ -391,8 +403,17 @@ async def _rekor_v2(reader: Reader, progress: Callable[[int, int], None]) -> Tre
     return TreeReport(0, head.origin, head.size, 1, checked, 0, 0, time.perf_counter() - started)
 
 
-async def _ct(reader: Reader, progress: Callable[[int, int], None]) -> TreeReport:
-    started = time.perf_counter()
+@dataclass(frozen=True, slots=True)
+class SignedTreeHead:
+    """A CT log's STH, its signature verified."""
+
+    size: int
+    root: bytes
+    timestamp_ms: int
+
+
+async def ct_head(reader: Reader) -> SignedTreeHead:
+    """The CT log's signed tree head, its signature verified; raise ``Divergence``."""
     sth = await reader.json("/v1/get-sth")
     try:
         size, timestamp = int(sth["tree_size"]), int(sth["timestamp"])
@@ -410,18 +431,64 @@ async def _ct(reader: Reader, progress: Callable[[int, int], None]) -> TreeRepor
         key.verify(signed[4:], tree_head_input(timestamp, size, root), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise Divergence(f"{reader.what}: the STH signature does not verify") from None
-    rng = merkle.CompactRange()
-    while rng.size < size:
-        start = rng.size
-        end = min(size, start + _CT_BATCH) - 1
-        reply = await reader.json(f"/v1/get-entries?start={start}&end={end}")
+    return SignedTreeHead(size, root, timestamp)
+
+
+async def ct_entries(
+    reader: Reader, start: int, end: int
+) -> AsyncIterator[tuple[int, bytes, bytes]]:
+    """(index, leaf, extra data) of CT entries ``[start, end)``; the caller proves inclusion by
+    hashing the leaves into the tree (the extra data is not in the hash: ``ct_certificate``
+    checks it against the leaf)."""
+    at = start
+    while at < end:
+        last = min(end, at + _CT_BATCH) - 1
+        reply = await reader.json(f"/v1/get-entries?start={at}&end={last}")
         served = reply.get("entries") if isinstance(reply, dict) else None
         if not served:
-            raise Divergence(f"{reader.what}: get-entries from {start} returned nothing")
-        for offset, entry in enumerate(served[: end - start + 1]):
-            leaf = _b64(entry.get("leaf_input"), f"{reader.what}: entry {start + offset}")
-            rng.append(merkle.hash_leaf(leaf))
-        progress(rng.size, size)
+            raise Divergence(f"{reader.what}: get-entries from {at} returned nothing")
+        for entry in served[: last - at + 1]:
+            where = f"{reader.what}: entry {at}"
+            yield at, _b64(entry.get("leaf_input"), where), _b64(entry.get("extra_data"), where)
+            at += 1
+
+
+def ct_certificate(leaf: bytes, extra: bytes, what: str) -> tuple[int, bytes]:
+    """(timestamp in ms, certificate DER) of a CT entry: the certificate of an x509 entry, or
+    the precertificate of a precert entry, which only the extra data holds, so it must strip to
+    the TBSCertificate the leaf commits to. Raise ``Divergence``."""
+    try:
+        timestamp = int.from_bytes(leaf[2:10], "big")
+        entry_type = int.from_bytes(leaf[10:12], "big")
+        if entry_type == 0:
+            return timestamp, _u24(leaf, 12)
+        if entry_type != 1:
+            raise ValueError(f"entry type {entry_type}")
+        committed = _u24(leaf, 12 + 32)
+        precert = _u24(extra, 0)
+        if precert_tbs(precert) != committed:
+            raise Divergence(f"{what}: the precertificate served is not the one logged")
+        return timestamp, precert
+    except (IndexError, ValueError) as exc:
+        raise Divergence(f"{what}: malformed entry ({exc})") from None
+
+
+def _u24(data: bytes, at: int) -> bytes:
+    n = int.from_bytes(data[at : at + 3], "big")
+    if len(data) < at + 3 + n:
+        raise ValueError("truncated")
+    return data[at + 3 : at + 3 + n]
+
+
+async def _ct(reader: Reader, progress: Callable[[int, int], None]) -> TreeReport:
+    started = time.perf_counter()
+    head = await ct_head(reader)
+    size, root = head.size, head.root
+    rng = merkle.CompactRange()
+    async for _, leaf, _ in ct_entries(reader, 0, size):
+        rng.append(merkle.hash_leaf(leaf))
+        if rng.size % _CT_BATCH == 0 or rng.size == size:
+            progress(rng.size, size)
     if rng.root() != root:
         raise Divergence(
             f"{reader.what}: the served entries hash to {rng.root().hex()}, the STH of size "

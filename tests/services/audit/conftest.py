@@ -14,6 +14,10 @@ from services.db import Database
 from services.log.rekor.api import REKOR_LOG
 from services.log.schema import tree_heads
 from tests.services.audit.test_fsck import AiohttpClient
+
+# The CA's fixtures, for the CT log's monitor: a live OIDC issuer and a CA app on it.
+from tests.services.ca.conftest import idp, issuer  # noqa: F401
+from tests.services.ca.test_api import fulcio  # noqa: F401
 from tests.services.log.rekor.material import statement
 from tests.services.log.rekor.test_api import Signer
 from tests.services.log.rekor.test_api_v2 import _dsse_request, _key_request

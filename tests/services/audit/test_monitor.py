@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import json
 import shutil
 import sys
@@ -19,17 +20,24 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from services.app import Settings, create_app
 from services.audit.fsck import Divergence
 from services.audit.monitor import Event, Monitor, WatchList, load_watchlist
-from services.audit.remote import remote_logs
+from services.audit.remote import ct_certificate, remote_logs
 from services.db import Database
 from services.errors import OperatorError
 from services.log.schema import search_keys
+from services.trust import documents
+from services.trust.material import gather
 from tests.services.audit.test_fsck import AiohttpClient
 from tests.services.audit.test_remote import _trusted_root
+from tests.services.ca.checks import public_key_request
+from tests.services.ca.oidc_issuer import Issuer, IssuerServer
+from tests.services.ca.test_api import token as ca_token
 from tests.services.log.rekor.test_api import Signer
 from tests.services.log.rekor.test_api_v2 import _python_request
 
@@ -283,3 +291,75 @@ async def test_a_log_showing_two_histories_is_caught_by_comparing_views(
 async def _add(client: TestClient[Any, Any], kind: str, signer: Signer, artifact: bytes) -> int:
     path, body = _entry(kind, signer, artifact)
     return (await client.post(path, json=body)).status
+
+
+async def test_the_ct_log_is_followed_for_the_certificates_the_ca_issues(
+    fulcio: tuple[TestClient[Any, Any], Path],
+    issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],
+    tmp_path: Path,
+) -> None:
+    """A CT monitor for a private CA: every certificate issued for a watched identity (or key)
+    is reported from the CT log, whose precertificates come from the extra data and must strip
+    to what the leaf commits to."""
+    client, data = fulcio
+    _, acme, _ = issuer
+    key = ec.generate_private_key(ec.SECP256R1())
+    for _ in range(2):
+        body = public_key_request(key, b"dev@example.com")
+        body["credentials"] = {"oidcIdentityToken": ca_token(issuer)}
+        assert (await client.post("/api/v2/signingCert", json=body)).status == 200
+    url = str(client.make_url("")).rstrip("/")
+    now = datetime.datetime.now(datetime.UTC)
+    root = documents.trusted_root(gather(data, now), documents.Endpoints(url), now)
+    (ct,) = [log for log in remote_logs(root) if log.kind == "ct"]
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    watch_file = tmp_path / "watch.yaml"
+    watch_file.write_text(
+        f"identities: [{{subject: dev@example.com, issuer: '{acme.url}'}}]\n"
+        f"keys: ['{hashlib.sha256(spki).hexdigest()}']\n"
+    )
+    watch = load_watchlist(watch_file)
+    events: list[Event] = []
+    monitor = Monitor([ct], watch, tmp_path / "state.json", events.append)
+    async with aiohttp.ClientSession() as session:
+        assert await monitor.check(session) == (4, 0, 0), events
+        # Index 0 is the CT log's genesis certificate; the two issued follow.
+        assert sorted((e["index"], e["rule"]) for e in events) == [
+            (1, "identity"), (1, "key"), (2, "identity"), (2, "key"),
+        ]  # fmt: skip
+        assert all(e["log"] == f"ct {ct.url}" for e in events)
+        assert {e["issuer"] for e in events if e["rule"] == "identity"} == {acme.url}
+        events.clear()
+        assert await monitor.check(session) == (0, 0, 0)  # resumed: nothing new
+
+
+def test_a_precertificate_that_is_not_the_one_logged_is_a_divergence() -> None:
+    """The extra data is outside the Merkle hash: a lying log could serve another
+    precertificate there than the one it logged."""
+    from services.ca import keys as ca_keys
+    from services.ca.certificate import build_precertificate
+    from services.log.ct import rfc6962
+    from tests.services.ca.test_certificate import EMAIL
+
+    now = datetime.datetime.now(datetime.UTC)
+    _, ca_key, chain = ca_keys.generate(now)
+    ca = ca_keys.CAKeyMaterial(ca_key, chain)
+    logged, other = (
+        build_precertificate(
+            ca=ca, public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+            principal=EMAIL, now=now,
+        ).public_bytes(serialization.Encoding.DER)
+        for _ in range(2)
+    )  # fmt: skip
+    leaf = rfc6962.precert_entry(logged, chain[0], 1_000).merkle_tree_leaf()
+
+    def extra(der: bytes) -> bytes:
+        return len(der).to_bytes(3, "big") + der
+
+    assert ct_certificate(leaf, extra(logged), "entry 1") == (1_000, logged)
+    with pytest.raises(Divergence, match="not the one logged"):
+        ct_certificate(leaf, extra(other), "entry 1")
+    with pytest.raises(Divergence, match="malformed"):
+        ct_certificate(leaf, extra(logged)[:-1], "entry 1")

@@ -247,6 +247,8 @@ class Sequencer:
         self._range = merkle.CompactRange()
         self._edge: dict[TileKey, bytes] = {}
         self._head: TreeHead | None = None
+        # The newest head read from storage (another replica's commit), for head_covering.
+        self._newest: TreeHead | None = None
         self._stale = False
 
     @property
@@ -281,9 +283,34 @@ class Sequencer:
         buildable from the stored tiles. The sequencing state is left alone: the next batch meets
         the new head in its compare-and-swap and reloads.
         """
-        known = self.head
+        known = self._newest_known()
         stored = await self._store.read_head(self.tree_id)
-        return stored if stored is not None and stored.size > known.size else known
+        # Equal sizes too when the stored head is final: another replica froze the log, and
+        # readers must see its final checkpoint, not this process's last one.
+        if stored is not None and (
+            stored.size > known.size or (stored.size == known.size and is_frozen(stored.checkpoint))
+        ):
+            self._newest = stored
+            return stored
+        return known
+
+    async def head_covering(self, size: int) -> TreeHead:
+        """A committed head of at least ``size`` entries, from memory when this process knows
+        one (no database read: the hot path of reads by index or UUID), else ``latest_head``,
+        which may still be smaller: then nothing has committed that many entries yet.
+
+        A head older than the newest is still a signed, committed head; a read proves its entry
+        against it, and asks storage only for what no head it knows covers, so an entry another
+        replica has just answered 201 for is found as soon as it is committed."""
+        known = self._newest_known()
+        if known.size >= size:
+            return known
+        return await self.latest_head()
+
+    def _newest_known(self) -> TreeHead:
+        head = self.head
+        newest = self._newest
+        return newest if newest is not None and newest.size > head.size else head
 
     @property
     def frozen(self) -> bool:

@@ -174,7 +174,7 @@ class RekorLog:
 
     async def by_index(self, index: int) -> dict[str, Any]:
         """Return the ``LogEntry`` at ``index``."""
-        head = await self.sequencer.latest_head()
+        head = await self.sequencer.head_covering(index + 1)
         if index >= head.size:
             raise NotFound(f"no entry at index {index}")
         found = await self.store.read_entries(self.tree_id, [index])
@@ -204,9 +204,10 @@ class RekorLog:
 
     async def by_leaf_hashes(self, hashes: Sequence[bytes]) -> list[dict[str, Any]]:
         """Return the committed entries with these leaf hashes, in the order asked."""
-        head = await self.sequencer.latest_head()
         found = await self.store.read_entries_by_leaf_hash(self.tree_id, hashes)
         # Entries a concurrent batch committed after our head snapshot cannot be proven yet.
+        newest = max((e.index + 1 for e in found.values()), default=0)
+        head = await self.sequencer.head_covering(newest)
         ordered = [
             found[h] for h in dict.fromkeys(hashes) if h in found and found[h].index < head.size
         ]
@@ -214,7 +215,7 @@ class RekorLog:
 
     async def by_indexes(self, indexes: Sequence[int]) -> list[dict[str, Any]]:
         """Return the entries at these indexes, skipping out-of-range ones."""
-        head = await self.sequencer.latest_head()
+        head = await self.sequencer.head_covering(max(indexes, default=-1) + 1)
         wanted = [i for i in dict.fromkeys(indexes) if 0 <= i < head.size]
         found = await self.store.read_entries(self.tree_id, wanted)
         return await self._render([found[i] for i in wanted if i in found], head)

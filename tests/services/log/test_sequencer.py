@@ -25,7 +25,7 @@ from services.log.errors import (
     SequencingFailed,
 )
 from services.log.schema import entries, search_keys, tiles
-from services.log.sequencer import Genesis, GenesisFactory, Receipt, Sequencer
+from services.log.sequencer import Genesis, GenesisFactory, Receipt, Sequencer, TreeHead
 from services.log.sqlstore import FaultHook, SQLLogStore
 
 TREE = 1234567890123
@@ -572,3 +572,39 @@ async def test_freezing_signs_a_final_checkpoint_and_stops_every_writer(db: Data
         await again.submit(b"after a restart")
     assert await again.freeze() == final  # idempotent: the same final checkpoint
     await again.stop()
+
+
+async def test_reads_take_a_head_from_memory_and_storage_only_for_what_it_lacks(
+    db: Database,
+) -> None:
+    """``head_covering``: no database read while a head this process knows covers the entry
+    asked for; a read for an entry only another replica has committed finds that replica's
+    head. A replica still on its own last head shows the final checkpoint once the log is
+    frozen elsewhere."""
+
+    class Counting(SQLLogStore):
+        head_reads = 0
+
+        async def read_head(self, tree_id: int) -> TreeHead | None:
+            Counting.head_reads += 1
+            return await super().read_head(tree_id)
+
+    a = make_sequencer(Counting(db))
+    b = make_sequencer(SQLLogStore(db))
+    await a.start()
+    await b.start()
+    await a.submit(b"by a")
+    before = Counting.head_reads
+    assert (await a.head_covering(2)).size == 2
+    assert Counting.head_reads == before  # from memory
+    await b.submit(b"by b")
+    assert (await a.head_covering(2)).size == 2  # still covered: no read
+    assert Counting.head_reads == before
+    assert (await a.head_covering(3)).size == 3  # only b's head has it: one read
+    assert Counting.head_reads == before + 1
+    assert (await a.head_covering(3)).size == 3  # now known
+    assert Counting.head_reads == before + 1
+    assert (await a.head_covering(10)).size == 3  # nobody committed that many
+    final = await b.freeze()
+    assert (await a.latest_head()) == final
+    await a.stop()

@@ -37,6 +37,10 @@ _READ_TILES = select(tiles.c.idx, tiles.c.data).where(
 
 
 _SQLITE_READ_TILES = "SELECT idx, data FROM tiles WHERE tree_id=? AND level=? AND idx IN ({marks})"
+_SQLITE_READ_ENTRIES = (
+    "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
+    " WHERE tree_id=? AND idx IN ({marks})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +260,25 @@ class SQLLogStore:
                     out[row.idx] = _stored_entry(row)
             return out
 
+        def run_sqlite(conn: Connection) -> dict[int, StoredEntry]:
+            # Entry bundles read 256 rows per request; as in read_tiles, the sqlite3 cursor
+            # costs a fraction of SQLAlchemy's result processing per row. sqlite3 already
+            # returns BLOBs as bytes and INTEGERs as int.
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            out: dict[int, StoredEntry] = {}
+            for chunk in _chunks(wanted):
+                # Only "?" placeholders are interpolated into the SQL text.
+                sql = _SQLITE_READ_ENTRIES.format(marks=",".join("?" * len(chunk)))
+                for idx, leaf_hash, leaf, integrated_time, extra, seal in raw.execute(
+                    sql, (tree_id, *chunk)
+                ):
+                    out[idx] = StoredEntry(idx, leaf_hash, leaf, integrated_time, extra, seal)
+            return out
+
         if not wanted:
             return {}
-        return await self.db.read(run)
+        return await self.db.read(run_sqlite if self.db.dialect == "sqlite" else run)
 
     async def read_entries_by_leaf_hash(
         self, tree_id: int, leaf_hashes: Collection[bytes]

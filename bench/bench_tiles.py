@@ -2,8 +2,8 @@
 ``--entries`` leaves, loaded by ``sigstead bench``'s generator, beside the same-run aiohttp
 "hello" baseline.
 
-Run: ``python -m bench.bench_tiles [--entries 1000000] [--seconds 5] [--data-dir DIR]
-[--source LABEL=CHECKOUT ...]``
+Run: ``python -m bench.bench_tiles [--entries 1000000] [--seconds 5] [--rounds 3]
+[--data-dir DIR] [--source LABEL=CHECKOUT ...]``
 
 The tree is the server's own: ``sigstead up`` starts once on a fresh data directory and creates
 its keys and its v2 tree (tree ID derived from the v2 key, origin the host, genesis entry at 0),
@@ -15,8 +15,10 @@ its tiles when it restarts. ``--data-dir`` keeps the built tree for later runs.
 Measured per code version (each ``--source`` checkout runs the server from that source tree;
 default the one this bench runs from), at concurrency 16 and 64: random full tiles at level 0
 and 1, random full entry bundles, and the checkpoint, with the hello server loaded by the same
-generator in between. wrk (C) generates the load when installed, else an asyncio client; on
-this machine generator and server share two cores, so read the rates against hello.
+generator after each. Versions alternate over ``--rounds`` rounds and each cell is the median:
+the machine is shared, and load from elsewhere then falls on every version alike. wrk (C)
+generates the load when installed, else an asyncio client; generator and server share the
+machine's cores, so read the rates against hello.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import os
 import random
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -162,9 +165,14 @@ def hello(seconds: float, engine: str) -> list[Result]:
         ]
 
 
-def _cell(r: Result) -> str:
-    bad = sum(n for s, n in r.statuses.items() if s != "200") + r.socket_errors
-    cell = f"{r.rate:>9,.0f}/s {r.p50:>6.2f} {r.p99:>7.2f}"
+def _cell(rounds: list[list[Result]], i: int) -> str:
+    cells = [r[i] for r in rounds]
+    bad = sum(n for r in cells for s, n in r.statuses.items() if s != "200")
+    bad += sum(r.socket_errors for r in cells)
+    rate = statistics.median(r.rate for r in cells)
+    p50 = statistics.median(r.p50 for r in cells)
+    p99 = statistics.median(r.p99 for r in cells)
+    cell = f"{rate:>9,.0f}/s {p50:>6.2f} {p99:>7.2f}"
     return cell + (f" ({bad} failed)" if bad else "")
 
 
@@ -180,6 +188,7 @@ def main() -> None:
         metavar="LABEL=CHECKOUT",
         help="run the server from this source tree (repeat to compare versions in one run)",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per version")
     parser.add_argument("--engine", choices=("auto", "wrk", "asyncio"), default="auto")
     args = parser.parse_args()
     sources: list[tuple[str, Path | None]] = [
@@ -191,6 +200,7 @@ def main() -> None:
             stack.enter_context(tempfile.TemporaryDirectory(prefix="sigstead-bench-tiles-"))
         )
         data_dir = data_dir.resolve() / "data" if args.data_dir is None else data_dir.resolve()
+        data_dir.parent.mkdir(parents=True, exist_ok=True)  # the server logs go there
         built = data_dir / _BUILT
         if built.exists():
             info = json.loads(built.read_text())
@@ -207,34 +217,35 @@ def main() -> None:
             build(data_dir, args.entries, port)
             print(f"built in {time.perf_counter() - started:.0f} s", flush=True)
 
-        results: dict[str, list[Result]] = {}
-        baselines: dict[str, list[Result]] = {}
-        for label, source in sources:
-            print(f"measuring {label} ...", flush=True)
-            with serving(data_dir, port, source) as server:
-                results[label] = measure(server.url, args.entries, args.seconds, args.engine)
-            baselines[label] = hello(args.seconds, args.engine)
+        # Rounds alternate the versions (A B A B ...), so load from elsewhere on a shared
+        # machine falls on both; each cell is the median over the rounds.
+        results: dict[str, list[list[Result]]] = {label: [] for label, _ in sources}
+        baselines: dict[str, list[list[Result]]] = {label: [] for label, _ in sources}
+        for round_ in range(args.rounds):
+            for label, source in sources:
+                print(f"round {round_ + 1}/{args.rounds}: measuring {label} ...", flush=True)
+                with serving(data_dir, port, source) as server:
+                    results[label].append(
+                        measure(server.url, args.entries, args.seconds, args.engine)
+                    )
+                baselines[label].append(hello(args.seconds, args.engine))
 
-    engine = results[sources[0][0]][0].engine
+    engine = results[sources[0][0]][0][0].engine
     width = 38
     print()
     print(
-        f"Rekor v2 reads, tree of {args.entries:,} entries, {args.seconds:g} s per cell, {engine}"
+        f"Rekor v2 reads, tree of {args.entries:,} entries, {args.seconds:g} s per cell, {engine},"
+        f" median of {args.rounds} alternating round(s)"
     )
     print(f"{'':<16}" + "".join(f"{label:<{width}}" for label, _ in sources))
     print(f"{'workload':<12}{'c':>4}" + f"{'  rate      p50 ms  p99 ms':<{width}}" * len(sources))
-    rows = len(results[sources[0][0]])
-    for i in range(rows):
-        first = results[sources[0][0]][i]
-        line = f"{first.name:<12}{first.concurrency:>4}"
-        line += "".join(f"{_cell(results[label][i]):<{width}}" for label, _ in sources)
-        print(line)
-    for i in range(len(CONCURRENCY)):
-        first = baselines[sources[0][0]][i]
-        line = f"{'hello':<12}{first.concurrency:>4}"
-        line += "".join(f"{_cell(baselines[label][i]):<{width}}" for label, _ in sources)
-        print(line)
-    print("(hello: the aiohttp hello server, loaded right after each column's runs)")
+    for table in (results, baselines):
+        first = table[sources[0][0]][0]
+        for i, r in enumerate(first):
+            line = f"{r.name:<12}{r.concurrency:>4}"
+            line += "".join(f"{_cell(table[label], i):<{width}}" for label, _ in sources)
+            print(line)
+    print("(hello: the aiohttp hello server, loaded right after each version's runs)")
     print(f"(cpu count {os.cpu_count()}; generator and server share the machine)")
 
 

@@ -1,6 +1,6 @@
 """SQLLogStore reads on both databases. SQLite answers ``read_entries`` from the sqlite3 cursor
 and PostgreSQL through SQLAlchemy; both must answer exactly what was committed, and on SQLite
-exactly what SQLAlchemy reads from the same rows."""
+exactly what SQLAlchemy reads from the same rows, whether asked for a range or a list."""
 
 from __future__ import annotations
 
@@ -70,5 +70,14 @@ async def test_read_entries_answers_what_was_committed(db: Database) -> None:
         i: (TREE, e.index, e.leaf_hash, e.leaf, e.integrated_time, e.extra, e.seal)
         for i, e in every.items()
     } == await db.read(by_sqlalchemy)
+    # A step-1 range is one range scan, any other collection an IN list: the same answers.
+    assert await store.read_entries(TREE, range(650, 800)) == {i: every[i] for i in range(650, 701)}
+    assert await store.read_entries(TREE, list(range(650, 800))) == {
+        i: every[i] for i in range(650, 701)
+    }
+    assert await store.read_entries(TREE, range(0, 701, 2)) == {
+        i: every[i] for i in range(0, 701, 2)
+    }
+    assert await store.read_entries(TREE, range(5, 5)) == {}
     assert await store.read_entries(TREE, []) == {}
     assert await store.read_entries(TREE + 1, [0, 1]) == {}

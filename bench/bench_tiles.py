@@ -24,23 +24,28 @@ machine's cores, so read the rates against hello.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import json
 import os
 import random
-import sqlite3
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
+
 from clients.bench import Load, Result, hello_server, run_load, tile_paths
 from services.app import tree_id_for_key
+from services.db import Database, sqlite_url
 from services.keys import load_or_create_ec_key
 from services.log import merkle
 from services.log.checkpoint import Checkpoint, CheckpointSigner
+from services.log.schema import checkpoints, entries, tiles, tree_heads
 from services.log.tiles import tile_slot
 from services.trust.material import REKOR_V2_KEY_FILE
 from tests.serverproc import Server, free_port, start_server, stop_server
@@ -63,24 +68,22 @@ def _leaf(index: int, public_key: str) -> bytes:
     ).encode()
 
 
-def build(data_dir: Path, n: int, port: int) -> None:
+def build(data_dir: Path, n: int, port: int, database_url: str | None) -> None:
     """Let ``sigstead up`` create its trees, then grow its v2 tree to ``n`` entries."""
-    server = start_server(data_dir, port=port)
-    stop_server(server)
+    stop_server(start_server(data_dir, *_database_args(database_url), port=port))
     key = load_or_create_ec_key(data_dir / "keys" / REKOR_V2_KEY_FILE)
     tree_id = tree_id_for_key(CheckpointSigner("x", key).key_id)
-    db = sqlite3.connect(data_dir / "sigstead.db", isolation_level=None)
-    try:
-        origin, size = db.execute(
-            "SELECT origin, size FROM tree_heads WHERE tree_id = ?", (tree_id,)
-        ).fetchone()
+    public_key = base64.b64encode(random.randbytes(91)).decode()
+
+    def write(conn: Connection) -> None:
+        origin, size = conn.execute(
+            select(tree_heads.c.origin, tree_heads.c.size).where(tree_heads.c.tree_id == tree_id)
+        ).one()
         if size != 1:
             raise SystemExit(f"the v2 tree {origin} has {size} entries; want a fresh one (1)")
-        signer = CheckpointSigner(origin, key)  # the v2 signer's name is its origin (the host)
-        ((genesis,),) = db.execute(
-            "SELECT leaf FROM entries WHERE tree_id = ? AND idx = 0", (tree_id,)
-        ).fetchall()
-        public_key = base64.b64encode(random.randbytes(91)).decode()
+        genesis = conn.execute(
+            select(entries.c.leaf).where(entries.c.tree_id == tree_id, entries.c.idx == 0)
+        ).scalar_one()
         rng = merkle.CompactRange()
         tile_data: dict[tuple[int, int], bytearray] = {}
 
@@ -89,52 +92,68 @@ def build(data_dir: Path, n: int, port: int) -> None:
             if slot is not None:
                 tile_data.setdefault(slot[0], bytearray()).extend(h)
 
-        rng.append(merkle.hash_leaf(genesis), visit)
-        db.execute("PRAGMA synchronous=OFF")  # a bench tree: rebuilt if the machine dies
-        db.execute("BEGIN IMMEDIATE")
+        rng.append(merkle.hash_leaf(bytes(genesis)), visit)
         for start in range(1, n, _CHUNK):
             rows = []
             for i in range(start, min(n, start + _CHUNK)):
                 leaf = _leaf(i, public_key)
                 h = merkle.hash_leaf(leaf)
                 rng.append(h, visit)
-                rows.append((tree_id, i, h, leaf, 0))
-            db.executemany(
-                "INSERT INTO entries (tree_id, idx, leaf_hash, leaf, integrated_time)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-        db.execute("DELETE FROM tiles WHERE tree_id = ?", (tree_id,))
-        db.executemany(
-            "INSERT INTO tiles (tree_id, level, idx, data) VALUES (?, ?, ?, ?)",
-            [(tree_id, lv, i, bytes(d)) for (lv, i), d in tile_data.items()],
+                rows.append(
+                    {
+                        "tree_id": tree_id,
+                        "idx": i,
+                        "leaf_hash": h,
+                        "leaf": leaf,
+                        "integrated_time": 0,
+                    }
+                )
+            conn.execute(insert(entries), rows)
+        # The tiles of the genesis-only tree are rewritten whole (its level-0 tile grew).
+        conn.execute(delete(tiles).where(tiles.c.tree_id == tree_id))
+        conn.execute(
+            insert(tiles),
+            [
+                {"tree_id": tree_id, "level": lv, "idx": i, "data": bytes(d)}
+                for (lv, i), d in tile_data.items()
+            ],
         )
         root = rng.root()
-        note = signer.sign_checkpoint(Checkpoint(origin, n, root))
-        now_ms = int(time.time() * 1000)
-        db.execute(
-            "UPDATE tree_heads SET size = ?, root = ?, timestamp_ms = ?, checkpoint = ?"
-            " WHERE tree_id = ?",
-            (n, root, now_ms, note, tree_id),
-        )
-        db.execute(
-            "INSERT INTO checkpoints (tree_id, size, root, timestamp_ms, checkpoint)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (tree_id, n, root, now_ms, note),
-        )
-        db.execute("COMMIT")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
-    (data_dir / _BUILT).write_text(json.dumps({"entries": n, "port": port}))
+        # The v2 signer's name is its origin (the host), as services.app makes it.
+        note = CheckpointSigner(origin, key).sign_checkpoint(Checkpoint(origin, n, root))
+        head = {
+            "size": n,
+            "root": root,
+            "timestamp_ms": int(time.time() * 1000),
+            "checkpoint": note,
+        }
+        conn.execute(update(tree_heads).where(tree_heads.c.tree_id == tree_id).values(**head))
+        conn.execute(insert(checkpoints).values(tree_id=tree_id, **head))
+
+    async def run() -> None:
+        db = Database(database_url or sqlite_url(data_dir / "sigstead.db"))
+        try:
+            await db.write(write)  # one transaction: the tree grows whole or not at all
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    built = {"entries": n, "port": port, "database_url": database_url}
+    (data_dir / _BUILT).write_text(json.dumps(built))
+
+
+def _database_args(database_url: str | None) -> tuple[str, ...]:
+    return () if database_url is None else ("--database-url", database_url)
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, port: int, source: Path | None) -> Iterator[Server]:
+def serving(
+    data_dir: Path, port: int, source: Path | None, database_url: str | None
+) -> Iterator[Server]:
     """``sigstead up`` on the built directory, its code imported from ``source`` if given
     (``python -m`` puts the working directory first on the import path)."""
     with contextlib.chdir(source or Path.cwd()):
-        server = start_server(data_dir, port=port)
+        server = start_server(data_dir, *_database_args(database_url), port=port)
     try:
         yield server
     finally:
@@ -188,6 +207,10 @@ def main() -> None:
         metavar="LABEL=CHECKOUT",
         help="run the server from this source tree (repeat to compare versions in one run)",
     )
+    parser.add_argument(
+        "--database-url",
+        help="an EMPTY PostgreSQL database for the server (default: SQLite in the data directory)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per version")
     parser.add_argument("--engine", choices=("auto", "wrk", "asyncio"), default="auto")
     args = parser.parse_args()
@@ -204,9 +227,10 @@ def main() -> None:
         built = data_dir / _BUILT
         if built.exists():
             info = json.loads(built.read_text())
-            if info["entries"] != args.entries:
+            if (info["entries"], info.get("database_url")) != (args.entries, args.database_url):
                 raise SystemExit(
-                    f"{data_dir} holds {info['entries']:,} entries, not {args.entries:,}"
+                    f"{data_dir} holds another tree ({info['entries']:,} entries, database "
+                    f"{info['database_url'] or 'SQLite'}): name another --data-dir"
                 )
             port = int(info["port"])
             print(f"reusing the tree of {args.entries:,} entries in {data_dir}", flush=True)
@@ -214,7 +238,7 @@ def main() -> None:
             port = free_port()
             print(f"building a v2 tree of {args.entries:,} entries in {data_dir} ...", flush=True)
             started = time.perf_counter()
-            build(data_dir, args.entries, port)
+            build(data_dir, args.entries, port, args.database_url)
             print(f"built in {time.perf_counter() - started:.0f} s", flush=True)
 
         # Rounds alternate the versions (A B A B ...), so load from elsewhere on a shared
@@ -224,7 +248,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for label, source in sources:
                 print(f"round {round_ + 1}/{args.rounds}: measuring {label} ...", flush=True)
-                with serving(data_dir, port, source) as server:
+                with serving(data_dir, port, source, args.database_url) as server:
                     results[label].append(
                         measure(server.url, args.entries, args.seconds, args.engine)
                     )

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Result", "add_bench_parser", "run_bench"]
 
 WORKLOADS = ("write", "write-v2", "read", "tile", "cert", "timestamp")
+TILE_WIDTH = 256  # hashes (or entries) in a full C2SP tile
 
 _LUA = r"""
 -- sigstead bench: cycles through prepared bodies, counts statuses, prints JSON at the end.
@@ -224,13 +225,16 @@ def prepare_writes_v2(n: int) -> list[bytes]:
     return bodies
 
 
-def tile_paths(size: int, n: int = 4096) -> list[bytes]:
-    """Paths of random full level-0 tiles of a v2 tree of ``size`` (C2SP tlog-tiles)."""
+def tile_paths(size: int, n: int = 4096, level: int | str = 0) -> list[bytes]:
+    """Paths of random full tiles at ``level`` of a v2 tree of ``size`` (C2SP tlog-tiles);
+    ``level`` "entries" for entry bundles."""
     import random
 
-    full = size // 256
+    full = size // TILE_WIDTH if level == "entries" else size // TILE_WIDTH ** (int(level) + 1)
     if full == 0:
-        raise ClientError("tile: the Rekor v2 log has no full tile yet; run `write-v2` first")
+        raise ClientError(
+            f"tile: the Rekor v2 log has no full tile at level {level} yet; run `write-v2` first"
+        )
     out = []
     for _ in range(n):
         index = random.randrange(full)  # noqa: S311 -- load, not secrets
@@ -241,7 +245,7 @@ def tile_paths(size: int, n: int = 4096) -> list[bytes]:
                 parts.insert(0, digits[-3:].rjust(3, "0"))
                 digits = digits[:-3]
             groups = "/".join([*(f"x{p}" for p in parts[:-1]), parts[-1]])
-        out.append(f"/api/v2/tile/0/{groups}".encode())
+        out.append(f"/api/v2/tile/{level}/{groups}".encode())
     return out
 
 

@@ -37,6 +37,14 @@ _READ_TILES = select(tiles.c.idx, tiles.c.data).where(
 
 
 _SQLITE_READ_TILES = "SELECT idx, data FROM tiles WHERE tree_id=? AND level=? AND idx IN ({marks})"
+_SQLITE_READ_ENTRIES = (
+    "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
+    " WHERE tree_id=? AND idx IN ({marks})"
+)
+_SQLITE_READ_ENTRY_SPAN = (
+    "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
+    " WHERE tree_id=? AND idx>=? AND idx<?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,22 +292,50 @@ class SQLLogStore:
     # -- reads for the API layers ------------------------------------------------------------
 
     async def read_entries(self, tree_id: int, indices: Collection[int]) -> dict[int, StoredEntry]:
-        """Return the committed entries at ``indices`` that exist."""
-        wanted = list(indices)
+        """Return the committed entries at ``indices`` that exist.
+
+        A ``range`` of step 1 (an entry bundle) is read as one range scan of the primary key,
+        about half the cost of the same 256 indices as an IN list on SQLite."""
+        span = indices if isinstance(indices, range) and indices.step == 1 else None
+        wanted = [] if span is not None else list(indices)
 
         def run(conn: Connection) -> dict[int, StoredEntry]:
             out: dict[int, StoredEntry] = {}
-            for chunk in _chunks(wanted):
-                rows = conn.execute(
-                    select(entries).where(entries.c.tree_id == tree_id, entries.c.idx.in_(chunk))
-                )
+            if span is not None:
+                where = [entries.c.idx >= span.start, entries.c.idx < span.stop]
+                chunks = [where]
+            else:
+                chunks = [[entries.c.idx.in_(chunk)] for chunk in _chunks(wanted)]
+            for where in chunks:
+                rows = conn.execute(select(entries).where(entries.c.tree_id == tree_id, *where))
                 for row in rows:
                     out[row.idx] = _stored_entry(row)
             return out
 
-        if not wanted:
+        def run_sqlite(conn: Connection) -> dict[int, StoredEntry]:
+            # Entry bundles read 256 rows per request; as in read_tiles, the sqlite3 cursor
+            # costs a fraction of SQLAlchemy's result processing per row. sqlite3 already
+            # returns BLOBs as bytes and INTEGERs as int.
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            queries: list[tuple[str, tuple[int, ...]]]
+            if span is not None:
+                queries = [(_SQLITE_READ_ENTRY_SPAN, (tree_id, span.start, span.stop))]
+            else:
+                # Only "?" placeholders are interpolated into the SQL text.
+                queries = [
+                    (_SQLITE_READ_ENTRIES.format(marks=",".join("?" * len(c))), (tree_id, *c))
+                    for c in _chunks(wanted)
+                ]
+            out: dict[int, StoredEntry] = {}
+            for sql, params in queries:
+                for idx, leaf_hash, leaf, integrated_time, extra, seal in raw.execute(sql, params):
+                    out[idx] = StoredEntry(idx, leaf_hash, leaf, integrated_time, extra, seal)
+            return out
+
+        if not indices:
             return {}
-        return await self.db.read(run)
+        return await self.db.read(run_sqlite if self.db.dialect == "sqlite" else run)
 
     async def read_entries_by_leaf_hash(
         self, tree_id: int, leaf_hashes: Collection[bytes]

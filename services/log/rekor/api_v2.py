@@ -52,6 +52,9 @@ FROZEN_MESSAGE = "This log has been frozen, please switch to the latest log.\n"
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _HASH_SIZE = 32
 _MAX_LEVEL = 63
+# Entry indices are BIGINT columns: no tree grows past 2^63 leaves, and an index beyond that is
+# a 404 before it reaches the database (which would refuse it as out of range).
+_MAX_TREE_SIZE = 1 << 63
 MAX_SEARCH_RESULTS = 1000
 """The most entries one search returns (each carries a proof); narrow the query for more."""
 
@@ -216,11 +219,17 @@ class RekorV2Log:
         return head.checkpoint
 
     async def tile(self, level: int, index: int, width: int | None) -> bytes:
-        """The hashes of tile ``level``/``index``: all 256, or the first ``width``."""
-        size = (await self.sequencer.latest_head()).size
-        available = size // (TILE_HASHES**level) - index * TILE_HASHES
+        """The hashes of tile ``level``/``index``: all 256, or the first ``width``.
+
+        No tree head is read. ``SQLLogStore.commit_batch`` writes a batch's tiles in the same
+        transaction as the head that covers them (its tree-head compare-and-swap comes first,
+        and a lost one stores nothing), and a tile only ever holds perfect-subtree hashes
+        (``services.log.tiles``): a stored tile with at least ``want`` hashes proves a committed
+        tree of at least ``(256·index + want)·256^level`` leaves, by this replica or any other
+        on the same database. A shorter one (the growing edge of its level) is a 404, as is
+        anything the tree can never reach."""
         want = TILE_HASHES if width is None else width
-        if available < want:
+        if (index * TILE_HASHES + want) * TILE_HASHES**level > _MAX_TREE_SIZE:
             raise web.HTTPNotFound(text="tile not found\n")
         data = (await self.store.read_tiles(self.tree_id, [(level, index)])).get((level, index))
         if data is None or len(data) < want * _HASH_SIZE:
@@ -228,14 +237,19 @@ class RekorV2Log:
         return data[: want * _HASH_SIZE]
 
     async def entry_bundle(self, index: int, width: int | None) -> bytes:
-        """Entries ``[256·index, 256·index + width)`` as ``uint16 BE length || leaf`` each."""
-        size = (await self.sequencer.latest_head()).size
+        """Entries ``[256·index, 256·index + width)`` as ``uint16 BE length || leaf`` each.
+
+        No tree head is read: entries are committed in the same transaction as the head that
+        covers them (see ``tile``), so all ``width`` of them being stored proves they are in
+        the tree; any one missing is a 404."""
         want = TILE_HASHES if width is None else width
         first = index * TILE_HASHES
-        if size - first < want:
+        if first + want > _MAX_TREE_SIZE:
             raise web.HTTPNotFound(text="entry bundle not found\n")
         indices = range(first, first + want)
         stored = await self.store.read_entries(self.tree_id, indices)
+        if len(stored) < want:
+            raise web.HTTPNotFound(text="entry bundle not found\n")
         parts = []
         for i in indices:
             leaf = stored[i].leaf

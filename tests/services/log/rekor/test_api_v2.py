@@ -26,7 +26,11 @@ from sigstore_models.common import v1 as common_v1
 from services.app import Settings, create_app
 from services.db import Database
 from services.log.checkpoint import is_frozen
-from services.log.rekor.v2 import genesis_statement
+from services.log.rekor.api_v2 import REKOR_V2_LOG
+from services.log.rekor.v2 import canonicalize_request, genesis_statement
+from services.log.rekor.v2 import genesis_entry as rekor_v2_genesis
+from services.log.sequencer import Sequencer
+from services.log.sqlstore import SQLLogStore
 from services.trust.material import retire_rekor_v2
 from tests.merkle_reference import leaf_hash, node_hash
 from tests.services.log.rekor.test_api import Signer
@@ -425,6 +429,119 @@ async def test_tiles_entries_and_checkpoint_agree(client: TestClient[Any, Any]) 
         "/api/v2/tile/entries/002",
         "/api/v2/tile/\u00b9/000",  # str.isdigit holds, int() refuses: was a 500 (schemathesis)
         "/api/v2/tile/0/\u0660\u0660\u0660",  # Arabic-Indic zeros: \\d without re.ASCII
+    ):
+        assert (await client.get(path)).status == 404, path
+
+
+async def _append_from_a_replica(
+    client: TestClient[Any, Any], db: Database, artifacts: list[bytes]
+) -> list[bytes]:
+    """Append real v2 entries through ANOTHER store and sequencer on the same database (a
+    second log replica): the app's own sequencer never sees them. Returns their leaves."""
+    log = client.app[REKOR_V2_LOG]
+    other = Sequencer(
+        SQLLogStore(db),
+        tree_id=log.tree_id,
+        origin=log.sequencer.origin,
+        signer=log.signer,
+        genesis=lambda _now: rekor_v2_genesis(log.signer, log.sequencer.origin),
+        batch_max_size=1000,
+    )
+    signer = Signer()
+    leaves = [canonicalize_request(_python_request(signer, a)).leaf for a in artifacts]
+    await other.start()
+    try:
+        await asyncio.gather(*(other.submit(leaf, want_proof=False) for leaf in leaves))
+    finally:
+        await other.stop()
+    return leaves
+
+
+def _split_bundle(bundle: bytes) -> list[bytes]:
+    leaves, at = [], 0
+    while at < len(bundle):
+        n = int.from_bytes(bundle[at : at + 2], "big")
+        leaves.append(bundle[at + 2 : at + 2 + n])
+        at += 2 + n
+    return leaves
+
+
+async def test_tiles_read_what_another_replica_committed(
+    client: TestClient[Any, Any], db: Database
+) -> None:
+    """Replicas on one database: tiles and bundles another process committed are served at
+    once, by a replica whose own sequencer is still at the genesis entry."""
+    log = client.app[REKOR_V2_LOG]
+    leaves = await _append_from_a_replica(client, db, [b"r%d" % i for i in range(300)])
+    assert log.sequencer.head.size == 1
+    genesis = (await log.store.read_entries(log.tree_id, [0]))[0].leaf
+    every = [genesis, *leaves]  # 301
+
+    full = await client.get("/api/v2/tile/0/000")
+    assert full.status == 200
+    assert await full.read() == b"".join(leaf_hash(x) for x in every[:256])
+    edge = await client.get("/api/v2/tile/0/001.p/45")
+    assert await edge.read() == b"".join(leaf_hash(x) for x in every[256:])
+    bundle = await client.get("/api/v2/tile/entries/000")
+    assert bundle.status == 200
+    assert _split_bundle(await bundle.read()) == every[:256]
+    edge_bundle = await client.get("/api/v2/tile/entries/001.p/45")
+    assert _split_bundle(await edge_bundle.read()) == every[256:]
+    level1 = await client.get("/api/v2/tile/1/000.p/1")
+    assert await level1.read() == _root([leaf_hash(x) for x in every[:256]])
+    note = await (await client.get("/api/v2/checkpoint")).text()
+    assert _verify_note(note, await _log_key(client))[1:] == (
+        301,
+        _root(list(map(leaf_hash, every))),
+    )
+
+
+async def test_tile_reads_do_not_read_the_tree_head(
+    client: TestClient[Any, Any], db: Database
+) -> None:
+    """With the tree-head table out of reach (renamed), the checkpoint fails but tiles and
+    entry bundles are still served, and what lies beyond the tree is still a 404."""
+    await _append_from_a_replica(client, db, [b"h%d" % i for i in range(260)])
+    await db.write(lambda c: c.exec_driver_sql("ALTER TABLE tree_heads RENAME TO th_hidden"))
+    try:
+        assert (await client.get("/api/v2/checkpoint")).status == 500  # the rename bites
+        for path in ("/api/v2/tile/0/000", "/api/v2/tile/0/001.p/5", "/api/v2/tile/1/000.p/1"):
+            assert (await client.get(path)).status == 200, path
+        for path in ("/api/v2/tile/entries/000", "/api/v2/tile/entries/001.p/5"):
+            assert (await client.get(path)).status == 200, path
+        for path in ("/api/v2/tile/0/001", "/api/v2/tile/0/001.p/6", "/api/v2/tile/entries/001"):
+            assert (await client.get(path)).status == 404, path
+    finally:
+        await db.write(lambda c: c.exec_driver_sql("ALTER TABLE th_hidden RENAME TO tree_heads"))
+
+
+async def test_a_partial_tile_is_404_wider_than_it_is_stored(
+    client: TestClient[Any, Any], db: Database
+) -> None:
+    """The growing edge of each level: a stored tile shorter than the width asked for, or
+    entries not all stored, is a 404, never a short answer; indices no tree can reach are a
+    404 too, before the database sees them (PostgreSQL refuses integers past BIGINT)."""
+    log = client.app[REKOR_V2_LOG]
+    await _append_from_a_replica(client, db, [b"p%d" % i for i in range(299)])  # size 300
+    stored = await log.store.read_tiles(log.tree_id, [(0, 1), (1, 0)])
+    assert {k: len(v) // 32 for k, v in stored.items()} == {(0, 1): 44, (1, 0): 1}
+    for path in ("/api/v2/tile/0/001.p/44", "/api/v2/tile/1/000.p/1"):
+        assert (await client.get(path)).status == 200, path
+    huge = "x999/" * 7 + "999"  # 2^72 or so
+    for path in (
+        "/api/v2/tile/0/001",
+        "/api/v2/tile/0/001.p/45",
+        "/api/v2/tile/1/000",
+        "/api/v2/tile/1/000.p/2",
+        "/api/v2/tile/2/000.p/1",
+        "/api/v2/tile/entries/001",
+        "/api/v2/tile/entries/001.p/45",
+        f"/api/v2/tile/0/{huge}",
+        f"/api/v2/tile/3/{huge}.p/1",
+        f"/api/v2/tile/entries/{huge}",
+        "/api/v2/tile/0/x036/x028/x797/x018/x963/968",  # 2^55: leaves from 2^63 on
+        "/api/v2/tile/entries/x036/x028/x797/x018/x963/968.p/1",
+        "/api/v2/tile/63/000.p/1",
     ):
         assert (await client.get(path)).status == 404, path
 

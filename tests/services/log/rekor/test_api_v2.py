@@ -439,12 +439,15 @@ async def _append_from_a_replica(
     """Append real v2 entries through ANOTHER store and sequencer on the same database (a
     second log replica): the app's own sequencer never sees them. Returns their leaves."""
     log = client.app[REKOR_V2_LOG]
+    mine = log.sequencer
+    assert isinstance(mine, Sequencer)
+    key = mine._signer  # the replicas share the log's key
     other = Sequencer(
         SQLLogStore(db),
         tree_id=log.tree_id,
-        origin=log.sequencer.origin,
-        signer=log.signer,
-        genesis=lambda _now: rekor_v2_genesis(log.signer, log.sequencer.origin),
+        origin=mine.origin,
+        signer=key,
+        genesis=lambda _now: rekor_v2_genesis(key, mine.origin),
         batch_max_size=1000,
     )
     signer = Signer()

@@ -601,6 +601,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     monitor.add_argument("--once", action="store_true", help="one pass, then exit (cron, CI)")
     monitor.add_argument(
+        "--from-now",
+        action="store_true",
+        help="start a log the state file does not know at its current head (checked against "
+        "the signed root) instead of reading its history from entry 0",
+    )
+    monitor.add_argument(
         "--interval", type=float, default=60.0, metavar="SECONDS", help="between passes"
     )
     monitor.add_argument("--webhook", metavar="URL", help="POST every event here as JSON")
@@ -1328,7 +1334,14 @@ def _monitor(args: argparse.Namespace) -> int:
     if not 0 <= quorum <= len(witnesses):
         raise OperatorError(f"--witness-quorum {quorum}: between 0 and {len(witnesses)}")
     monitor = Monitor(
-        logs, watch, args.state, emit, peers=args.peer, witnesses=witnesses, quorum=quorum
+        logs,
+        watch,
+        args.state,
+        emit,
+        peers=args.peer,
+        witnesses=witnesses,
+        quorum=quorum,
+        from_now=args.from_now,
     )
 
     async def deliver(session: aiohttp.ClientSession) -> None:

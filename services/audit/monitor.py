@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import yaml
@@ -57,6 +57,7 @@ from services.audit.remote import (
     rekor_v1_head,
     rekor_v2_entries,
     rekor_v2_head,
+    rekor_v2_range,
 )
 from services.errors import OperatorError
 from services.log import merkle
@@ -322,6 +323,37 @@ async def _entries(
         yield index, leaf, integrated_time, functools.partial(match, kind=kind, leaf=leaf)
 
 
+async def _range_at(reader: Reader, size: int) -> merkle.CompactRange:
+    """The compact range of the log's first ``size`` entries, to start from a head without
+    reading history: Rekor v2's from its tiles; Rekor v1's and CT's from the last leaf and its
+    inclusion proof (the proof's left siblings). The caller compares its root with the signed
+    head's, which is what makes it trustworthy."""
+    kind, last = reader.log.kind, size - 1
+    try:
+        if kind == "rekor-v2":
+            return await rekor_v2_range(reader, size)
+        if kind == "rekor-v1":
+            reply = await reader.json(f"/api/v1/log/entries?logIndex={last}")
+            ((_, entry),) = reply.items()
+            leaf = base64.b64decode(entry["body"], validate=True)
+            proof = entry["verification"]["inclusionProof"]
+            hashes = [bytes.fromhex(h) for h in proof["hashes"]]
+            tree_size = int(proof["treeSize"])
+        else:
+            reply = await reader.json(f"/v1/get-entries?start={last}&end={last}")
+            leaf = base64.b64decode(reply["entries"][0]["leaf_input"], validate=True)
+            leaf_hash = base64.b64encode(merkle.hash_leaf(leaf)).decode()
+            query = urlencode({"hash": leaf_hash, "tree_size": size})
+            proof = await reader.json(f"/v1/get-proof-by-hash?{query}")
+            hashes = [base64.b64decode(h, validate=True) for h in proof["audit_path"]]
+            tree_size = size
+        return merkle.CompactRange.from_inclusion(last, tree_size, hashes, merkle.hash_leaf(leaf))
+    except (KeyError, TypeError, ValueError, IndexError, binascii.Error) as exc:
+        raise Divergence(
+            f"{reader.what}: cannot start from its head of size {size} ({exc})"
+        ) from None
+
+
 @dataclass
 class _LogState:
     origin: str
@@ -344,6 +376,9 @@ class Monitor:
     # path, a colleague's proxy): each log's heads there must be consistent with this one's
     # (Rekor v1 by its proof endpoint, v2 by proofs built from its tiles).
     peers: Sequence[str] = ()
+    # A log with no verified state starts at its current head instead of entry 0: history is
+    # not read (nor matched), only what is appended from now on.
+    from_now: bool = False
     # Witnesses whose cosignatures the log's witnessed checkpoint must carry, and how many.
     witnesses: Sequence[WitnessKey] = ()
     quorum: int = 0
@@ -445,6 +480,15 @@ class Monitor:
     async def _check_log(self, reader: Reader, name: str) -> int:
         head = await _head(reader)
         known = self.state.get(name)
+        if known is None and self.from_now and head.size > 0:
+            rng = await _range_at(reader, head.size)
+            if rng.root() != head.root:
+                raise Divergence(
+                    f"{reader.what}: the tree its head of size {head.size} commits to has root "
+                    f"{head.root.hex()}, its entries and proofs make {rng.root().hex()}"
+                )
+            self.state[name] = _LogState(head.origin, rng.size, [h.hex() for h in rng.hashes])
+            return 0
         rng = known.range() if known else merkle.CompactRange()
         if known is not None and head.origin != known.origin:
             raise Divergence(f"{reader.what}: origin {head.origin!r}, was {known.origin!r}")

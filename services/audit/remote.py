@@ -57,6 +57,7 @@ __all__ = [
     "rekor_v1_head",
     "rekor_v2_entries",
     "rekor_v2_head",
+    "rekor_v2_range",
     "remote_logs",
 ]
 
@@ -318,6 +319,16 @@ async def consistency_proof(reader: Reader, size1: int, size2: int) -> list[byte
         return await ProofBuilder(_TilesAt(reader, size2), 0).consistency(size1, size2)
     except (LookupError, ValueError) as exc:
         raise Divergence(f"{reader.what}: its tiles give no consistency proof ({exc})") from None
+
+
+async def rekor_v2_range(reader: Reader, size: int) -> merkle.CompactRange:
+    """The compact range of a Rekor v2 log's first ``size`` entries, from its tiles;
+    unchecked: the caller compares its root with a signed one. Raise ``Divergence``."""
+    ids = merkle.CompactRange.node_ids(size)
+    try:
+        return merkle.CompactRange(size, await ProofBuilder(_TilesAt(reader, size), 0).nodes(ids))
+    except (LookupError, ValueError) as exc:
+        raise Divergence(f"{reader.what}: its tiles give no tree of size {size} ({exc})") from None
 
 
 def _tile_path(level: int | str, index: int, width: int) -> str:

@@ -274,6 +274,35 @@ class CompactRange:
         """Perfect subtree roots, left to right (largest first)."""
         return tuple(self._hashes)
 
+    @classmethod
+    def from_inclusion(
+        cls, index: int, size: int, proof: Sequence[bytes], leaf_hash: bytes
+    ) -> CompactRange:
+        """The compact range of ``[0, index + 1)`` from an RFC 9162 inclusion proof of leaf
+        ``index`` in a tree of ``size`` (any size past it): the proof's left siblings are the
+        perfect subtrees of ``[0, index)``, bottom-up. Unverified: compare the root with a
+        signed one. Raises ``ProofRangeError`` for a proof of the wrong shape."""
+        if not 0 <= index < size:
+            raise ProofRangeError(f"leaf {index} is not in a tree of size {size}")
+        fn, sn = index, size - 1
+        lefts = []
+        for node in proof:
+            if sn == 0:
+                raise ProofRangeError("the inclusion proof is too long")
+            if fn & 1 or fn == sn:
+                lefts.append(node)
+                if not fn & 1:
+                    while not fn & 1 and fn != 0:
+                        fn >>= 1
+                        sn >>= 1
+            fn >>= 1
+            sn >>= 1
+        if sn != 0 or len(lefts) != index.bit_count():
+            raise ProofRangeError("the inclusion proof has the wrong length")
+        rng = cls(index, reversed(lefts))
+        rng.append(leaf_hash)
+        return rng
+
     @staticmethod
     def node_ids(size: int) -> list[NodeID]:
         """Return the IDs of the perfect subtrees whose roots make up ``CompactRange(size)``."""

@@ -148,6 +148,33 @@ async def test_identities_keys_and_digests_are_reported_exactly(
     assert events[1]["value"] == REPO
 
 
+async def test_from_now_starts_at_the_head_and_reports_only_what_follows(
+    served: tuple[TestClient[Any, Any], Path, int, int], tmp_path: Path
+) -> None:
+    """``--from-now``: the 301 entries of each log are not read; the state starts at each head
+    (Rekor v1's from its last entry's inclusion proof, v2's from its tiles, both checked
+    against the signed root), and the next pass reports exactly the entries appended since."""
+    client, data, _, _ = served
+    config = tmp_path / "watch.yaml"
+    config.write_text("identities:\n  - subject_regex: '.*'\n")
+    logs = remote_logs(_trusted_root(data, "http://log.example:3000"), str(client.make_url("")))
+    events: list[Event] = []
+    monitor = Monitor(
+        logs, load_watchlist(config), tmp_path / "state.json", events.append, from_now=True
+    )
+    async with aiohttp.ClientSession() as session:
+        assert await monitor.check(session) == (0, 0, 0), events
+        assert {s.size for s in monitor.state.values()} == {301}  # genesis and 300 each
+        signer = Signer("late@example.com")
+        for kind in ("rekor-v1", "rekor-v2"):
+            assert await _add(client, kind, signer, b"after the start") == 201
+        assert await monitor.check(session) == (2, 0, 0), events
+    assert sorted((e["log"].split()[0], e["index"], e["subject"]) for e in events) == [
+        ("rekor-v1", 301, "late@example.com"),
+        ("rekor-v2", 301, "late@example.com"),
+    ]
+
+
 async def test_a_history_that_does_not_extend_the_verified_one_is_an_alarm(
     served: tuple[TestClient[Any, Any], Path, int, int],
 ) -> None:
@@ -333,6 +360,14 @@ async def test_the_ct_log_is_followed_for_the_certificates_the_ca_issues(
         assert {e["issuer"] for e in events if e["rule"] == "identity"} == {acme.url}
         events.clear()
         assert await monitor.check(session) == (0, 0, 0)  # resumed: nothing new
+        # From now: the CT log's head from its last entry's audit path; only what follows.
+        later = Monitor([ct], watch, tmp_path / "now.json", events.append, from_now=True)
+        assert await later.check(session) == (0, 0, 0)
+        body = public_key_request(key, b"dev@example.com")
+        body["credentials"] = {"oidcIdentityToken": ca_token(issuer)}
+        assert (await client.post("/api/v2/signingCert", json=body)).status == 200
+        assert await later.check(session) == (2, 0, 0)
+        assert {e["index"] for e in events} == {3}
 
 
 def test_a_precertificate_that_is_not_the_one_logged_is_a_divergence() -> None:

@@ -365,3 +365,25 @@ def test_append_perfect_refuses_a_misaligned_subtree() -> None:
     rng.append(merkle.hash_leaf(b"x"))
     with pytest.raises(ValueError, match="cannot start at leaf 1"):
         rng.append_perfect(merkle.hash_leaf(b"y"), 1)
+
+
+def test_a_compact_range_from_any_inclusion_proof_of_its_last_leaf() -> None:
+    """What a monitor starting from now needs: the append state at ``n`` from an inclusion
+    proof of leaf ``n - 1``, whatever size of tree the proof is for."""
+    leaves = [merkle.hash_leaf(b"%d" % i) for i in range(70)]
+    for size in range(1, 70):
+        for n in range(1, size + 1):
+
+            def get(node: merkle.NodeID) -> bytes:
+                start, end = node.coverage()
+                return merkle.root(leaves[start:end])
+
+            proof = merkle.inclusion_proof(n - 1, size, get)
+            rng = merkle.CompactRange.from_inclusion(n - 1, size, proof, leaves[n - 1])
+            assert rng.size == n
+            assert rng.root() == merkle.root(leaves[:n]), (n, size)
+            rng.append(leaves[n] if n < len(leaves) else leaves[0])  # and it appends
+    with pytest.raises(merkle.ProofRangeError):
+        merkle.CompactRange.from_inclusion(5, 5, [], leaves[0])
+    with pytest.raises(merkle.ProofRangeError):
+        merkle.CompactRange.from_inclusion(3, 8, [leaves[0]], leaves[3])

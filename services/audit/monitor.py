@@ -49,6 +49,7 @@ from services.audit.index import UnreadableEntry, rekor_v1_keys, rekor_v2_keys
 from services.audit.remote import (
     Reader,
     RemoteLog,
+    VerifiedHead,
     consistency_proof,
     ct_certificate,
     ct_entries,
@@ -262,7 +263,7 @@ def _material_events(watch: WatchList, materials: Iterable[VerificationMaterial]
 
 
 async def _one_history(
-    mine: Reader, theirs: Reader, ours: _LogState, head: _Head, who: str
+    mine: Reader, theirs: Reader, ours: _LogState, head: VerifiedHead, who: str
 ) -> None:
     """Raise ``Divergence`` unless ``head`` and the verified state are one history: equal
     roots at equal sizes, else a consistency proof from the larger side (``mine`` when ours is
@@ -288,23 +289,12 @@ async def _one_history(
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Head:
-    """A verified head of any of the logs: Rekor's checkpoint or a CT log's STH."""
-
-    origin: str
-    size: int
-    root: bytes
-
-
-async def _head(reader: Reader) -> _Head:
+async def _head(reader: Reader) -> VerifiedHead:
     log = reader.log
     if log.kind == "ct":
-        sth = await ct_head(reader)
-        # An STH names no log: the log ID does (a rebased URL must not look like another log).
-        return _Head(f"CT log {log.log_id.hex()}", sth.size, sth.root)
+        return await ct_head(reader)
     cp = await (rekor_v1_head(reader) if log.kind == "rekor-v1" else rekor_v2_head(reader))
-    return _Head(cp.origin, cp.size, cp.root)
+    return VerifiedHead(cp.origin, cp.size, cp.root)
 
 
 async def _entries(
@@ -474,7 +464,11 @@ class Monitor:
                 f"fewer than the quorum of {self.quorum}"
             )
         await _one_history(
-            reader, reader, ours, _Head(head.origin, head.size, head.root), "the witnesses cosigned"
+            reader,
+            reader,
+            ours,
+            VerifiedHead(head.origin, head.size, head.root),
+            "the witnesses cosigned",
         )
 
     async def _check_log(self, reader: Reader, name: str) -> int:

@@ -47,7 +47,7 @@ from services.log.tiles import HASH_SIZE, TILE_HASHES, TileKey
 __all__ = [
     "Reader",
     "RemoteLog",
-    "SignedTreeHead",
+    "VerifiedHead",
     "consistency_proof",
     "ct_certificate",
     "ct_entries",
@@ -415,15 +415,16 @@ async def _rekor_v2(reader: Reader, progress: Callable[[int, int], None]) -> Tre
 
 
 @dataclass(frozen=True, slots=True)
-class SignedTreeHead:
-    """A CT log's STH, its signature verified."""
+class VerifiedHead:
+    """A log's head whose signature has been verified: a Rekor checkpoint or a CT log's STH
+    (which names no log: its origin is the log ID's, so a rebased URL is still the same log)."""
 
+    origin: str
     size: int
     root: bytes
-    timestamp_ms: int
 
 
-async def ct_head(reader: Reader) -> SignedTreeHead:
+async def ct_head(reader: Reader) -> VerifiedHead:
     """The CT log's signed tree head, its signature verified; raise ``Divergence``."""
     sth = await reader.json("/v1/get-sth")
     try:
@@ -442,7 +443,7 @@ async def ct_head(reader: Reader) -> SignedTreeHead:
         key.verify(signed[4:], tree_head_input(timestamp, size, root), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise Divergence(f"{reader.what}: the STH signature does not verify") from None
-    return SignedTreeHead(size, root, timestamp)
+    return VerifiedHead(f"CT log {reader.log.log_id.hex()}", size, root)
 
 
 async def ct_entries(

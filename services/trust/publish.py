@@ -178,38 +178,18 @@ class Difference:
 
 def difference(have: Publication, want: Publication) -> Difference | None:
     """Where ``want`` departs from ``have``, or None if it does not."""
-    if have.url != want.url:
-        return Difference("public URL", "--public-url", have.url, want.url)
-    if have.services != want.services:
-        return Difference(
-            "services",
-            "--services",
-            describe_services(have.services),
-            describe_services(want.services),
-        )
-    if have.operator != want.operator:
-        return Difference("operator", "--operator", repr(have.operator), repr(want.operator))
-    if have.rekor_version != want.rekor_version:
-        return Difference(
-            "Rekor version for signing",
-            "--rekor-version",
-            str(have.rekor_version),
-            str(want.rekor_version),
-        )
-    if have.rekor_v2_url != want.rekor_v2_url:
-        return Difference(
-            "Rekor v2 log URL",
-            "--rekor-v2-url",
-            str(have.rekor_v2_url),
-            str(want.rekor_v2_url),
-        )
-    if have.oidc_urls != want.oidc_urls:
-        return Difference(
-            "sign-in URLs",
-            "--oidc-url",
-            " ".join(have.oidc_urls) or "none",
-            " ".join(want.oidc_urls) or "none",
-        )
+    # (what, flag, the setting, how an operator reads it), in the order they are reported.
+    settings: tuple[tuple[str, str, Callable[[Publication], Any], Callable[[Any], str]], ...] = (
+        ("public URL", "--public-url", lambda p: p.url, str),
+        ("services", "--services", lambda p: p.services, describe_services),
+        ("operator", "--operator", lambda p: p.operator, repr),
+        ("Rekor version for signing", "--rekor-version", lambda p: p.rekor_version, str),
+        ("Rekor v2 log URL", "--rekor-v2-url", lambda p: p.rekor_v2_url, str),
+        ("sign-in URLs", "--oidc-url", lambda p: p.oidc_urls, lambda u: " ".join(u) or "none"),
+    )
+    for what, flag, setting, show in settings:
+        if setting(have) != setting(want):
+            return Difference(what, flag, show(setting(have)), show(setting(want)))
     return None
 
 

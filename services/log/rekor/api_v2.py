@@ -84,14 +84,7 @@ class V2Tree(Protocol):
 
     async def latest_head(self) -> TreeHead: ...
 
-    async def submit(
-        self,
-        leaf: bytes,
-        search_keys: Collection[str] = (),
-        *,
-        extra: bytes | None = None,
-        want_proof: bool = True,
-    ) -> Receipt: ...
+    async def submit(self, leaf: bytes, search_keys: Collection[str]) -> Receipt: ...
 
 
 class RetiredTree:
@@ -109,14 +102,7 @@ class RetiredTree:
     async def latest_head(self) -> TreeHead:
         return self.head
 
-    async def submit(
-        self,
-        leaf: bytes,
-        search_keys: Collection[str] = (),
-        *,
-        extra: bytes | None = None,
-        want_proof: bool = True,
-    ) -> Receipt:
+    async def submit(self, *args: Any, **kwargs: Any) -> Receipt:
         raise LogFrozen(f"tree {self.tree_id} is retired")
 
 

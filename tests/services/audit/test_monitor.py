@@ -35,9 +35,8 @@ from services.trust import documents
 from services.trust.material import gather
 from tests.services.audit.test_fsck import AiohttpClient
 from tests.services.audit.test_remote import _trusted_root
-from tests.services.ca.checks import public_key_request
 from tests.services.ca.oidc_issuer import Issuer, IssuerServer
-from tests.services.ca.test_api import token as ca_token
+from tests.services.ca.test_api import issue
 from tests.services.log.rekor.test_api import Signer
 from tests.services.log.rekor.test_api_v2 import _python_request
 
@@ -332,9 +331,7 @@ async def test_the_ct_log_is_followed_for_the_certificates_the_ca_issues(
     _, acme, _ = issuer
     key = ec.generate_private_key(ec.SECP256R1())
     for _ in range(2):
-        body = public_key_request(key, b"dev@example.com")
-        body["credentials"] = {"oidcIdentityToken": ca_token(issuer)}
-        assert (await client.post("/api/v2/signingCert", json=body)).status == 200
+        assert await issue(client, issuer, key) == 200
     url = str(client.make_url("")).rstrip("/")
     now = datetime.datetime.now(datetime.UTC)
     root = documents.trusted_root(gather(data, now), documents.Endpoints(url), now)
@@ -363,9 +360,7 @@ async def test_the_ct_log_is_followed_for_the_certificates_the_ca_issues(
         # From now: the CT log's head from its last entry's audit path; only what follows.
         later = Monitor([ct], watch, tmp_path / "now.json", events.append, from_now=True)
         assert await later.check(session) == (0, 0, 0)
-        body = public_key_request(key, b"dev@example.com")
-        body["credentials"] = {"oidcIdentityToken": ca_token(issuer)}
-        assert (await client.post("/api/v2/signingCert", json=body)).status == 200
+        assert await issue(client, issuer, key) == 200
         assert await later.check(session) == (2, 0, 0)
         assert {e["index"] for e in events} == {3}
 

@@ -68,6 +68,19 @@ def token(issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey], **ext
     return sign(claims, key, "k1", "ES256")
 
 
+async def issue(
+    client: TestClient[Any, Any],
+    issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],
+    key: ec.EllipticCurvePrivateKey,
+    signed_over: bytes = b"dev@example.com",
+) -> int:
+    """Ask for a certificate for ``key`` as sigstore-js does (the token in the body); the
+    status of the answer."""
+    body = public_key_request(key, signed_over)
+    body["credentials"] = {"oidcIdentityToken": token(issuer)}
+    return (await client.post("/api/v2/signingCert", json=body)).status
+
+
 def ct_keyring(data: Path) -> CTKeyring:
     key = load_private_key(data / "keys" / "ctlog.pem")
     spki = key.public_key().public_bytes(
@@ -239,12 +252,8 @@ async def test_metrics_count_certificates_by_issuer_and_timestamps(
     _, acme, _ = issuer
     key = ec.generate_private_key(ec.SECP256R1())
     for _ in range(2):
-        body = public_key_request(key, b"dev@example.com")
-        body["credentials"] = {"oidcIdentityToken": token(issuer)}
-        assert (await client.post("/api/v2/signingCert", json=body)).status == 200
-    refused = public_key_request(key, b"someone else")
-    refused["credentials"] = {"oidcIdentityToken": token(issuer)}
-    assert (await client.post("/api/v2/signingCert", json=refused)).status == 400
+        assert await issue(client, issuer, key) == 200
+    assert await issue(client, issuer, key, b"someone else") == 400
     stamped = await client.post(
         "/api/v1/timestamp",
         data=der_request(b"stamped"),

@@ -271,6 +271,46 @@ async def test_one_of_two_fails_open_and_two_of_two_lags(
         assert note.split("\n")[1] == str(witnessed)  # lags the log
 
 
+async def test_replicas_do_not_ask_the_witnesses_twice_for_one_checkpoint(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    """Two log replicas on one database each run the witnessing loop: once one has had a head
+    cosigned to the quorum, the other does not ask the witnesses for it again (nor for an
+    older one); for a newer head it asks, and the witness's 409 tells it the size it holds."""
+    log = await _start_log(aiohttp_client, db, tmp_path / "data")
+    w1 = await _witness(aiohttp_client, stack, tmp_path, "witness.example/w1", log)
+    async with aiohttp.ClientSession() as session:
+        seq = log.sequencer
+
+        def replica() -> Witnessing:
+            return Witnessing(
+                log="test",
+                tree_id=seq.tree_id,
+                head=seq.latest_head,
+                proofs=seq.proofs,
+                store=WitnessingStore(db),
+                policy=_policy({"w1": f"{w1.vkey} {w1.url}"}, "all"),
+                session=session,
+                timeout=2,
+            )
+
+        a, b = replica(), replica()
+        await a.load()
+        await b.load()
+        first = await a.step(NOW)
+        assert first is not None
+        assert first.quorum
+        asked = len(w1.statuses)
+        assert await b.step(NOW) is None  # a had it cosigned: b leaves the witness alone
+        assert len(w1.statuses) == asked
+        assert b.witnessed_size == first.size
+        await _add(log, 3)
+        later = await b.step(NOW)
+        assert later is not None
+        assert later.quorum
+        assert later.size == first.size + 3
+
+
 async def test_a_refusing_witness_is_reported_and_409_is_resolved(
     aiohttp_client: AiohttpClient, db: Database, tmp_path: Path, stack: AsyncExitStack
 ) -> None:

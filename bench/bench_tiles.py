@@ -52,7 +52,7 @@ from sqlalchemy.engine import Connection
 from clients.bench import Load, Result, hello_server, run_load, tile_paths
 from services.app import tree_id_for_key
 from services.db import Database, sqlite_url
-from services.keys import load_or_create_ec_key
+from services.keys import load_or_create_log_key
 from services.log import merkle
 from services.log.checkpoint import Checkpoint, CheckpointSigner
 from services.log.schema import checkpoints, entries, tiles, tree_heads
@@ -81,8 +81,9 @@ def _leaf(index: int, public_key: str) -> bytes:
 def build(data_dir: Path, n: int, port: int, database_url: str | None) -> None:
     """Let ``sigstead up`` create its trees, then grow its v2 tree to ``n`` entries."""
     stop_server(start_server(data_dir, *_database_args(database_url), port=port))
-    key = load_or_create_ec_key(data_dir / "keys" / REKOR_V2_KEY_FILE)
-    tree_id = tree_id_for_key(CheckpointSigner("x", key).key_id)
+    key = load_or_create_log_key(data_dir / "keys" / REKOR_V2_KEY_FILE)  # the server made it
+    # As services.app derives it: from the SPKI, whatever the key's type and name.
+    tree_id = tree_id_for_key(CheckpointSigner("x", key).spki_id)
     public_key = base64.b64encode(random.randbytes(91)).decode()
 
     def write(conn: Connection) -> None:

@@ -16,10 +16,8 @@ import base64
 import copy
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from clients.merkle import ProofVerificationError, hash_leaf, verify_inclusion
-from clients.rekor import SignedCheckpoint, VerificationFailed
+from clients.rekor import LogKey, SignedCheckpoint, VerificationFailed
 
 __all__ = ["RepairedBundle", "spell_out_defaults"]
 
@@ -46,9 +44,7 @@ def _entries(document: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def _check_inclusion(
-    where: str, entry: dict[str, Any], log_key: ec.EllipticCurvePublicKey | None
-) -> None:
+def _check_inclusion(where: str, entry: dict[str, Any], log_key: LogKey | None) -> None:
     proof = entry["inclusionProof"]
     try:
         leaf = base64.b64decode(entry["canonicalizedBody"], validate=True)
@@ -73,7 +69,7 @@ def _check_inclusion(
 
 
 def spell_out_defaults(
-    document: dict[str, Any], *, log_key: ec.EllipticCurvePublicKey | None = None
+    document: dict[str, Any], *, log_key: LogKey | None = None
 ) -> RepairedBundle:
     """Return ``document`` with ``logIndex`` and ``inclusionProof.{logIndex,hashes}`` written out.
 

@@ -192,7 +192,7 @@ def _repair_bundle(args: argparse.Namespace, key_pem: bytes | None) -> int:
         document = json.loads(_read(args.bundle, "bundle"))
     except ValueError as exc:
         raise ClientError(f"{args.bundle}: cannot read a JSON bundle: {exc}") from None
-    log_key = None if key_pem is None else load_log_key(key_pem, "--log-key")
+    log_key = None if key_pem is None else load_log_key(key_pem, "--log-key", ed25519_ok=True)
     repaired = spell_out_defaults(document, log_key=log_key)
     try:
         args.out.write_text(json.dumps(repaired.document, indent=2) + "\n")
@@ -215,7 +215,10 @@ def run_log(args: argparse.Namespace) -> int:
     if key is not None:
         from clients.rekor import load_log_key
 
-        load_log_key(key, f"--log-key {args.log_key}")  # named here; the client has the bytes
+        # Named here; the client has the bytes. Ed25519 is a Rekor v2 key type (and any
+        # bundle's, for repair-bundle), never a v1 log's.
+        ed25519_ok = args.log_command == "repair-bundle" or getattr(args, "rekor_version", 1) == 2
+        load_log_key(key, f"--log-key {args.log_key}", ed25519_ok=ed25519_ok)
     if args.log_command == "repair-bundle":
         return _repair_bundle(args, key)
     query: dict[str, Any] | None = None

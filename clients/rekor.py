@@ -27,10 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from clients.errors import ClientError
 from clients.merkle import ProofVerificationError, verify_consistency, verify_inclusion
 
+LogKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
 __all__ = [
     "ClientError",
     "Cosigner",
     "LogClient",
+    "LogKey",
     "SignedCheckpoint",
     "VerificationFailed",
     "VerifiedEntry",
@@ -56,7 +59,7 @@ class SignedCheckpoint:
     text: str
 
     @classmethod
-    def verify(cls, note: str, key: ec.EllipticCurvePublicKey) -> SignedCheckpoint:
+    def verify(cls, note: str, key: LogKey) -> SignedCheckpoint:
         """Parse a signed note and verify its signature by ``key``; raise ``VerificationFailed``."""
         body, sep, sigs = note.rpartition("\n\n")
         if not sep or not sigs.endswith("\n"):
@@ -69,20 +72,23 @@ class SignedCheckpoint:
             root = base64.b64decode(lines[2], validate=True)
         except ValueError:
             raise VerificationFailed("malformed checkpoint: root is not base64") from None
-        kid = _key_id(key)
         for line in sigs[:-1].split("\n"):
             parts = line.split(" ")
             if len(parts) != 3 or parts[0] != "\u2014":
                 continue
             raw = base64.b64decode(parts[2])
-            if raw[:4] != kid[:4]:
+            # An Ed25519 key's hint depends on the name in the line; ECDSA's does not.
+            if raw[:4] != _key_id(key, parts[1])[:4]:
                 continue  # another key's signature (a witness, say)
             try:
-                key.verify(raw[4:], text.encode(), ec.ECDSA(hashes.SHA256()))
+                if isinstance(key, ed25519.Ed25519PublicKey):
+                    key.verify(raw[4:], text.encode())
+                else:
+                    key.verify(raw[4:], text.encode(), ec.ECDSA(hashes.SHA256()))
             except InvalidSignature:
                 raise VerificationFailed("checkpoint signature does not verify") from None
             return cls(lines[0], int(lines[1]), root, note)
-        raise VerificationFailed(f"checkpoint has no signature by log key {kid.hex()}")
+        raise VerificationFailed(f"checkpoint has no signature by log key {_key_id(key).hex()}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,22 +129,29 @@ class VerifiedEntry:
     raw: dict[str, Any]
 
 
-def _key_id(key: ec.EllipticCurvePublicKey) -> bytes:
+def _key_id(key: LogKey, name: str = "") -> bytes:
+    """The signed-note key ID (c2sp.org/signed-note): for ECDSA the SHA-256 of the SPKI (Rekor's
+    log ID), for Ed25519 ``SHA-256(name ‖ 0x0A ‖ 0x01 ‖ key)`` under the key name ``name``."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return hashlib.sha256(name.encode() + b"\n\x01" + raw).digest()
     der = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).digest()
 
 
-def load_log_key(pem: bytes, where: str = "the log key") -> ec.EllipticCurvePublicKey:
+def load_log_key(pem: bytes, where: str = "the log key", *, ed25519_ok: bool = False) -> LogKey:
     """Load a log's PEM public key; raise ``ClientError`` (naming ``where`` it came from)
-    unless it is an ECDSA key."""
+    unless it is an ECDSA key, or an Ed25519 one where ``ed25519_ok`` (a Rekor v2 log)."""
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError:
         raise ClientError(f"{where} is not a PEM public key") from None
+    if isinstance(key, ed25519.Ed25519PublicKey) and ed25519_ok:
+        return key
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ClientError(f"{where} is not an ECDSA key, as a Rekor log key is")
+        raise ClientError(f"{where} is not an ECDSA key, as a Rekor v1 log key is")
     return key
 
 
@@ -171,14 +184,18 @@ class LogClient:
         # key rather than a lying log, and the operator needs to know how to pin anew.
         self._pin_hint = ""
         if log_key is not None:
-            self.key = load_log_key(log_key, "--log-key")
+            self.key = load_log_key(log_key, "--log-key", ed25519_ok=rekor_version == 2)
             if pinned and pinned.encode() != log_key:
                 raise VerificationFailed(
                     f"the given log key differs from the one pinned in {self._state_file} on "
                     f"first use; if the log's key was really replaced, delete that file"
                 )
         elif pinned:
-            self.key = load_log_key(pinned.encode(), f"the key pinned in {self._state_file}")
+            self.key = load_log_key(
+                pinned.encode(),
+                f"the key pinned in {self._state_file}",
+                ed25519_ok=rekor_version == 2,
+            )
             self._pin_hint = (
                 f" (checked against the key pinned in {self._state_file} on first use: if the "
                 "log's key was really replaced, check the new one, then delete that file or "
@@ -200,7 +217,8 @@ class LogClient:
             self.key = load_log_key(fetched, f"{self.url}/api/v1/log/publicKey (not a Rekor log?)")
             state["public_key"] = fetched.decode()
             self._write_state(state)
-        self.log_id = _key_id(self.key)
+        # A Rekor v2 log's key name is its URL's host (what cosign and sigstore-js require).
+        self.log_id = _key_id(self.key, urllib.parse.urlsplit(self.url).hostname or "")
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -299,7 +317,7 @@ class LogClient:
         self._advance(cp)
         keys = {(name, key_id): (name, key) for name, key_id, key in map(_witness_key, witnesses)}
         text = note.rpartition("\n\n")[0] + "\n"
-        log_hint = _key_id(self.key)[:4]
+        log_hint = self.log_id[:4]
         cosigners, seen = [], set()
         for line in note.rpartition("\n\n")[2].splitlines():
             parts = line.split(" ")
@@ -421,6 +439,8 @@ class LogClient:
             }
         )
         sig = base64.b64decode(entry["verification"]["signedEntryTimestamp"])
+        if not isinstance(self.key, ec.EllipticCurvePublicKey):
+            raise VerificationFailed("a Rekor v1 log key is ECDSA")  # load_log_key ensures it
         try:
             self.key.verify(sig, payload, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:

@@ -25,15 +25,22 @@ from services.ca.config import ConfigError, FulcioConfig, load_config
 from services.ca.oidc import TokenVerifier
 from services.db import Database, parse_url
 from services.errors import OperatorError
-from services.keys import load_or_create_ec_key
+from services.keys import load_or_create_ec_key, load_or_create_log_key
 from services.limits import BodyLimits, body_guard
-from services.log.checkpoint import CheckpointSigner
+from services.log.checkpoint import CheckpointSigner, is_frozen, verify_checkpoint
 from services.log.ct.log import CT_LOG, CTLog
 from services.log.ct.log import add_routes as add_ct_routes
 from services.log.ct.log import genesis_entry as ct_genesis
+from services.log.errors import CorruptLog
 from services.log.headguard import HeadGuard
 from services.log.rekor.api import REKOR_LOG, RekorLog, add_routes, error_middleware
-from services.log.rekor.api_v2 import REKOR_V2_LOG, RekorV2Log, add_v2_routes
+from services.log.rekor.api_v2 import (
+    REKOR_V2_LOG,
+    REKOR_V2_RETIRED,
+    RekorV2Log,
+    RetiredTree,
+    add_v2_routes,
+)
 from services.log.rekor.genesis import GenesisMismatch, verify_genesis
 from services.log.rekor.genesis import genesis_entry as rekor_genesis
 from services.log.rekor.seal import sealer as rekor_sealer
@@ -46,7 +53,7 @@ from services.migrate import upgrade
 from services.openapi import serve as serve_openapi
 from services.settings import COMPONENTS, DEFAULT_MAX_BODY, PUBLISHABLE, Settings
 from services.trust.documents import Endpoints
-from services.trust.material import REKOR_V2_KEY_FILE
+from services.trust.material import REKOR_V2_KEY_FILE, retired_rekor_v2
 from services.trust.publish import (
     TrustOptions,
     TrustSettingsError,
@@ -114,7 +121,7 @@ def check(settings: Settings, components: tuple[str, ...]) -> FulcioConfig | Non
         )
     if {"log", "ca"} & set(components):
         parse_url(settings.resolved_database_url())
-    Endpoints(settings.public_url, settings.operator)  # a URL clients can use
+    Endpoints(settings.public_url, settings.operator, settings.rekor_v2_url)  # URLs clients use
     if settings.oidc_urls and "ca" not in components and components != ("trust",):
         raise TrustSettingsError(
             "--oidc-url names where clients sign in for the CA, and there is no CA "
@@ -170,6 +177,7 @@ def trust_options(settings: Settings, components: tuple[str, ...]) -> TrustOptio
         ca_chain=ca_chain,
         services=services,
         rekor_version=settings.rekor_version,
+        rekor_v2_url=settings.rekor_v2_url,
     )
 
 
@@ -205,6 +213,8 @@ def _tree(
     genesis: Callable[[CheckpointSigner, str], GenesisFactory],
     sealer: Callable[[CheckpointSigner], Sealer] | None = None,
     metrics: tuple[Metrics, str] | None = None,
+    key_type: str | None = None,
+    hostname: str | None = None,
 ) -> tuple[Sequencer, SQLLogStore, CheckpointSigner]:
     """One log tree on the shared engine: its key (created 0600 on first start), its tree ID
     derived from that key, and its sequencer (not yet started) with the personality's genesis
@@ -212,14 +222,18 @@ def _tree(
 
     The origin is ``<host><suffix> - <tree ID>`` (Rekor v1 and CT), or, with no suffix, the
     bare host: a Rekor v2 (C2SP) origin, which clients require to equal the host of the log's
-    URL."""
-    key = load_or_create_ec_key(settings.data_dir / "keys" / key_file)
-    signer = CheckpointSigner(settings.hostname, key)
-    tree_id = tree_id_for_key(signer.key_id)
-    if origin_suffix is None:
-        origin = settings.hostname
-    else:
-        origin = f"{settings.hostname}{origin_suffix} - {tree_id}"
+    URL. ``key_type`` (Rekor v2 only) allows an Ed25519 key and names the type a new one gets;
+    otherwise the key is ECDSA, which SETs and SCTs need. ``hostname`` (Rekor v2's own URL's)
+    replaces the public URL's as key name and origin."""
+    path = settings.data_dir / "keys" / key_file
+    key = (
+        load_or_create_ec_key(path) if key_type is None else load_or_create_log_key(path, key_type)
+    )
+    host = hostname or settings.hostname
+    signer = CheckpointSigner(host, key)
+    # From the SPKI, not the note key ID: an Ed25519 key's ID changes with the key name.
+    tree_id = tree_id_for_key(signer.spki_id)
+    origin = host if origin_suffix is None else f"{host}{origin_suffix} - {tree_id}"
     store = SQLLogStore(db)
     sequencer = Sequencer(
         store,
@@ -265,17 +279,28 @@ def _log_context(
                 None,
                 lambda signer, origin: lambda _now: rekor_v2_genesis(signer, origin),
                 metrics=(app[METRICS], "rekor-v2"),
+                key_type=settings.rekor_v2_key_type,
+                hostname=settings.rekor_v2_hostname,
             )
             await sequencer.start()
             await _check_first_entry(store, sequencer, signer)
             await v2_sequencer.start()
+            if settings.rekor_v2_freeze:
+                await v2_sequencer.freeze()
+            elif v2_sequencer.frozen:
+                _logger.warning(
+                    "the Rekor v2 log %s is frozen: it refuses writes; a new log needs a new key "
+                    "(sigstead keys retire-v2, docs/rekor-v2.md)",
+                    v2_sequencer.origin,
+                )
+            app[REKOR_V2_RETIRED] = await _retired_v2_logs(settings, v2_store, v2_sequencer)
             app[DATABASE] = db
             app[WITNESSED_TREES] = (sequencer.tree_id, v2_sequencer.tree_id)
             app[REKOR_LOG] = RekorLog(sequencer=sequencer, store=store, signer=signer)
             app[REKOR_V2_LOG] = RekorV2Log(
                 sequencer=v2_sequencer,
                 store=v2_store,
-                signer=v2_signer,
+                key_id=v2_signer.key_id,
                 dsse=settings.rekor_v2_dsse,
             )
             _logger.info(
@@ -302,6 +327,45 @@ def _log_context(
                 await db.dispose()
 
     return ctx
+
+
+async def _retired_v2_logs(
+    settings: Settings, store: SQLLogStore, active: Sequencer
+) -> dict[str, RekorV2Log]:
+    """The retired v2 logs of ``keys/retired/`` by host, each checked: its tree exists under its
+    host as origin, and its head is a final checkpoint signed by its key. Any mismatch stops the
+    start: serving a log its trust material does not describe would fail every verifier."""
+    out: dict[str, RekorV2Log] = {}
+    for retired in retired_rekor_v2(settings.data_dir):
+        what = f"retired Rekor v2 log {retired.url} (keys/retired/)"
+        if retired.host == settings.rekor_v2_hostname or retired.tree_id == active.tree_id:
+            raise OperatorError(
+                f"{what} has the active log's host or key: give the active log its own "
+                "--rekor-v2-url"
+            )
+        head = await store.read_head(retired.tree_id)
+        origin = await store.read_origin(retired.tree_id)
+        if head is None or origin != retired.host:
+            raise OperatorError(f"{what}: the database holds no tree {retired.tree_id} for it")
+        try:
+            verify_checkpoint(head.checkpoint, retired.key.public_key, retired.host)
+        except ValueError as exc:
+            raise CorruptLog(f"{what}: its head does not verify: {exc}") from None
+        if not is_frozen(head.checkpoint):
+            raise CorruptLog(f"{what}: its head is not a final (frozen) checkpoint")
+        out[retired.host] = RekorV2Log(
+            sequencer=RetiredTree(store, retired.tree_id, head),
+            store=store,
+            key_id=retired.key.note_key_id(retired.host),
+            dsse=settings.rekor_v2_dsse,
+        )
+        _logger.info(
+            "retired Rekor v2 log %s: tree %d, frozen at size %d",
+            origin,
+            retired.tree_id,
+            head.size,
+        )
+    return out
 
 
 @contextlib.asynccontextmanager

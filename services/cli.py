@@ -23,7 +23,13 @@ from clients.bench import add_bench_parser
 from clients.cli import add_log_parser
 from clients.errors import ClientError
 from services.errors import OperatorError
-from services.settings import COMPONENTS, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, PUBLISHABLE
+from services.settings import (
+    COMPONENTS,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    LOG_KEY_TYPES,
+    PUBLISHABLE,
+)
 
 if TYPE_CHECKING:
     import socket
@@ -155,10 +161,38 @@ def _listen(parser: argparse.ArgumentParser, *, max_body: bool = True) -> None:
             help="refuse Rekor v2 dsse entries (sigstore-js 4.x attestations) as rekor-tiles "
             "v2.3 does; sigstore-python and cosign log attestations as hashedrekord",
         )
+        _rekor_v2_key_type(group)
+        group.add_argument(
+            "--rekor-v2-freeze",
+            action="store_true",
+            help="freeze the Rekor v2 log: sign its final checkpoint ('Log frozen — <time>', as "
+            "rekor-tiles) and refuse writes with 405 from then on, whatever later starts say; "
+            "the way to retire it (docs/rekor-v2.md)",
+        )
     group.add_argument(
         "--access-log",
         action="store_true",
         help="log every request (costs about a third of the TSA's throughput)",
+    )
+
+
+def _rekor_v2_key_type(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--rekor-v2-key-type",
+        choices=LOG_KEY_TYPES,
+        default=LOG_KEY_TYPES[0],
+        help="the Rekor v2 checkpoint key type when the key is created (the public 2025 log "
+        "uses ed25519); an existing keys/rekor-v2.pem keeps its type",
+    )
+
+
+def _rekor_v2_url(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--rekor-v2-url",
+        metavar="URL",
+        help="the Rekor v2 log's own URL, http(s)://HOST[:PORT] (default: the public URL); its "
+        "host is the log's origin and key name, so each v2 log, retired ones too, has its own "
+        "host name reaching this server",
     )
 
 
@@ -256,6 +290,7 @@ def _publication(parser: argparse.ArgumentParser, *, services: bool, chain: bool
         "config (clients without v2 fall back to v1; v2 bundles need the TSA); both logs are "
         "always served and in the trusted root",
     )
+    _rekor_v2_url(group)
     if chain:
         _ca_chain(
             group,
@@ -322,6 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     _listen(log)
     _database(log)
     _witness_policy(log)
+    _rekor_v2_url(log)
     ca = _command(serve_sub, "ca", "the CA and its CT log")
     _data_dir(ca)
     _listen(ca)
@@ -444,7 +480,29 @@ def _parser() -> argparse.ArgumentParser:
     _ca_chain(
         keys_init, "the CA chain the server is given (key file or PKCS#11 CA): no CA is generated"
     )
+    _rekor_v2_key_type(keys_init)
     keys_init.set_defaults(run=_keys_init)
+    retire = _command(
+        keys_sub,
+        "retire-v2",
+        "retire the frozen Rekor v2 log and make a new log's key",
+        "Retire the Rekor v2 log, once frozen (a start with --rekor-v2-freeze): its key pair "
+        "moves to DIR/keys/retired/ with a record of its URL, and a new key, a new log, is "
+        "made. The retired log stays in the trusted root (valid until now) and is served "
+        "read-only at its URL's host; give the new log another host with --rekor-v2-url, "
+        "publish (sigstead trust publish), then start (docs/rekor-v2.md).",
+    )
+    _data_dir(retire, "the log's keys and, by default, its database")
+    _database(retire)
+    retire.add_argument(
+        "--rekor-v2-url",
+        required=True,
+        metavar="URL",
+        help="the URL the retiring log has had (its host is its origin), as the trusted root "
+        "lists it",
+    )
+    _rekor_v2_key_type(retire)
+    retire.set_defaults(run=_keys_retire_v2)
 
     bak = _command(
         sub,
@@ -614,9 +672,10 @@ def _parser() -> argparse.ArgumentParser:
     w_vkey = _command(
         witness_sub,
         "log-vkey",
-        "print the logs-file line of an ECDSA log key (such as sigstead's)",
+        "print the logs-file line of an ECDSA or Ed25519 log key (such as sigstead's)",
         "Print the line of --logs that trusts the log whose PEM public key is --public-key "
-        "(sigstead's is DIR/keys/rekor.pub), signing under --name (the log's host) for "
+        "(sigstead's are DIR/keys/rekor.pub and rekor-v2.pub), signing under --name (the "
+        "log's host) for "
         "--origin (the first line of its checkpoints).",
     )
     w_vkey.add_argument(
@@ -686,6 +745,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         published_services=services,
         rekor_version=getattr(args, "rekor_version", 1),
         rekor_v2_dsse=not getattr(args, "rekor_v2_refuse_dsse", False),
+        rekor_v2_key_type=getattr(args, "rekor_v2_key_type", "ecdsa-p256"),
+        rekor_v2_url=getattr(args, "rekor_v2_url", None),
+        rekor_v2_freeze=getattr(args, "rekor_v2_freeze", False),
         witness_policy=getattr(args, "witness_policy", None),
     )
 
@@ -943,15 +1005,80 @@ def _keys_init(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from services import datadir
-    from services.trust.material import describe, gather
+    from services.keys import load_or_create_log_key
+    from services.trust.material import REKOR_V2_KEY_FILE, describe, gather
 
     # No claim: it only adds keys that are missing, each linked into place once complete, and
     # never replaces one, so it may run beside the servers that use them (compose runs it
     # before every start).
     chain = _chain(args.ca_chain)
     datadir.check(args.data_dir)
+    # First, so that the type asked for is the one made; the rest follows the defaults.
+    args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (args.data_dir / "keys").mkdir(exist_ok=True, mode=0o700)
+    load_or_create_log_key(args.data_dir / "keys" / REKOR_V2_KEY_FILE, args.rekor_v2_key_type)
     for line in describe(gather(args.data_dir, datetime.now(UTC), ca_chain=chain, create=True)):
         print(line)
+    return 0
+
+
+def _keys_retire_v2(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from services import datadir
+    from services.app import tree_id_for_key
+    from services.db import Database
+    from services.keys import load_or_create_log_key, load_public_log_key, write_public_key
+    from services.log.checkpoint import is_frozen, key_id
+    from services.log.sqlstore import SQLLogStore
+    from services.settings import default_database_url
+    from services.trust.documents import base_url
+    from services.trust.material import (
+        REKOR_V2_KEY_FILE,
+        REKOR_V2_PUBLIC_FILE,
+        retire_rekor_v2,
+    )
+
+    datadir.check(args.data_dir)
+    _, host = base_url(args.rekor_v2_url, "--rekor-v2-url")
+    keys = args.data_dir / "keys"
+    if not (keys / REKOR_V2_PUBLIC_FILE).is_file():
+        raise OperatorError(f"{keys / REKOR_V2_PUBLIC_FILE}: no Rekor v2 log key to retire")
+    tree_id = tree_id_for_key(key_id(load_public_log_key(keys / REKOR_V2_PUBLIC_FILE)))
+
+    async def check() -> None:
+        db = Database(args.database_url or default_database_url(args.data_dir))
+        try:
+            store = SQLLogStore(db)
+            head, origin = await store.read_head(tree_id), await store.read_origin(tree_id)
+        finally:
+            await db.dispose()
+        if head is None:
+            raise OperatorError(f"the database holds no tree {tree_id} for keys/rekor-v2.pem")
+        if origin != host:
+            raise OperatorError(
+                f"the log's origin is {origin!r}, not {host!r}: --rekor-v2-url is the URL the "
+                "retiring log has had"
+            )
+        if not is_frozen(head.checkpoint):
+            raise OperatorError(
+                "the Rekor v2 log is not frozen: start it (every replica) once with "
+                "--rekor-v2-freeze, so that its final checkpoint is signed, then retire it"
+            )
+
+    asyncio.run(check())
+    retired = retire_rekor_v2(
+        args.data_dir, args.rekor_v2_url.rstrip("/"), tree_id, datetime.now(UTC)
+    )
+    key = load_or_create_log_key(keys / REKOR_V2_KEY_FILE, args.rekor_v2_key_type)
+    write_public_key(keys / REKOR_V2_PUBLIC_FILE, key.public_key(), like=keys / REKOR_V2_KEY_FILE)
+    print(f"retired: Rekor v2 log {retired.url} (tree {tree_id}), keys in keys/retired/")
+    print(
+        "next: publish the new log under its own host (sigstead trust publish ... "
+        "--rekor-version 2 --rekor-v2-url https://NEW-HOST) and start with the same "
+        "--rekor-v2-url; the retired log stays readable at its host"
+    )
     return 0
 
 
@@ -974,6 +1101,7 @@ def _trust_options(args: argparse.Namespace, data_dir: Path) -> TrustOptions:
         ca_chain=_chain(args.ca_chain),
         services=services,
         rekor_version=args.rekor_version,
+        rekor_v2_url=args.rekor_v2_url,
     )
 
 
@@ -1275,12 +1403,12 @@ def _witness_serve(args: argparse.Namespace) -> int:
 
 
 def _witness_log_vkey(args: argparse.Namespace) -> int:
-    from services.keys import load_public_ec_key
-    from services.witness.note import NoteError, ecdsa_vkey
+    from services.keys import load_public_log_key
+    from services.witness.note import NoteError, log_vkey
 
-    key = load_public_ec_key(args.public_key)
+    key = load_public_log_key(args.public_key)
     try:
-        vkey = ecdsa_vkey(args.name, key)
+        vkey = log_vkey(args.name, key)
     except NoteError as exc:
         raise OperatorError(f"--name: {exc}") from None
     origin = args.origin or args.name

@@ -12,16 +12,20 @@ import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from services.errors import OperatorError
+from services.settings import LOG_KEY_TYPES
 
 __all__ = [
+    "LOG_KEY_TYPES",
     "KeyFileError",
     "load_or_create_ec_key",
+    "load_or_create_log_key",
     "load_private_key",
     "load_public_ec_key",
+    "load_public_log_key",
     "write_private_key",
     "write_public_key",
 ]
@@ -86,6 +90,29 @@ def load_or_create_ec_key(
     return key
 
 
+def load_or_create_log_key(
+    path: Path, key_type: str = "ecdsa-p256"
+) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
+    """Load the log key at ``path`` (ECDSA or Ed25519), generating one of ``key_type`` if the
+    file does not exist. An existing key is used whatever ``key_type`` says: the type is chosen
+    when a log is created, and a new key is a new log."""
+    if key_type not in LOG_KEY_TYPES:
+        raise ValueError(f"log key type {key_type!r}: want one of {', '.join(LOG_KEY_TYPES)}")
+    if not path.exists():
+        new = (
+            ed25519.Ed25519PrivateKey.generate()
+            if key_type == "ed25519"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        # As in load_or_create_ec_key: one key wins a race between replicas.
+        with contextlib.suppress(FileExistsError):
+            write_private_key(path, new)
+    key = load_private_key(path)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: not an ECDSA or Ed25519 private key")
+    return key
+
+
 def write_public_key(path: Path, key: PublicKeyTypes, *, like: Path) -> None:
     """Write ``key`` as SPKI PEM to ``path``, with the modification time of ``like`` (its private
     key file), unless ``path`` already holds exactly that.
@@ -111,6 +138,17 @@ def write_public_key(path: Path, key: PublicKeyTypes, *, like: Path) -> None:
         os.close(fd)
     os.utime(tmp, ns=(since.st_atime_ns, since.st_mtime_ns))
     os.replace(tmp, path)
+
+
+def load_public_log_key(path: Path) -> ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey:
+    """Load an SPKI PEM log public key: ECDSA, or Ed25519 (a Rekor v2 log's)."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: not a PEM public key") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        raise KeyFileError(f"{path}: not an ECDSA or Ed25519 public key")
+    return key
 
 
 def load_public_ec_key(path: Path) -> ec.EllipticCurvePublicKey:

@@ -35,6 +35,10 @@ COMPONENTS = ("log", "tsa", "ca", "trust")
 PUBLISHABLE = ("log", "ca", "tsa")
 
 
+LOG_KEY_TYPES = ("ecdsa-p256", "ed25519")
+"""Key types a Rekor v2 log can sign checkpoints with (``--rekor-v2-key-type``)."""
+
+
 def default_database_url(data_dir: Path) -> str:
     """SQLite in the data directory: the database when none is named."""
     return f"sqlite:///{data_dir / 'sigstead.db'}"
@@ -66,6 +70,13 @@ class Settings:
     rekor_version: int = 1
     # Whether the Rekor v2 log takes dsseRequestV002 (sigstore-js 4.x attestations).
     rekor_v2_dsse: bool = True
+    # The type of a new Rekor v2 checkpoint key ("ecdsa-p256" or "ed25519"); an existing key
+    # keeps its type.
+    rekor_v2_key_type: str = "ecdsa-p256"
+    # The Rekor v2 log's own base URL (None: the public URL); its host is the log's origin.
+    rekor_v2_url: str | None = None
+    # Sign the Rekor v2 log's final checkpoint at start and take no more entries.
+    rekor_v2_freeze: bool = False
     oidc_urls: tuple[str, ...] = ()
     # The services a trust-only process (``serve trust``) publishes; None: the ones already
     # published (all of them on a first publication). A process that runs the services itself
@@ -82,6 +93,14 @@ class Settings:
         host = urlsplit(self.public_url).hostname
         if not host:
             raise ValueError(f"public URL {self.public_url!r} has no host")
+        return host
+
+    @property
+    def rekor_v2_hostname(self) -> str:
+        """The Rekor v2 log's host: its checkpoint origin and key name."""
+        host = urlsplit(self.rekor_v2_url or self.public_url).hostname
+        if not host:
+            raise ValueError(f"Rekor v2 URL {self.rekor_v2_url!r} has no host")
         return host
 
     def resolved_database_url(self) -> str:

@@ -25,6 +25,7 @@ from services.trust.material import (
     REKOR_KEY_FILE,
     REKOR_V2_KEY_FILE,
     REKOR_V2_PUBLIC_FILE,
+    RETIRED_DIR,
     ensure_keys,
     public_files,
 )
@@ -98,13 +99,13 @@ def test_every_sigstead_command_parses_and_every_service_runs(resolved: dict[str
 # chain (never its root key); trust the public files ``gather`` reads and its TUF directory.
 READS = {
     # Both log keys: a replica without the Rekor v2 key would make its own, and so its own tree.
-    "log": {f"keys/{REKOR_KEY_FILE}", f"keys/{REKOR_V2_KEY_FILE}"},
+    "log": {f"keys/{REKOR_KEY_FILE}", f"keys/{REKOR_V2_KEY_FILE}", f"keys/{RETIRED_DIR}"},
     "ca": {f"ca/{ca_keys.KEY_FILE}", f"ca/{ca_keys.CHAIN_FILE}", f"keys/{CT_KEY_FILE}"},
     "tsa": {f"tsa/{tsa_keys.KEY_FILE}", f"tsa/{tsa_keys.CHAIN_FILE}"},
     # public_files names rekor-v2.pub only where it exists (older data directories lack it);
     # every compose deployment has it from `keys init`.
     "trust": {str(p.relative_to(DATA)) for p in public_files(Path(DATA))}
-    | {"tuf", f"keys/{REKOR_V2_PUBLIC_FILE}"},
+    | {"tuf", f"keys/{REKOR_V2_PUBLIC_FILE}", f"keys/{RETIRED_DIR}"},
     "db": set(),
 }
 

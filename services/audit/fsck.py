@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
@@ -51,8 +50,9 @@ from services.audit.index import (
 )
 from services.db import Database
 from services.errors import OperatorError
-from services.keys import load_private_key, load_public_ec_key
+from services.keys import load_private_key, load_public_ec_key, load_public_log_key
 from services.log import merkle
+from services.log.checkpoint import LogPublicKey, key_id, note_key_id, verify_note_signature
 from services.log.rekor.seal import SealMismatch, verify_seal
 from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
 from services.log.tiles import HASH_SIZE, TILE_HASHES
@@ -85,9 +85,8 @@ class TreeReport:
 @dataclass(frozen=True, slots=True)
 class _Key:
     name: str
-    key: ec.EllipticCurvePublicKey
-    hint: bytes
-    log_id: bytes
+    key: LogPublicKey
+    log_id: bytes  # SHA-256 of the SPKI: Rekor v1's log ID in its SETs
 
 
 def _keys(data_dir: Path) -> list[_Key]:
@@ -97,18 +96,19 @@ def _keys(data_dir: Path) -> list[_Key]:
         private = path.with_suffix(".pem")
         if path.is_file() or private.is_file():
             # The public half (written by `keys init` and the trust service), else the key's.
+            # Ed25519 is a Rekor v2 key type only.
+            key: LogPublicKey
+            v2 = name == "rekor-v2.pub"
             if path.is_file():
-                key = load_public_ec_key(path)
+                key = load_public_log_key(path) if v2 else load_public_ec_key(path)
             else:
                 pair = load_private_key(private)
-                if not isinstance(pair, ec.EllipticCurvePrivateKey):
-                    raise OperatorError(f"{private}: not an EC key")
+                if not isinstance(pair, ec.EllipticCurvePrivateKey) and not (
+                    v2 and isinstance(pair, ed25519.Ed25519PrivateKey)
+                ):
+                    raise OperatorError(f"{private}: not a key type this log can have")
                 key = pair.public_key()
-            spki = key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            log_id = hashlib.sha256(spki).digest()
-            out.append(_Key(name, key, log_id[:4], log_id))
+            out.append(_Key(name, key, key_id(key)))
     if not out:
         raise OperatorError(f"{data_dir} holds no log keys (keys/*.pub): name the data directory")
     return out
@@ -134,10 +134,11 @@ def _verify_note(note: str, keys: list[_Key], what: str) -> tuple[_Key, str, int
         except ValueError:
             continue
         for key in keys:
-            if raw[:4] != key.hint:
+            # An Ed25519 key's hint is bound to the name in the line; ECDSA's is not.
+            if raw[:4] != note_key_id(key.key, parts[1])[:4]:
                 continue
             try:
-                key.key.verify(raw[4:], text.encode(), ec.ECDSA(hashes.SHA256()))
+                verify_note_signature(key.key, raw[4:], text.encode())
             except InvalidSignature:
                 raise Divergence(f"{what}: signature by {key.name} does not verify") from None
             return key, origin, size, root

@@ -32,12 +32,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from clients.rekor import SignedCheckpoint, VerificationFailed
 from services.audit.fsck import Divergence, TreeReport
 from services.errors import OperatorError
 from services.log import merkle
+from services.log.checkpoint import LogPublicKey
 from services.log.ct.rfc6962 import tree_head_input
 from services.log.rekor.seal import SealMismatch, verify_seal
 from services.log.tiles import HASH_SIZE, TILE_HASHES
@@ -64,8 +65,11 @@ class RemoteLog:
 
     kind: str  # "rekor-v1", "rekor-v2" or "ct"
     url: str
-    key: ec.EllipticCurvePublicKey
+    key: LogPublicKey
     log_id: bytes
+    # The log's own host (``Host`` header) when ``url`` reaches it at another address: logs
+    # sharing a server are told apart by name (a retired Rekor v2 log keeps its host).
+    host: str | None = None
 
 
 def _rebase(url: str, base: str | None) -> str:
@@ -86,11 +90,16 @@ def remote_logs(trusted_root: Mapping[str, Any], base_url: str | None = None) ->
                 key = serialization.load_der_public_key(der)
                 log_id = base64.b64decode(log["logId"]["keyId"], validate=True)
                 url = _rebase(str(log["baseUrl"]), base_url)
+                host = None if base_url is None else urlsplit(str(log["baseUrl"])).netloc
             except (KeyError, TypeError, ValueError) as exc:
                 raise OperatorError(f"trusted root: a {field} entry is malformed ({exc})") from None
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                raise OperatorError(f"trusted root: {url}: only ECDSA log keys are replayed")
-            out.append(RemoteLog(kinds["checkpointKeyId" in log], url, key, log_id))
+            kind = kinds["checkpointKeyId" in log]
+            # Ed25519 only on Rekor v2: v1's SETs and CT's SCTs are ECDSA for every client.
+            if not isinstance(key, ec.EllipticCurvePublicKey) and not (
+                kind == "rekor-v2" and isinstance(key, ed25519.Ed25519PublicKey)
+            ):
+                raise OperatorError(f"trusted root: {url}: not a key type this log can have")
+            out.append(RemoteLog(kind, url, key, log_id, host))
     if not out:
         raise OperatorError("the trusted root lists no logs")
     return out
@@ -106,7 +115,8 @@ class Reader:
         url = self.log.url + path
         method = "GET" if body is None else "POST"
         try:
-            async with self.session.request(method, url, json=body) as reply:
+            headers = None if self.log.host is None else {"Host": self.log.host}
+            async with self.session.request(method, url, json=body, headers=headers) as reply:
                 data = await reply.read()
                 if reply.status != 200:
                     text = data[:200].decode("utf-8", "replace")
@@ -347,10 +357,11 @@ async def _ct(reader: Reader, progress: Callable[[int, int], None]) -> TreeRepor
     # DigitallySigned: hash(1) signature(1) length(2) signature.
     if signed[:2] != b"\x04\x03" or int.from_bytes(signed[2:4], "big") != len(signed) - 4:
         raise Divergence(f"{reader.what}: the STH signature is not ECDSA-SHA256 DigitallySigned")
+    key = reader.log.key
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise Divergence(f"{reader.what}: a CT log key is ECDSA")  # remote_logs ensures it
     try:
-        reader.log.key.verify(
-            signed[4:], tree_head_input(timestamp, size, root), ec.ECDSA(hashes.SHA256())
-        )
+        key.verify(signed[4:], tree_head_input(timestamp, size, root), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise Divergence(f"{reader.what}: the STH signature does not verify") from None
     rng = merkle.CompactRange()

@@ -8,6 +8,7 @@ __all__ = [
     "EntryRefused",
     "HeadMoved",
     "LogError",
+    "LogFrozen",
     "Pushback",
     "SequencerStopped",
     "SequencingFailed",
@@ -29,6 +30,11 @@ class DuplicateEntry(LogError):
 
 class Pushback(LogError):
     """Too many submissions are waiting; the client should retry later (503 + Retry-After)."""
+
+
+class LogFrozen(LogError):
+    """The log is frozen: its final checkpoint is signed and it takes no more entries (Rekor v2
+    answers 405, as rekor-tiles in read-only mode)."""
 
 
 class SequencerStopped(LogError):

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.log import merkle
-from services.log.checkpoint import Checkpoint, CheckpointSigner
+from services.log.checkpoint import Checkpoint, CheckpointSigner, frozen_line, is_frozen
 from services.log.errors import (
     CorruptLog,
     DuplicateEntry,
     EntryRefused,
     HeadMoved,
+    LogFrozen,
     Pushback,
     SequencerStopped,
     SequencingFailed,
@@ -129,6 +130,9 @@ class Batch:
     head: TreeHead
     entries: Sequence[NewEntry]
     tiles: Mapping[TileKey, bytes]
+    # The previous head's signed checkpoint, part of the compare-and-swap when set: a head
+    # re-signed at the same size (a frozen log's final checkpoint) must stop every writer.
+    prev_checkpoint: str | None = None
 
 
 class LogStore(Protocol):
@@ -162,6 +166,12 @@ class LogStore(Protocol):
 
         Raises ``HeadMoved`` (and stores nothing) if the head has changed.
         """
+        ...
+
+    async def replace_head(self, tree_id: int, old: TreeHead, new: TreeHead) -> None:
+        """Replace head ``old`` by ``new``, a re-signed checkpoint of the same tree (size and
+        root), in the head and in the stored checkpoint of that size; raise ``HeadMoved`` if
+        the stored head is no longer exactly ``old``."""
         ...
 
 
@@ -275,12 +285,20 @@ class Sequencer:
         stored = await self._store.read_head(self.tree_id)
         return stored if stored is not None and stored.size > known.size else known
 
+    @property
+    def frozen(self) -> bool:
+        """Whether the tree's head is a frozen log's final checkpoint: no entry is ever added."""
+        return self._head is not None and is_frozen(self._head.checkpoint)
+
     async def start(self) -> None:
-        """Create or load the tree, check it, give it its genesis leaf, start sequencing."""
+        """Create or load the tree, check it, give it its genesis leaf, start sequencing; a
+        frozen tree is loaded and checked, and takes nothing."""
         await self._load()
         if self._guard is not None:
             # Before anything is appended: a rolled-back database must not grow a fork.
             await self._guard.check(self)
+        if self.frozen:
+            return
         await self._ensure_genesis()
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name=f"sequencer-{self.tree_id}")
@@ -299,6 +317,36 @@ class Sequencer:
             await self._task
         self._task = None
 
+    async def freeze(self) -> TreeHead:
+        """Stop taking entries for good: commit what is queued, then replace the head by a final
+        checkpoint (same tree, an extension line saying it is frozen, rekor-tiles' form).
+
+        Every writer's next compare-and-swap then fails on the changed checkpoint and, reloading,
+        finds the log frozen. Idempotent: a frozen log's head is returned as it is.
+        """
+        await self.stop()
+        for _ in range(_MAX_HEAD_RETRIES):
+            await self._load()
+            head = self.head
+            if self.frozen:
+                return head
+            final = TreeHead(
+                head.size,
+                head.root,
+                head.timestamp_ms,
+                self._signer.sign_checkpoint(
+                    Checkpoint(self.origin, head.size, head.root, (frozen_line(self._clock()),))
+                ),
+            )
+            try:
+                await self._store.replace_head(self.tree_id, head, final)
+            except HeadMoved:
+                continue  # another replica committed (or froze) meanwhile: freeze what is there
+            self._head = final
+            _logger.warning("tree %d frozen at size %d", self.tree_id, head.size)
+            return final
+        raise SequencingFailed(f"tree {self.tree_id}: the head kept moving; not frozen")
+
     async def submit(
         self,
         leaf: bytes,
@@ -314,6 +362,8 @@ class Sequencer:
         """
         if self._fatal is not None:
             raise SequencerStopped("sequencer stopped after a fatal error") from self._fatal
+        if self.frozen:
+            raise LogFrozen(f"tree {self.tree_id} is frozen")
         if not self._accepting:
             raise SequencerStopped("sequencer is not accepting entries")
         if self._queue.qsize() >= self._max_pending:
@@ -483,6 +533,12 @@ class Sequencer:
                 # livelocks; the jitter keeps two writers from colliding in lockstep.
                 _logger.info("tree %d head moved; re-sequencing (try %d)", self.tree_id, attempt)
                 await self._load()
+                if self.frozen:
+                    # Another process froze the log: nothing more is appended, by anyone.
+                    self._accepting = False
+                    self._fail_all(pending, LogFrozen(f"tree {self.tree_id} is frozen"))
+                    self._drain(LogFrozen(f"tree {self.tree_id} is frozen"))
+                    return
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
             except CorruptLog:
                 raise
@@ -557,7 +613,9 @@ class Sequencer:
             return
 
         new_head = self._sign_head(staged.size, staged.root(), timestamp_ms)
-        batch = Batch(head.size, head.root, new_head, [e for _, e in accepted], changed)
+        batch = Batch(
+            head.size, head.root, new_head, [e for _, e in accepted], changed, head.checkpoint
+        )
         # Crash point: until commit_batch returns, nothing of this batch is visible and the
         # in-memory state is untouched; a crash here loses only unacknowledged submissions.
         commit_started = time.perf_counter()

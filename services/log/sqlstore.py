@@ -84,6 +84,17 @@ class SQLLogStore:
         if self.fault is not None:
             self.fault(name, after)
 
+    async def read_origin(self, tree_id: int) -> str | None:
+        """The origin a tree was created with, or None if there is no such tree."""
+
+        def run(conn: Connection) -> str | None:
+            row = conn.execute(
+                select(tree_heads.c.origin).where(tree_heads.c.tree_id == tree_id)
+            ).first()
+            return None if row is None else str(row[0])
+
+        return await self.db.read(run)
+
     async def read_head(self, tree_id: int) -> TreeHead | None:
         def run(conn: Connection) -> TreeHead | None:
             row = conn.execute(select(tree_heads).where(tree_heads.c.tree_id == tree_id)).first()
@@ -168,6 +179,33 @@ class SQLLogStore:
             return {}
         return await self.db.read(run)
 
+    async def replace_head(self, tree_id: int, old: TreeHead, new: TreeHead) -> None:
+        if (new.size, new.root) != (old.size, old.root):
+            raise ValueError("a replaced head must be of the same tree")
+
+        def run(conn: Connection) -> None:
+            result = conn.execute(
+                update(tree_heads)
+                .where(
+                    tree_heads.c.tree_id == tree_id,
+                    tree_heads.c.size == old.size,
+                    tree_heads.c.root == old.root,
+                    tree_heads.c.checkpoint == old.checkpoint,
+                )
+                .values(checkpoint=new.checkpoint)
+            )
+            if result.rowcount != 1:
+                raise HeadMoved(old.size)
+            # The stored checkpoint of that size too, so that the checkpoint history ends in
+            # the final one (fsck compares the head with it).
+            conn.execute(
+                update(checkpoints)
+                .where(checkpoints.c.tree_id == tree_id, checkpoints.c.size == old.size)
+                .values(checkpoint=new.checkpoint)
+            )
+
+        await self.db.write(run)
+
     async def commit_batch(self, tree_id: int, batch: Batch) -> None:
         head = batch.head
         expected = range(batch.prev_size, head.size)
@@ -186,13 +224,16 @@ class SQLLogStore:
         # before COMMIT leaves the previous head, tiles and entries exactly as they were.
         head = batch.head
         self._step("head", False)
+        swap = [
+            tree_heads.c.tree_id == tree_id,
+            tree_heads.c.size == batch.prev_size,
+            tree_heads.c.root == batch.prev_root,
+        ]
+        if batch.prev_checkpoint is not None:
+            swap.append(tree_heads.c.checkpoint == batch.prev_checkpoint)
         result = conn.execute(
             update(tree_heads)
-            .where(
-                tree_heads.c.tree_id == tree_id,
-                tree_heads.c.size == batch.prev_size,
-                tree_heads.c.root == batch.prev_root,
-            )
+            .where(*swap)
             .values(
                 size=head.size,
                 root=head.root,

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from services.errors import OperatorError
-from services.trust.material import LogKey, TrustMaterial, key_details, spki_der
+from services.trust.material import LogKey, RetiredLog, TrustMaterial, key_details, spki_der
 
 __all__ = [
     "CLIENT_TRUST_CONFIG_MEDIA_TYPE",
@@ -65,27 +65,38 @@ class MissingLogKey(OperatorError, ValueError):
 class Endpoints:
     """Where each service of one sigstead answers, derived from its public URL."""
 
-    __slots__ = ("base", "ct", "host", "operator", "tsa", "tuf")
+    __slots__ = ("base", "ct", "host", "operator", "rekor_v2", "rekor_v2_host", "tsa", "tuf")
 
-    def __init__(self, public_url: str, operator: str | None = None) -> None:
-        try:
-            parts = urlsplit(public_url)
-            parts.port  # noqa: B018 -- raises on a port that is not a number
-        except ValueError as exc:
-            raise PublicURLError(f"--public-url {public_url!r}: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PublicURLError(f"--public-url {public_url!r}: want http(s)://HOST[:PORT]")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            # sigstore-python joins "/api/v2/signingCert" onto the CA URL, dropping any path.
-            raise PublicURLError(
-                f"--public-url {public_url!r}: no path, clients expect the services at the root"
-            )
-        self.base = f"{parts.scheme}://{parts.netloc}"
-        self.host = parts.hostname
-        self.operator = operator or parts.hostname
+    def __init__(
+        self, public_url: str, operator: str | None = None, rekor_v2_url: str | None = None
+    ) -> None:
+        self.base, self.host = base_url(public_url, "--public-url")
+        self.operator = operator or self.host
         self.ct = f"{self.base}/ct"
         self.tsa = f"{self.base}/api/v1/timestamp"
         self.tuf = f"{self.base}/tuf"
+        # The Rekor v2 log's own URL: its host is the log's origin, so a log retired for a new
+        # one keeps its host (and stays readable there) while the new one has another.
+        self.rekor_v2, self.rekor_v2_host = (
+            (self.base, self.host)
+            if rekor_v2_url is None
+            else base_url(rekor_v2_url, "--rekor-v2-url")
+        )
+
+
+def base_url(url: str, flag: str) -> tuple[str, str]:
+    """``scheme://host[:port]`` and the host of a service URL; raise ``PublicURLError``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError as exc:
+        raise PublicURLError(f"{flag} {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PublicURLError(f"{flag} {url!r}: want http(s)://HOST[:PORT]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        # sigstore-python joins "/api/v2/signingCert" onto the CA URL, dropping any path.
+        raise PublicURLError(f"{flag} {url!r}: no path, clients expect the services at the root")
+    return f"{parts.scheme}://{parts.netloc}", parts.hostname
 
 
 def _time(value: datetime.datetime) -> str:
@@ -114,12 +125,27 @@ def _tlog(url: str, key: LogKey, operator: str) -> Document:
     }
 
 
-def _tlog_v2(url: str, key: LogKey, operator: str) -> Document:
-    """A Rekor v2 log: its checkpoint key ID (C2SP; for ECDSA, SHA-256 of the SPKI like the log
-    ID) marks it as v2 for sigstead's own readers (snippets, exports), since a trusted root does
-    not say a log's API version."""
+def _tlog_v2(endpoints: Endpoints, key: LogKey) -> Document:
+    """A Rekor v2 log: its checkpoint key ID marks it as v2 for sigstead's own readers (snippets,
+    exports), since a trusted root does not say a log's API version. The key ID is C2SP's, under
+    the key name the log signs with (the host): for ECDSA the SHA-256 of the SPKI as in v1, for
+    Ed25519 a hash of name and key, and clients find the log by it (``logId``) too."""
+    return _v2_doc(endpoints.rekor_v2, endpoints.rekor_v2_host, key, endpoints.operator)
+
+
+def _v2_doc(url: str, host: str, key: LogKey, operator: str) -> Document:
     doc = _tlog(url, key, operator)
-    doc["checkpointKeyId"] = {"keyId": _b64(key.log_id)}
+    key_id = {"keyId": _b64(key.note_key_id(host))}
+    doc["logId"] = key_id
+    doc["checkpointKeyId"] = dict(key_id)
+    return doc
+
+
+def _retired_v2(log: RetiredLog, operator: str) -> Document:
+    """A frozen v2 log a newer one replaced: its own URL and key, valid until it was retired
+    (what it logged before then still verifies; nothing after can exist)."""
+    doc = _v2_doc(log.url, log.host, log.key, operator)
+    doc["publicKey"]["validFor"]["end"] = _time(log.retired)
     return doc
 
 
@@ -222,7 +248,8 @@ def trusted_root(
     # Rekor v1 entries first (current, then retired), then v2: single-key consumers of v1
     # (cosign's SIGSTORE_REKOR_PUBLIC_KEY, Kyverno's rekor.pubkey) read the first one.
     previous_tlogs = prev.get("tlogs", [])
-    v2 = [] if material.rekor_v2 is None else [_tlog_v2(endpoints.base, material.rekor_v2, op)]
+    v2 = [] if material.rekor_v2 is None else [_tlog_v2(endpoints, material.rekor_v2)]
+    v2 += [_retired_v2(log, op) for log in reversed(material.rekor_v2_retired)]
     root["tlogs"] = _merge(
         [_tlog(endpoints.base, material.rekor, op)],
         [t for t in previous_tlogs if not is_rekor_v2(t)],
@@ -283,7 +310,7 @@ def signing_config(
                 "keys/rekor-v2.pem) in this data directory; a trust service on its own files "
                 "needs the log's public key mounted there"
             )
-        rekor_urls.insert(0, _service(endpoints.base, material.rekor_v2.created, op, version=2))
+        rekor_urls.insert(0, _service(endpoints.rekor_v2, material.rekor_v2.created, op, version=2))
     return {
         "mediaType": SIGNING_CONFIG_MEDIA_TYPE,
         "caUrls": ca_urls,

@@ -17,9 +17,12 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -28,19 +31,30 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from services.ca import keys as ca_keys
 from services.errors import OperatorError
-from services.keys import load_or_create_ec_key, load_public_ec_key, write_public_key
+from services.keys import (
+    load_or_create_ec_key,
+    load_or_create_log_key,
+    load_private_key,
+    load_public_ec_key,
+    load_public_log_key,
+    write_public_key,
+)
+from services.log.checkpoint import LogPublicKey, note_key_id
 from services.settings import PUBLISHABLE
 from services.tsa import keys as tsa_keys
 
 __all__ = [
     "LogKey",
     "MissingKeysError",
+    "RetiredLog",
     "TrustMaterial",
     "describe",
     "ensure_keys",
     "gather",
     "key_details",
     "public_files",
+    "retire_rekor_v2",
+    "retired_rekor_v2",
     "spki_der",
 ]
 
@@ -80,15 +94,88 @@ def key_details(key: PublicKeyTypes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LogKey:
-    """A log's verification key and when it came into use."""
+    """A log's verification key and when it came into use (ECDSA; Ed25519 for Rekor v2 only)."""
 
-    public_key: ec.EllipticCurvePublicKey
+    public_key: LogPublicKey
     created: datetime.datetime
 
     @property
     def log_id(self) -> bytes:
         """SHA-256 of the SPKI: Rekor's ``logID``, the SCT ``LogID`` and the checkpoint hint."""
         return hashlib.sha256(spki_der(self.public_key)).digest()
+
+    def note_key_id(self, name: str) -> bytes:
+        """The signed-note key ID under key ``name``: a Rekor v2 log's ``logId`` (the SPKI hash
+        for ECDSA, C2SP's name-bound ID for Ed25519)."""
+        return note_key_id(self.public_key, name)
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredLog:
+    """A frozen Rekor v2 log replaced by a newer one: still in the trusted root (with an end to
+    its validity), still served at its own URL, read-only."""
+
+    key: LogKey
+    url: str  # its base URL; the host is its origin and key name
+    tree_id: int
+    retired: datetime.datetime
+
+    @property
+    def host(self) -> str:
+        """The log's origin and key name."""
+        return urlsplit(self.url).hostname or ""
+
+
+RETIRED_DIR = "retired"
+
+
+def retired_rekor_v2(data_dir: Path) -> tuple[RetiredLog, ...]:
+    """The retired Rekor v2 logs of ``keys/retired/`` (``retire_rekor_v2`` writes them): each a
+    ``rekor-v2-<tree ID>.pub`` public key with its ``.json`` record. Raise ``OperatorError``."""
+    out = []
+    for record in sorted((data_dir / "keys" / RETIRED_DIR).glob("rekor-v2-*.json")):
+        try:
+            doc = json.loads(record.read_text())
+            url, tree_id = str(doc["url"]), int(doc["tree_id"])
+            retired = datetime.datetime.fromisoformat(str(doc["retired"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OperatorError(f"{record}: not a retired log record ({exc})") from None
+        if retired.tzinfo is None or not urlsplit(url).hostname:
+            raise OperatorError(f"{record}: want a base URL and a UTC time")
+        key = _log_key(record.with_suffix(".pub"), allow_ed25519=True)
+        out.append(RetiredLog(key, url, tree_id, retired))
+    return tuple(sorted(out, key=lambda r: r.retired))
+
+
+def retire_rekor_v2(data_dir: Path, url: str, tree_id: int, now: datetime.datetime) -> RetiredLog:
+    """Move the Rekor v2 key pair to ``keys/retired/rekor-v2-<tree ID>.{pem,pub}`` beside a
+    record of the log's URL and retirement time; the next start makes a new key, a new log.
+
+    Crash point: the record is written first (atomically), the key files moved after; an
+    interruption in between stops the next start (a record without its key), and running this
+    again completes the move. The caller has checked that the log is frozen.
+    """
+    keys = data_dir / "keys"
+    if not (keys / REKOR_V2_PUBLIC_FILE).exists():
+        # A log-only data directory (the trust service's files are elsewhere) has no .pub yet.
+        private = load_private_key(keys / REKOR_V2_KEY_FILE)
+        if not isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise OperatorError(f"{keys / REKOR_V2_KEY_FILE}: not a log key")
+        write_public_key(
+            keys / REKOR_V2_PUBLIC_FILE, private.public_key(), like=keys / REKOR_V2_KEY_FILE
+        )
+    retired_dir = keys / RETIRED_DIR
+    retired_dir.mkdir(mode=0o700, exist_ok=True)
+    stem = retired_dir / f"rekor-v2-{tree_id}"
+    record = {"url": url, "tree_id": tree_id, "retired": now.isoformat()}
+    tmp = stem.with_name(f".{stem.name}.json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, stem.with_suffix(".json"))
+    # os.replace keeps the files' times: the public key's is when the log began.
+    for name, suffix in ((REKOR_V2_PUBLIC_FILE, ".pub"), (REKOR_V2_KEY_FILE, ".pem")):
+        if (keys / name).exists():
+            os.replace(keys / name, stem.with_suffix(suffix))
+    return RetiredLog(_log_key(stem.with_suffix(".pub"), allow_ed25519=True), url, tree_id, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +193,8 @@ class TrustMaterial:
     # The Rekor v2 log's checkpoint key: None for a data directory made before sigstead served
     # Rekor v2 (its first start with this version creates the key).
     rekor_v2: LogKey | None = None
+    # Frozen Rekor v2 logs the current one replaced (``keys/retired/``), oldest first.
+    rekor_v2_retired: tuple[RetiredLog, ...] = ()
 
     @property
     def services(self) -> frozenset[str]:
@@ -121,13 +210,16 @@ class MissingKeysError(OperatorError, FileNotFoundError):
     """The data directory lacks keys the trust documents must describe."""
 
 
-def _log_key(path: Path) -> LogKey:
+def _log_key(path: Path, *, allow_ed25519: bool = False) -> LogKey:
     # The file's mtime is its private key's (``write_public_key``): when the key was made, and no
     # entry or SCT can predate it. Key files are written once and never rewritten, so this is
     # stable; ``documents.trusted_root`` also keeps a start it has already published, so a copied
     # data directory cannot move it later.
     created = datetime.datetime.fromtimestamp(int(path.stat().st_mtime), datetime.UTC)
-    return LogKey(load_public_ec_key(path), created)
+    # Ed25519 only where ``allow_ed25519`` says (Rekor v2): Rekor v1's SETs and the CT log's
+    # SCTs are ECDSA for every client.
+    key = load_public_log_key(path) if allow_ed25519 else load_public_ec_key(path)
+    return LogKey(key, created)
 
 
 def public_files(
@@ -166,10 +258,15 @@ def ensure_keys(
     logs = [(REKOR_KEY_FILE, REKOR_PUBLIC_FILE), (REKOR_V2_KEY_FILE, REKOR_V2_PUBLIC_FILE)]
     logs += [(CT_KEY_FILE, CT_PUBLIC_FILE)] if "ca" in services else []
     for private, public in logs:
-        key = load_or_create_ec_key(data_dir / "keys" / private)
+        path = data_dir / "keys" / private
+        v2 = private == REKOR_V2_KEY_FILE
+        key = load_or_create_log_key(path) if v2 else load_or_create_ec_key(path)
         write_public_key(
             data_dir / "keys" / public, key.public_key(), like=data_dir / "keys" / private
         )
+    # Where retired Rekor v2 logs' keys go (``retire_rekor_v2``): made empty here so that a
+    # layout mounting it (compose.yaml) finds it.
+    (data_dir / "keys" / RETIRED_DIR).mkdir(mode=0o700, exist_ok=True)
     if "ca" in services and ca_chain is None:
         ca_keys.load_or_create(data_dir, now)  # <data_dir>/ca/
     if "tsa" in services:
@@ -241,7 +338,8 @@ def gather(
         ct,
         tuple(ca_chain) if "ca" in services and ca_chain else None,
         tsa_chain,
-        _log_key(v2_file) if v2_file.is_file() else None,
+        _log_key(v2_file, allow_ed25519=True) if v2_file.is_file() else None,
+        retired_rekor_v2(data_dir),
     )
 
 

@@ -94,6 +94,8 @@ class TrustOptions:
     services: frozenset[str] = frozenset(PUBLISHABLE)
     # The highest Rekor API version clients are sent to sign with (``--rekor-version``).
     rekor_version: int = 1
+    # The Rekor v2 log's own URL (``--rekor-v2-url``; None: the public URL).
+    rekor_v2_url: str | None = None
 
     def __post_init__(self) -> None:
         parse_services(",".join(self.services))
@@ -108,7 +110,7 @@ class TrustOptions:
     @property
     def endpoints(self) -> documents.Endpoints:
         """The service URLs derived from the public URL."""
-        return documents.Endpoints(self.public_url, self.operator)
+        return documents.Endpoints(self.public_url, self.operator, self.rekor_v2_url)
 
     @property
     def publication(self) -> Publication:
@@ -120,6 +122,8 @@ class TrustOptions:
             tuple(self.oidc_urls),
             self.services,
             self.rekor_version,
+            # Only a signing config that lists the v2 log says where it is.
+            endpoints.rekor_v2 if self.rekor_version == 2 else None,
         )
 
     def republish_command(self, data_dir: Path) -> str:
@@ -131,6 +135,7 @@ class TrustOptions:
             words += ["--oidc-url", url]
         words += ["--services", ",".join(n for n in PUBLISHABLE if n in self.services)]
         words += ["--rekor-version", "2"] if self.rekor_version == 2 else []
+        words += ["--rekor-v2-url", self.rekor_v2_url] if self.rekor_v2_url else []
         return " ".join(shlex.quote(word) for word in words)
 
 
@@ -143,18 +148,21 @@ class Publication:
     oidc_urls: tuple[str, ...]
     services: frozenset[str]
     rekor_version: int = 1
+    rekor_v2_url: str | None = None
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> Publication:
         """The settings a published signing config was made with."""
-        rekor = config["rekorTlogUrls"][0]
+        by_version = {int(r["majorApiVersion"]): r for r in config["rekorTlogUrls"]}
+        rekor = by_version[1]
         listed = {"log": True, "ca": bool(config["caUrls"]), "tsa": bool(config["tsaUrls"])}
         return cls(
             rekor["url"],
             rekor["operator"],
             tuple(o["url"] for o in config["oidcUrls"]),
             frozenset(name for name, here in listed.items() if here),
-            max(int(r["majorApiVersion"]) for r in config["rekorTlogUrls"]),
+            max(by_version),
+            by_version[2]["url"] if 2 in by_version else None,
         )
 
 
@@ -187,6 +195,13 @@ def difference(have: Publication, want: Publication) -> Difference | None:
             "--rekor-version",
             str(have.rekor_version),
             str(want.rekor_version),
+        )
+    if have.rekor_v2_url != want.rekor_v2_url:
+        return Difference(
+            "Rekor v2 log URL",
+            "--rekor-v2-url",
+            str(have.rekor_v2_url),
+            str(want.rekor_v2_url),
         )
     if have.oidc_urls != want.oidc_urls:
         return Difference(

@@ -43,6 +43,7 @@ __all__ = [
     "Verifier",
     "cosignature_message",
     "ecdsa_vkey",
+    "log_vkey",
 ]
 
 ED25519 = 0x01
@@ -147,6 +148,16 @@ class Verifier:
             raise SignatureError(
                 f"the signature by trusted key {self.name}+{self.key_id.hex()} does not verify"
             ) from None
+
+
+def log_vkey(name: str, key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey) -> str:
+    """The vkey of a log key: type 0x01 for Ed25519 (a Rekor v2 log's option), 0x02 for ECDSA."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        _check_key_name(name)
+        public = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        key_id = _ed25519_id(name, ED25519, public)
+        return f"{name}+{key_id.hex()}+{base64.b64encode(bytes([ED25519]) + public).decode()}"
+    return ecdsa_vkey(name, key)
 
 
 def ecdsa_vkey(name: str, key: ec.EllipticCurvePublicKey) -> str:

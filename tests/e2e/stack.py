@@ -68,16 +68,18 @@ def sigstead(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_stack(directory: Path, *flags: str, server_flags: Sequence[str] = ()) -> Stack:
-    """Start an IdP and ``sigstead up --oidc-config``, then export the trust material.
-    ``flags`` (publication flags such as ``--rekor-version 2``) go to both commands,
-    ``server_flags`` to ``up`` alone."""
+def start_stack(
+    directory: Path, *flags: str, server_flags: Sequence[str] = (), port: int | None = None
+) -> Stack:
+    """Start an IdP and ``sigstead up --oidc-config`` (on ``port``, default a free one), then
+    export the trust material. ``flags`` (publication flags such as ``--rekor-version 2``) go
+    to both commands, ``server_flags`` to ``up`` alone."""
     directory.mkdir(parents=True, exist_ok=True)
     idp = start_idp(directory)
     config = write_email_issuer_config(directory / "oidc.json", idp.url)
     try:
         server = start_server(
-            directory / "data", "--oidc-config", str(config), *flags, *server_flags
+            directory / "data", "--oidc-config", str(config), *flags, *server_flags, port=port
         )
     except BaseException:
         idp.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import shutil
 import sqlite3
 import threading
 import time
@@ -180,9 +181,7 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, case: str, message: str) 
     if case == "exists":
         out.mkdir()
     elif case == "no keys":
-        for path in sorted((data / "keys").iterdir()):
-            path.unlink()
-        (data / "keys").rmdir()
+        shutil.rmtree(data / "keys")
     elif case == "no database":
         (data / "sigstead.db").unlink()
     elif case == "open key":

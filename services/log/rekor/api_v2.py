@@ -21,23 +21,30 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from services.limits import parse_json_async
-from services.log.checkpoint import CheckpointSigner
-from services.log.errors import DuplicateEntry, EntryRefused, LogError, Pushback, SequencerStopped
+from services.log.errors import (
+    DuplicateEntry,
+    EntryRefused,
+    LogError,
+    LogFrozen,
+    Pushback,
+    SequencerStopped,
+)
+from services.log.proofs import ProofBuilder
 from services.log.rekor.api import keys_for_query
 from services.log.rekor.errors import RekorError
 from services.log.rekor.v2 import InvalidRequest, canonicalize_request
-from services.log.sequencer import Sequencer, TreeHead
+from services.log.sequencer import Receipt, TreeHead
 from services.log.sqlstore import SQLLogStore
 from services.log.tiles import TILE_HASHES
 
-__all__ = ["REKOR_V2_LOG", "RekorV2Log", "add_v2_routes"]
+__all__ = ["REKOR_V2_LOG", "REKOR_V2_RETIRED", "RekorV2Log", "RetiredTree", "add_v2_routes"]
 
 _logger = logging.getLogger(__name__)
 
@@ -60,26 +67,85 @@ class V2Error(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class V2Tree(Protocol):
+    """What a Rekor v2 log needs of its tree: the engine's ``Sequencer``, or a ``RetiredTree``."""
+
+    @property
+    def tree_id(self) -> int: ...
+
+    @property
+    def frozen(self) -> bool: ...
+
+    @property
+    def proofs(self) -> ProofBuilder: ...
+
+    @property
+    def saturated(self) -> bool: ...
+
+    async def latest_head(self) -> TreeHead: ...
+
+    async def submit(
+        self,
+        leaf: bytes,
+        search_keys: Collection[str] = (),
+        *,
+        extra: bytes | None = None,
+        want_proof: bool = True,
+    ) -> Receipt: ...
+
+
+class RetiredTree:
+    """A frozen v2 log that an active one has replaced, kept readable: its final head (checked
+    at start by the caller) and its proofs; it takes no entries and signs nothing."""
+
+    frozen = True
+    saturated = False
+
+    def __init__(self, store: SQLLogStore, tree_id: int, head: TreeHead) -> None:
+        self.tree_id = tree_id
+        self.head = head
+        self.proofs = ProofBuilder(store, tree_id)
+
+    async def latest_head(self) -> TreeHead:
+        return self.head
+
+    async def submit(
+        self,
+        leaf: bytes,
+        search_keys: Collection[str] = (),
+        *,
+        extra: bytes | None = None,
+        want_proof: bool = True,
+    ) -> Receipt:
+        raise LogFrozen(f"tree {self.tree_id} is retired")
+
+
 class RekorV2Log:
-    """One Rekor v2 log: its tree on the engine, its checkpoint key and whether it is frozen."""
+    """One Rekor v2 log: its tree on the engine and its checkpoint key ID (``logId``).
+
+    Frozen when its tree's head is a final checkpoint (``Sequencer.freeze``): writes are then
+    answered 405, as by rekor-tiles in read-only mode, and reads go on."""
 
     def __init__(
         self,
         *,
-        sequencer: Sequencer,
+        sequencer: V2Tree,
         store: SQLLogStore,
-        signer: CheckpointSigner,
-        frozen: bool = False,
+        key_id: bytes,
         dsse: bool = True,
         executor: Executor | None = None,
     ) -> None:
         self.sequencer = sequencer
         self.store = store
-        self.signer = signer
-        self.frozen = frozen
+        self.key_id = key_id
         self.dsse = dsse
         self.tree_id = sequencer.tree_id
         self._executor = executor
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the log takes no more entries."""
+        return self.sequencer.frozen
 
     async def create(self, document: Any) -> dict[str, Any]:
         """Verify and append a parsed ``CreateEntryRequest``; return the ``TransparencyLogEntry``
@@ -95,6 +161,8 @@ class RekorV2Log:
             receipt = await self.sequencer.submit(entry.leaf, entry.search_keys)
         except DuplicateEntry as dup:
             raise _Duplicate(dup.index) from None
+        except LogFrozen:
+            raise _Frozen from None  # frozen by another replica since this request began
         except (Pushback, SequencerStopped):
             raise V2Error(503, 14, "reached max pushback; retry") from None
         except EntryRefused as exc:
@@ -110,7 +178,7 @@ class RekorV2Log:
         b64 = _b64
         return {
             "logIndex": str(index),
-            "logId": {"keyId": b64(self.signer.key_id)},
+            "logId": {"keyId": b64(self.key_id)},
             "kindVersion": {"kind": kind, "version": "0.0.2"},
             # protojson with EmitUnpopulated, as rekor-tiles answers: v2 has no integrated time
             # and no promise; clients take the time from an RFC 3161 timestamp.
@@ -199,7 +267,24 @@ class _Duplicate(V2Error):
         self.index = index
 
 
+class _Frozen(V2Error):
+    def __init__(self) -> None:
+        super().__init__(405, 12, FROZEN_MESSAGE)
+
+
 REKOR_V2_LOG = web.AppKey("rekor_v2_log", RekorV2Log)
+REKOR_V2_RETIRED: web.AppKey[Mapping[str, RekorV2Log]] = web.AppKey("rekor_v2_retired")
+"""Retired (frozen) v2 logs by host: each keeps the host of its URL, its origin."""
+
+
+def _log(request: web.Request) -> RekorV2Log:
+    """The v2 log a request is for: a retired one if the request names its host, else the
+    active one (any other name, an IP address, a gateway's upstream name)."""
+    retired = request.app.get(REKOR_V2_RETIRED, {})
+    host = request.url.host
+    if host is not None and host in retired:
+        return retired[host]
+    return request.app[REKOR_V2_LOG]
 
 
 def _b64(data: bytes) -> str:
@@ -207,6 +292,8 @@ def _b64(data: bytes) -> str:
 
 
 def _error(exc: V2Error) -> web.Response:
+    if isinstance(exc, _Frozen):
+        return web.Response(status=405, text=FROZEN_MESSAGE, content_type="text/plain")
     response = web.json_response(
         {"code": exc.code, "message": exc.message, "details": []}, status=exc.status
     )
@@ -216,9 +303,9 @@ def _error(exc: V2Error) -> web.Response:
 
 
 async def _create(request: web.Request) -> web.StreamResponse:
-    log = request.app[REKOR_V2_LOG]
+    log = _log(request)
     if log.frozen:
-        return web.Response(status=405, text=FROZEN_MESSAGE, content_type="text/plain")
+        return _error(_Frozen())
     try:
         try:
             document = await parse_json_async(await request.read())
@@ -265,7 +352,7 @@ async def _immutable(request: web.Request, body: bytes) -> web.Response:
 
 
 async def _checkpoint(request: web.Request) -> web.Response:
-    text = await request.app[REKOR_V2_LOG].checkpoint()
+    text = await _log(request).checkpoint()
     return web.Response(text=text, content_type="text/plain", headers={"Cache-Control": "no-cache"})
 
 
@@ -273,7 +360,7 @@ async def _tile(request: web.Request) -> web.Response:
     level_text = request.match_info["level"]
     if level_text == "entries":
         index, width = _tile_index(request.match_info["index"])
-        body = await request.app[REKOR_V2_LOG].entry_bundle(index, width)
+        body = await _log(request).entry_bundle(index, width)
         return await _immutable(request, body)
     # isascii: str.isdigit also holds for U+00B9, which int() refuses, and U+0663, which it reads.
     if not (level_text.isascii() and level_text.isdigit()) or (
@@ -284,7 +371,7 @@ async def _tile(request: web.Request) -> web.Response:
     if level > _MAX_LEVEL:
         raise web.HTTPNotFound(text="malformed tile level\n")
     index, width = _tile_index(request.match_info["index"])
-    body = await request.app[REKOR_V2_LOG].tile(level, index, width)
+    body = await _log(request).tile(level, index, width)
     return await _immutable(request, body)
 
 
@@ -300,7 +387,7 @@ async def _search(request: web.Request) -> web.Response:
     operator = query.get("operator", "or")
     if operator not in ("and", "or"):
         raise RekorError("operator must be 'and' or 'or'")
-    log = request.app[REKOR_V2_LOG]
+    log = _log(request)
     return web.json_response(await log.search(keys_for_query(query), match_all=operator == "and"))
 
 

@@ -1,4 +1,4 @@
-"""Ed25519ph signature *verification* (RFC 8032 §5.1 with phflag = 1) over a SHA-512 digest.
+"""Ed25519ph signatures (RFC 8032 §5.1 with phflag = 1) over a SHA-512 digest.
 
 Rekor's hashedrekord verifies an Ed25519 signature over the client's SHA-512 *digest* as
 Ed25519ph (Go's ``ed25519.VerifyWithOptions`` with ``Hash: crypto.SHA512``), because the server
@@ -11,7 +11,7 @@ from __future__ import annotations
 from Crypto.Hash import SHA512
 from Crypto.Signature import eddsa
 
-__all__ = ["InvalidEd25519phSignature", "verify_ed25519ph"]
+__all__ = ["InvalidEd25519phSignature", "sign_ed25519ph", "verify_ed25519ph"]
 
 
 class InvalidEd25519phSignature(ValueError):
@@ -55,3 +55,10 @@ def verify_ed25519ph(public_key: bytes, signature: bytes, prehash: bytes) -> Non
         verifier.verify(_Prehash(prehash), signature)
     except ValueError:
         raise InvalidEd25519phSignature("ed25519: invalid signature") from None
+
+
+def sign_ed25519ph(seed: bytes, message: bytes) -> bytes:
+    """Sign ``message`` with Ed25519ph under the 32-byte private key ``seed``: what an Ed25519
+    signer of a hashedrekord sends (a Rekor v2 log's genesis entry, when its key is Ed25519)."""
+    signer = eddsa.new(eddsa.import_private_key(seed), "rfc8032")
+    return bytes(signer.sign(SHA512.new(message)))

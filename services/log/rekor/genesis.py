@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from services.log.checkpoint import CheckpointSigner
+from services.log.checkpoint import CheckpointSigner, LogPublicKey
 from services.log.rekor.kinds import canonicalize_proposed_value
 from services.log.sequencer import Genesis
 
@@ -62,8 +62,10 @@ def genesis_entry(signer: CheckpointSigner, origin: str) -> Genesis:
     return Genesis(entry.leaf, entry.search_keys)
 
 
-def verify_genesis(leaf: bytes, public_key: ec.EllipticCurvePublicKey, origin: str) -> None:
+def verify_genesis(leaf: bytes, public_key: LogPublicKey, origin: str) -> None:
     """Raise ``GenesisMismatch`` unless ``leaf`` is the genesis entry of the log named."""
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise GenesisMismatch("a Rekor v1 log key is ECDSA (its SETs must verify in cosign)")
     try:
         body = json.loads(leaf)
         spec = body["spec"]

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.log.checkpoint import CheckpointSigner
+from services.log.checkpoint import CheckpointSigner, LogPublicKey
 from services.log.sequencer import NewEntry, Sealer
 
 __all__ = ["SealMismatch", "sealer", "set_payload", "verify_seal"]
@@ -53,10 +53,12 @@ def verify_seal(
     leaf: bytes,
     integrated_time: int,
     index: int,
-    public_key: ec.EllipticCurvePublicKey,
+    public_key: LogPublicKey,
     log_id_hex: str,
 ) -> None:
     """Raise ``SealMismatch`` unless ``seal`` is the log key's SET over these stored values."""
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise SealMismatch("a Rekor v1 log key is ECDSA: SETs are ECDSA signatures")
     try:
         public_key.verify(
             seal, set_payload(leaf, integrated_time, log_id_hex, index), ec.ECDSA(hashes.SHA256())

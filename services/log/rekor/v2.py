@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from services.log.checkpoint import CheckpointSigner
+from services.log.rekor.ed25519ph import sign_ed25519ph
 from services.log.rekor.keys import (
     ChainError,
     MaterialError,
@@ -450,14 +451,21 @@ def genesis_entry(signer: CheckpointSigner, origin: str) -> Genesis:
     spki = signer.public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    if isinstance(signer.public_key, ed25519.Ed25519PublicKey):
+        # Pure Ed25519 cannot sign a digest: hashedrekord takes Ed25519ph over SHA-512.
+        details, digest = "PKIX_ED25519_PH", hashlib.sha512(statement).digest()
+        signature = sign_ed25519ph(signer.ed25519_seed(), statement)
+    else:
+        details, digest = "PKIX_ECDSA_P256_SHA_256", hashlib.sha256(statement).digest()
+        signature = signer.sign(statement)
     request = {
         "hashedRekordRequestV002": {
-            "digest": base64.b64encode(hashlib.sha256(statement).digest()).decode(),
+            "digest": base64.b64encode(digest).decode(),
             "signature": {
-                "content": base64.b64encode(signer.sign(statement)).decode(),
+                "content": base64.b64encode(signature).decode(),
                 "verifier": {
                     "publicKey": {"rawBytes": base64.b64encode(spki).decode()},
-                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    "keyDetails": details,
                 },
             },
         }

@@ -20,6 +20,7 @@ from services.log.errors import (
     CorruptLog,
     DuplicateEntry,
     EntryRefused,
+    LogFrozen,
     Pushback,
     SequencingFailed,
 )
@@ -530,3 +531,44 @@ async def test_one_unstorable_entry_is_refused_and_its_batch_commits(db: Databas
         assert isinstance(r, EntryRefused), r
     assert sorted(r.index for r in receipts if isinstance(r, Receipt)) == list(range(1, 22))
     await fsck(db, s)
+
+
+async def test_freezing_signs_a_final_checkpoint_and_stops_every_writer(db: Database) -> None:
+    """rekor-tiles' freeze: the same tree re-signed with a ``Log frozen — <time>`` line. The
+    other replica, still running on the old head, fails its next compare-and-swap on the
+    changed checkpoint, reloads, and refuses from then on; so does any later start."""
+    clock = FakeClock()
+    a = make_sequencer(SQLLogStore(db), clock=clock)
+    b = make_sequencer(SQLLogStore(db), clock=clock)
+    await a.start()
+    await b.start()
+    await a.submit(b"before")
+    await b.submit(b"before, from b")
+    await a.latest_head()
+    final = await a.freeze()
+    assert a.frozen
+    checkpoint = verify_note(final.checkpoint)
+    assert checkpoint.extensions == ("Log frozen \u2014 Fri Jan 15 08:00:00 UTC 2027",)
+    assert (checkpoint.size, checkpoint.root) == (3, (await b.latest_head()).root)
+    assert (await SQLLogStore(db).read_head(TREE)) == final
+    # The stored history ends in the final checkpoint (fsck compares the head with it).
+    stored = await SQLLogStore(db).read_checkpoints(TREE, min_size=3)
+    assert [c.checkpoint for c in stored] == [final.checkpoint]
+
+    with pytest.raises(LogFrozen):
+        await a.submit(b"after, to the frozen one")
+    with pytest.raises(LogFrozen):
+        await b.submit(b"after, to the replica")
+    with pytest.raises(LogFrozen):
+        await b.submit(b"and again")
+    assert (await SQLLogStore(db).read_head(TREE)) == final
+    await b.stop()
+
+    again = make_sequencer(SQLLogStore(db), clock=clock)
+    await again.start()  # loads and checks the tree; no genesis, nothing appended
+    assert again.frozen
+    assert again.head == final
+    with pytest.raises(LogFrozen):
+        await again.submit(b"after a restart")
+    assert await again.freeze() == final  # idempotent: the same final checkpoint
+    await again.stop()

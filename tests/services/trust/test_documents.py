@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives import serialization
 from sigstore.errors import Error as SigstoreError
 from sigstore.models import ClientTrustConfig
 
-from services.keys import load_private_key
+from services.keys import load_or_create_log_key, load_private_key
 from services.log.checkpoint import key_id
 from services.trust import documents
 from services.trust.documents import Endpoints, PublicURLError
-from services.trust.material import TrustMaterial, gather
+from services.trust.material import TrustMaterial, gather, retire_rekor_v2
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 URL = "http://sigstead.internal:3000"
@@ -171,3 +171,63 @@ def test_listing_rekor_v2_without_its_key_names_the_missing_file(material: Trust
     assert without.rekor_v2 is None
     with pytest.raises(documents.MissingLogKey, match=r"keys/rekor-v2\.pub"):
         documents.signing_config(without, Endpoints(URL), rekor_version=2)
+
+
+def test_an_ed25519_v2_log_is_listed_by_its_c2sp_key_id_under_its_own_url(
+    tmp_path: Path,
+) -> None:
+    """The public 2025 log's key type: the log ID clients look the log up by is C2SP's
+    name-bound key ID, under the host of the log's own URL (``--rekor-v2-url``)."""
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    key = load_or_create_log_key(keys / "rekor-v2.pem", "ed25519")
+    material = gather(tmp_path, NOW)
+    endpoints = Endpoints(URL, rekor_v2_url="https://log2026.sigstead.internal")
+    root = documents.trusted_root(material, endpoints, NOW)
+    config = documents.signing_config(material, endpoints, rekor_version=2)
+    v2 = root["tlogs"][1]
+    assert v2["baseUrl"] == "https://log2026.sigstead.internal"
+    assert v2["publicKey"]["keyDetails"] == "PKIX_ED25519"
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    want = hashlib.sha256(b"log2026.sigstead.internal\n\x01" + raw).digest()
+    assert base64.b64decode(v2["logId"]["keyId"]) == want
+    assert v2["checkpointKeyId"] == v2["logId"]
+    assert config["rekorTlogUrls"][0]["url"] == "https://log2026.sigstead.internal"
+    assert config["rekorTlogUrls"][1]["url"] == URL
+    # sigstore-python reads both documents as they are.
+    ClientTrustConfig.from_json(json.dumps(documents.client_trust_config(root, config)))
+
+
+def test_a_retired_v2_log_stays_listed_until_it_was_retired(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    load_or_create_log_key(keys / "rekor-v2.pem", "ed25519")
+    old = gather(tmp_path, NOW)
+    assert old.rekor_v2 is not None
+    retired_at = NOW + datetime.timedelta(days=1)
+    retire_rekor_v2(tmp_path, "https://log2026.sigstead.internal", 42, retired_at)
+    assert not (keys / "rekor-v2.pem").exists()
+    assert oct((keys / "retired" / "rekor-v2-42.pem").stat().st_mode & 0o777) == "0o600"
+    new = gather(tmp_path, retired_at)  # makes the new log's key (ECDSA by default)
+    assert new.rekor_v2 is not None
+    assert new.rekor_v2.public_key != old.rekor_v2.public_key
+    (retired,) = new.rekor_v2_retired
+    assert (retired.url, retired.host, retired.tree_id) == (
+        "https://log2026.sigstead.internal",
+        "log2026.sigstead.internal",
+        42,
+    )
+    endpoints = Endpoints(URL, rekor_v2_url="https://log2027.sigstead.internal")
+    first = documents.trusted_root(old, Endpoints(URL, rekor_v2_url=retired.url), NOW)
+    root = documents.trusted_root(new, endpoints, retired_at, first)
+    _v1, active, gone = root["tlogs"]
+    assert active["baseUrl"] == "https://log2027.sigstead.internal"
+    assert "end" not in active["publicKey"]["validFor"]
+    assert gone["baseUrl"] == "https://log2026.sigstead.internal"
+    assert gone["logId"] == first["tlogs"][1]["logId"]  # the ID its bundles carry
+    assert gone["publicKey"]["validFor"] == {
+        "start": first["tlogs"][1]["publicKey"]["validFor"]["start"],
+        "end": retired_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    # Without the previous root (a fresh export) the retired log is listed all the same.
+    assert documents.trusted_root(new, endpoints, retired_at)["tlogs"][2]["logId"] == gone["logId"]

@@ -204,6 +204,7 @@ async def test_sth_proofs_and_entries(
     assert sth["tree_size"] == 6  # the genesis entry and five certificates
     root = base64.b64decode(sth["sha256_root_hash"])
     sig = base64.b64decode(sth["tree_head_signature"])
+    assert isinstance(signer.public_key, ec.EllipticCurvePublicKey)
     signer.public_key.verify(
         sig[4:], rfc6962.tree_head_input(sth["timestamp"], 6, root), ec.ECDSA(hashes.SHA256())
     )

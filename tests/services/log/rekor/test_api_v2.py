@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import datetime
 import gzip
 import hashlib
 import json
@@ -21,13 +23,16 @@ from sigstore._internal.rekor.client_v2 import RekorV2Client
 from sigstore.hashes import Hashed
 from sigstore_models.common import v1 as common_v1
 
-from services.app import Settings, create_app
+from services.app import Settings, create_app, tree_id_for_key
 from services.db import Database
+from services.keys import load_or_create_log_key
+from services.log.checkpoint import CheckpointSigner, is_frozen
 from services.log.rekor.api_v2 import REKOR_V2_LOG
 from services.log.rekor.v2 import canonicalize_request, genesis_statement
 from services.log.rekor.v2 import genesis_entry as rekor_v2_genesis
 from services.log.sequencer import Sequencer
 from services.log.sqlstore import SQLLogStore
+from services.trust.material import REKOR_V2_KEY_FILE, retire_rekor_v2
 from tests.merkle_reference import leaf_hash, node_hash
 from tests.services.log.rekor.test_api import Signer
 
@@ -430,21 +435,25 @@ async def test_tiles_entries_and_checkpoint_agree(client: TestClient[Any, Any]) 
 
 
 async def _append_from_a_replica(
-    client: TestClient[Any, Any], db: Database, artifacts: list[bytes]
+    client: TestClient[Any, Any], db: Database, data_dir: Path, artifacts: list[bytes]
 ) -> list[bytes]:
     """Append real v2 entries through ANOTHER store and sequencer on the same database (a
-    second log replica): the app's own sequencer never sees them. Returns their leaves."""
+    second log replica, with the log's key from ``data_dir``): the app's own sequencer never
+    sees them. Returns their leaves."""
     log = client.app[REKOR_V2_LOG]
+    signer = CheckpointSigner(HOST, load_or_create_log_key(data_dir / "keys" / REKOR_V2_KEY_FILE))
+    assert tree_id_for_key(signer.spki_id) == log.tree_id
+    origin = log.sequencer.origin
     other = Sequencer(
         SQLLogStore(db),
         tree_id=log.tree_id,
-        origin=log.sequencer.origin,
-        signer=log.signer,
-        genesis=lambda _now: rekor_v2_genesis(log.signer, log.sequencer.origin),
+        origin=origin,
+        signer=signer,
+        genesis=lambda _now: rekor_v2_genesis(signer, origin),
         batch_max_size=1000,
     )
-    signer = Signer()
-    leaves = [canonicalize_request(_python_request(signer, a)).leaf for a in artifacts]
+    client_signer = Signer()
+    leaves = [canonicalize_request(_python_request(client_signer, a)).leaf for a in artifacts]
     await other.start()
     try:
         await asyncio.gather(*(other.submit(leaf, want_proof=False) for leaf in leaves))
@@ -463,12 +472,14 @@ def _split_bundle(bundle: bytes) -> list[bytes]:
 
 
 async def test_tiles_read_what_another_replica_committed(
-    client: TestClient[Any, Any], db: Database
+    client: TestClient[Any, Any], db: Database, tmp_path: Path
 ) -> None:
     """Replicas on one database: tiles and bundles another process committed are served at
     once, by a replica whose own sequencer is still at the genesis entry."""
     log = client.app[REKOR_V2_LOG]
-    leaves = await _append_from_a_replica(client, db, [b"r%d" % i for i in range(300)])
+    leaves = await _append_from_a_replica(
+        client, db, tmp_path / "data", [b"r%d" % i for i in range(300)]
+    )
     assert log.sequencer.head.size == 1
     genesis = (await log.store.read_entries(log.tree_id, [0]))[0].leaf
     every = [genesis, *leaves]  # 301
@@ -493,11 +504,11 @@ async def test_tiles_read_what_another_replica_committed(
 
 
 async def test_tile_reads_do_not_read_the_tree_head(
-    client: TestClient[Any, Any], db: Database
+    client: TestClient[Any, Any], db: Database, tmp_path: Path
 ) -> None:
     """With the tree-head table out of reach (renamed), the checkpoint fails but tiles and
     entry bundles are still served, and what lies beyond the tree is still a 404."""
-    await _append_from_a_replica(client, db, [b"h%d" % i for i in range(260)])
+    await _append_from_a_replica(client, db, tmp_path / "data", [b"h%d" % i for i in range(260)])
     await db.write(lambda c: c.exec_driver_sql("ALTER TABLE tree_heads RENAME TO th_hidden"))
     try:
         assert (await client.get("/api/v2/checkpoint")).status == 500  # the rename bites
@@ -512,13 +523,15 @@ async def test_tile_reads_do_not_read_the_tree_head(
 
 
 async def test_a_partial_tile_is_404_wider_than_it_is_stored(
-    client: TestClient[Any, Any], db: Database
+    client: TestClient[Any, Any], db: Database, tmp_path: Path
 ) -> None:
     """The growing edge of each level: a stored tile shorter than the width asked for, or
     entries not all stored, is a 404, never a short answer; indices no tree can reach are a
     404 too, before the database sees them (PostgreSQL refuses integers past BIGINT)."""
     log = client.app[REKOR_V2_LOG]
-    await _append_from_a_replica(client, db, [b"p%d" % i for i in range(299)])  # size 300
+    await _append_from_a_replica(
+        client, db, tmp_path / "data", [b"p%d" % i for i in range(299)]
+    )  # size 300
     stored = await log.store.read_tiles(log.tree_id, [(0, 1), (1, 0)])
     assert {k: len(v) // 32 for k, v in stored.items()} == {(0, 1): 44, (1, 0): 1}
     for path in ("/api/v2/tile/0/001.p/44", "/api/v2/tile/1/000.p/1"):
@@ -552,14 +565,74 @@ def _root(hashes_: list[bytes]) -> bytes:
     return hashlib.sha256(b"\x01" + _root(hashes_[:k]) + _root(hashes_[k:])).digest()
 
 
-async def test_a_frozen_log_refuses_writes(client: TestClient[Any, Any]) -> None:
+async def test_a_frozen_log_refuses_writes_for_good(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    """``--rekor-v2-freeze``: the final checkpoint carries rekor-tiles' frozen line, writes get
+    its 405, reads go on, and a later start without the flag stays frozen."""
+    from services.log.rekor.api_v2 import FROZEN_MESSAGE
+
+    settings = Settings(data_dir=tmp_path / "data", public_url=f"http://{HOST}:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"early"))
+    await client.close()
+    frozen = dataclasses.replace(settings, rekor_v2_freeze=True)
+    for each in (frozen, settings):
+        client = await aiohttp_client(create_app(each, database=db, components=("log",)))
+        reply = await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"late"))
+        assert reply.status == 405
+        assert await reply.text() == FROZEN_MESSAGE
+        note = await (await client.get("/api/v2/checkpoint")).text()
+        assert note.startswith(f"{HOST}\n2\n")
+        assert is_frozen(note)
+        assert "\nLog frozen \u2014 " in note.partition("\n\n")[0]
+        assert (await client.get("/api/v2/tile/entries/000.p/2")).status == 200
+        await client.close()
+
+
+async def test_a_retired_log_is_served_read_only_at_its_host_beside_the_new_one(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    """Sharding as rekor-tiles does it, one host per log: the old log frozen and retired keeps
+    answering at its host (checkpoint, tiles, search, 405 on writes); the new log, with a new
+    key, answers at its own host and at any other name."""
     from services.log.rekor.api_v2 import FROZEN_MESSAGE, REKOR_V2_LOG
 
-    client.app[REKOR_V2_LOG].frozen = True
-    reply = await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"late"))
-    assert reply.status == 405
-    assert await reply.text() == FROZEN_MESSAGE
-    assert (await client.get("/api/v2/checkpoint")).status == 200  # reads go on
+    old_url, new_url = "http://old.example:3000", "http://new.example:3000"
+    old = Settings(
+        data_dir=tmp_path / "data", public_url=f"http://{HOST}:3000", rekor_v2_url=old_url,
+        rekor_v2_freeze=True,
+    )  # fmt: skip
+    client = await aiohttp_client(create_app(old, database=db, components=("log",)))
+    tree_id = client.app[REKOR_V2_LOG].tree_id
+    await client.close()
+    retire_rekor_v2(old.data_dir, old_url, tree_id, datetime.datetime.now(datetime.UTC))
+    new = dataclasses.replace(old, rekor_v2_url=new_url, rekor_v2_freeze=False)
+    client = await aiohttp_client(create_app(new, database=db, components=("log",)))
+    at_old, at_new = {"Host": "old.example:3000"}, {"Host": "new.example:3000"}
+
+    created = await client.post(
+        "/api/v2/log/entries", json=_python_request(Signer(), b"new"), headers=at_new
+    )
+    assert created.status == 201
+    assert (await created.json())["logIndex"] == "1"
+    new_note = await (await client.get("/api/v2/checkpoint", headers=at_new)).text()
+    assert new_note.startswith("new.example\n2\n")
+    assert new_note == await (await client.get("/api/v2/checkpoint")).text()  # any other name
+
+    old_note = await (await client.get("/api/v2/checkpoint", headers=at_old)).text()
+    assert old_note.startswith("old.example\n1\n")
+    assert is_frozen(old_note)
+    refused = await client.post(
+        "/api/v2/log/entries", json=_python_request(Signer(), b"late"), headers=at_old
+    )
+    assert refused.status == 405
+    assert await refused.text() == FROZEN_MESSAGE
+    bundle = await (await client.get("/api/v2/tile/entries/000.p/1", headers=at_old)).read()
+    assert b"hashedRekordV002" in bundle
+    tile = await (await client.get("/api/v2/tile/0/000.p/1", headers=at_old)).read()
+    assert base64.b64encode(tile).decode() == old_note.split("\n")[2]  # one leaf: its hash
+    await client.close()
 
 
 async def test_search_by_digest_identity_and_key_returns_v2_entries(

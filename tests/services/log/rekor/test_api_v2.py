@@ -434,10 +434,11 @@ async def test_tiles_entries_and_checkpoint_agree(client: TestClient[Any, Any]) 
 
 
 async def _append_from_a_replica(
-    client: TestClient[Any, Any], db: Database, artifacts: list[bytes]
+    client: TestClient[Any, Any], db: Database, data_dir: Path, artifacts: list[bytes]
 ) -> list[bytes]:
     """Append real v2 entries through ANOTHER store and sequencer on the same database (a
-    second log replica): the app's own sequencer never sees them. Returns their leaves."""
+    second log replica, with the log's key from ``data_dir``): the app's own sequencer never
+    sees them. Returns their leaves."""
     log = client.app[REKOR_V2_LOG]
     mine = log.sequencer
     assert isinstance(mine, Sequencer)
@@ -450,8 +451,8 @@ async def _append_from_a_replica(
         genesis=lambda _now: rekor_v2_genesis(key, mine.origin),
         batch_max_size=1000,
     )
-    signer = Signer()
-    leaves = [canonicalize_request(_python_request(signer, a)).leaf for a in artifacts]
+    client_signer = Signer()
+    leaves = [canonicalize_request(_python_request(client_signer, a)).leaf for a in artifacts]
     await other.start()
     try:
         await asyncio.gather(*(other.submit(leaf, want_proof=False) for leaf in leaves))
@@ -470,12 +471,14 @@ def _split_bundle(bundle: bytes) -> list[bytes]:
 
 
 async def test_tiles_read_what_another_replica_committed(
-    client: TestClient[Any, Any], db: Database
+    client: TestClient[Any, Any], db: Database, tmp_path: Path
 ) -> None:
     """Replicas on one database: tiles and bundles another process committed are served at
     once, by a replica whose own sequencer is still at the genesis entry."""
     log = client.app[REKOR_V2_LOG]
-    leaves = await _append_from_a_replica(client, db, [b"r%d" % i for i in range(300)])
+    leaves = await _append_from_a_replica(
+        client, db, tmp_path / "data", [b"r%d" % i for i in range(300)]
+    )
     assert log.sequencer.head.size == 1
     genesis = (await log.store.read_entries(log.tree_id, [0]))[0].leaf
     every = [genesis, *leaves]  # 301
@@ -500,11 +503,11 @@ async def test_tiles_read_what_another_replica_committed(
 
 
 async def test_tile_reads_do_not_read_the_tree_head(
-    client: TestClient[Any, Any], db: Database
+    client: TestClient[Any, Any], db: Database, tmp_path: Path
 ) -> None:
     """With the tree-head table out of reach (renamed), the checkpoint fails but tiles and
     entry bundles are still served, and what lies beyond the tree is still a 404."""
-    await _append_from_a_replica(client, db, [b"h%d" % i for i in range(260)])
+    await _append_from_a_replica(client, db, tmp_path / "data", [b"h%d" % i for i in range(260)])
     await db.write(lambda c: c.exec_driver_sql("ALTER TABLE tree_heads RENAME TO th_hidden"))
     try:
         assert (await client.get("/api/v2/checkpoint")).status == 500  # the rename bites
@@ -519,13 +522,15 @@ async def test_tile_reads_do_not_read_the_tree_head(
 
 
 async def test_a_partial_tile_is_404_wider_than_it_is_stored(
-    client: TestClient[Any, Any], db: Database
+    client: TestClient[Any, Any], db: Database, tmp_path: Path
 ) -> None:
     """The growing edge of each level: a stored tile shorter than the width asked for, or
     entries not all stored, is a 404, never a short answer; indices no tree can reach are a
     404 too, before the database sees them (PostgreSQL refuses integers past BIGINT)."""
     log = client.app[REKOR_V2_LOG]
-    await _append_from_a_replica(client, db, [b"p%d" % i for i in range(299)])  # size 300
+    await _append_from_a_replica(
+        client, db, tmp_path / "data", [b"p%d" % i for i in range(299)]
+    )  # size 300
     stored = await log.store.read_tiles(log.tree_id, [(0, 1), (1, 0)])
     assert {k: len(v) // 32 for k, v in stored.items()} == {(0, 1): 44, (1, 0): 1}
     for path in ("/api/v2/tile/0/001.p/44", "/api/v2/tile/1/000.p/1"):

@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
+from bench.synthetic import TileCollector
 from services.audit.fsck import fsck
 from services.db import Database, sqlite_url
 from services.keys import write_private_key
 from services.log import merkle
 from services.log.checkpoint import Checkpoint, CheckpointSigner
 from services.log.schema import checkpoints, entries, tiles, tree_heads
-from services.log.tiles import tile_slot
 from services.migrate import upgrade
 
 TREE = 7
@@ -46,12 +46,8 @@ async def build(data_dir: Path, n: int) -> list[bytes]:
     body = os.urandom(LEAF - 8)
     leaves = [body + i.to_bytes(8, "big") for i in range(n)]
     rng = merkle.CompactRange()
-    tile_data: dict[tuple[int, int], bytearray] = {}
-
-    def visit(node: merkle.NodeID, h: bytes) -> None:
-        slot = tile_slot(node)
-        if slot is not None:
-            tile_data.setdefault(slot[0], bytearray()).extend(h)
+    visit = TileCollector()
+    tile_data = visit.tiles
 
     rows = []
     for i, leaf in enumerate(leaves):

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
+from bench.synthetic import TileCollector
 from services.db import Database, sqlite_url
 from services.log import merkle
 from services.log.checkpoint import Checkpoint, CheckpointSigner
@@ -34,7 +35,7 @@ from services.log.proofs import ProofBuilder
 from services.log.schema import tiles, tree_heads
 from services.log.sequencer import Genesis, Sequencer
 from services.log.sqlstore import SQLLogStore
-from services.log.tiles import TileCache, tile_slot
+from services.log.tiles import TileCache
 from services.migrate import upgrade
 
 TREE = 1
@@ -62,12 +63,11 @@ async def bench_proofs(n: int, samples: int, workdir: Path) -> None:
     leaves = [rng.randbytes(32) for _ in range(n)]
     levels: list[list[bytes]] = [leaves]
     compact = merkle.CompactRange()
-    tile_data: dict[tuple[int, int], bytearray] = {}
+    collect = TileCollector()
+    tile_data = collect.tiles
 
     def visit(node: merkle.NodeID, h: bytes) -> None:
-        slot = tile_slot(node)
-        if slot is not None:
-            tile_data.setdefault(slot[0], bytearray()).extend(h)
+        collect(node, h)
         while len(levels) <= node.level:
             levels.append([])
         levels[node.level].append(h)
@@ -187,7 +187,7 @@ async def sequencer_rate(path: Path, rows: int, batch: int) -> float:
     else:
         await asyncio.gather(*(seq.submit(body + i.to_bytes(8, "big")) for i in range(rows)))
     elapsed = time.perf_counter() - t
-    assert seq.head.size == rows
+    assert seq.head.size == rows + 1  # and the genesis leaf
     Checkpoint.from_text(seq.head.checkpoint.rpartition("\n\n")[0] + "\n")
     await seq.stop()
     await db.dispose()

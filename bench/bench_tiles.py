@@ -49,6 +49,7 @@ from pathlib import Path
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
+from bench.synthetic import TileCollector
 from clients.bench import Load, Result, hello_server, run_load, tile_paths
 from services.app import tree_id_for_key
 from services.db import Database, sqlite_url
@@ -56,7 +57,6 @@ from services.keys import load_or_create_log_key
 from services.log import merkle
 from services.log.checkpoint import Checkpoint, CheckpointSigner
 from services.log.schema import checkpoints, entries, tiles, tree_heads
-from services.log.tiles import tile_slot
 from services.trust.material import REKOR_V2_KEY_FILE
 from tests.serverproc import Server, free_port, start_server, stop_server
 
@@ -96,12 +96,8 @@ def build(data_dir: Path, n: int, port: int, database_url: str | None) -> None:
             select(entries.c.leaf).where(entries.c.tree_id == tree_id, entries.c.idx == 0)
         ).scalar_one()
         rng = merkle.CompactRange()
-        tile_data: dict[tuple[int, int], bytearray] = {}
-
-        def visit(node: merkle.NodeID, h: bytes) -> None:
-            slot = tile_slot(node)
-            if slot is not None:
-                tile_data.setdefault(slot[0], bytearray()).extend(h)
+        visit = TileCollector()
+        tile_data = visit.tiles
 
         rng.append(merkle.hash_leaf(bytes(genesis)), visit)
         for start in range(1, n, _CHUNK):

@@ -129,6 +129,23 @@ def _policy(witnesses: dict[str, str], quorum: str) -> Policy:
     return Policy.parse("\n".join([*lines, f"group g {quorum} {' '.join(witnesses)}", "quorum g"]))
 
 
+def _pushing(
+    log: Log, db: Database, policy: Policy, session: aiohttp.ClientSession, timeout: float = 10
+) -> Witnessing:
+    """The Rekor v1 log's witnessing task as the app runs it, on its own store object."""
+    seq = log.sequencer
+    return Witnessing(
+        log="test",
+        tree_id=seq.tree_id,
+        head=seq.latest_head,
+        proofs=seq.proofs,
+        store=WitnessingStore(db),
+        policy=policy,
+        session=session,
+        timeout=timeout,
+    )
+
+
 def _closed_url() -> str:
     """A localhost URL where nothing listens: a witness that is down."""
     with socket.socket() as s:
@@ -280,21 +297,8 @@ async def test_replicas_do_not_ask_the_witnesses_twice_for_one_checkpoint(
     log = await _start_log(aiohttp_client, db, tmp_path / "data")
     w1 = await _witness(aiohttp_client, stack, tmp_path, "witness.example/w1", log)
     async with aiohttp.ClientSession() as session:
-        seq = log.sequencer
-
-        def replica() -> Witnessing:
-            return Witnessing(
-                log="test",
-                tree_id=seq.tree_id,
-                head=seq.latest_head,
-                proofs=seq.proofs,
-                store=WitnessingStore(db),
-                policy=_policy({"w1": f"{w1.vkey} {w1.url}"}, "all"),
-                session=session,
-                timeout=2,
-            )
-
-        a, b = replica(), replica()
+        policy = _policy({"w1": f"{w1.vkey} {w1.url}"}, "all")
+        a, b = _pushing(log, db, policy, session), _pushing(log, db, policy, session)
         await a.load()
         await b.load()
         first = await a.step(NOW)
@@ -330,15 +334,7 @@ async def test_a_refusing_witness_is_reported_and_409_is_resolved(
         "1",
     )
     async with aiohttp.ClientSession() as session:
-        witnessing = Witnessing(
-            log="test",
-            tree_id=seq.tree_id,
-            head=seq.latest_head,
-            proofs=seq.proofs,
-            store=WitnessingStore(db),
-            policy=policy,
-            session=session,
-        )
+        witnessing = _pushing(log, db, policy, session)
         await witnessing.load()
         result = await witnessing.step(NOW)
     assert result is not None
@@ -356,17 +352,8 @@ async def test_a_cosignature_from_the_future_is_refused(
 ) -> None:
     log = await _start_log(aiohttp_client, db, tmp_path / "data")
     w1 = await _witness(aiohttp_client, stack, tmp_path, "witness.example/w1", log)
-    seq = log.sequencer
     async with aiohttp.ClientSession() as session:
-        witnessing = Witnessing(
-            log="test",
-            tree_id=seq.tree_id,
-            head=seq.latest_head,
-            proofs=seq.proofs,
-            store=WitnessingStore(db),
-            policy=_policy({"w1": f"{w1.vkey} {w1.url}"}, "1"),
-            session=session,
-        )
+        witnessing = _pushing(log, db, _policy({"w1": f"{w1.vkey} {w1.url}"}, "1"), session)
         result = await witnessing.step(NOW - 3600)
     assert result is not None
     assert not result.quorum

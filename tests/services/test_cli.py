@@ -527,7 +527,7 @@ def test_keys_init_creates_every_key_once(tmp_path: Path) -> None:
 
 
 def test_keys_init_makes_the_key_types_asked_for_once(tmp_path: Path) -> None:
-    """A P-256 CA (certificates at about twice the P-384 rate) and an Ed25519 Rekor v2 log;
+    """A P-256 CA (its signatures ~7x cheaper than P-384's) and an Ed25519 Rekor v2 log;
     a type is chosen when a key is made, and a later run keeps what exists."""
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 

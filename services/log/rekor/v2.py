@@ -216,7 +216,7 @@ def _public_key(verifier: Mapping[str, Any]) -> tuple[str, bytes, Any]:
     )
 
 
-def _check_algorithm(key: Any, hash_name: str) -> None:
+def _check_algorithm(key: Any, hash_name: str, message: str) -> None:
     """rekor-tiles' default registry: RSA PKCS#1 v1.5 2048/3072/4096 + SHA-256, ECDSA P-256 +
     SHA-256, P-384 + SHA-384, P-521 + SHA-512, Ed25519ph (SHA-512). Pure Ed25519 cannot sign a
     digest, so it is not offered."""
@@ -229,8 +229,7 @@ def _check_algorithm(key: Any, hash_name: str) -> None:
         ok = hash_name == "sha512"
     if not ok:
         raise InvalidRequest(
-            "invalid hashedrekord request",
-            f"signing algorithm not permitted: {type(key).__name__} with {hash_name}",
+            message, f"signing algorithm not permitted: {type(key).__name__} with {hash_name}"
         )
 
 
@@ -245,7 +244,7 @@ def _read_verifier(document: Any, what: str, message: str) -> tuple[str, bytes, 
         raise InvalidRequest(
             message, f"getting key algorithm details: unsupported key details {key_details}"
         )
-    _check_algorithm(key, hash_name)
+    _check_algorithm(key, hash_name, message)
     return field, raw, key, key_details, hash_name
 
 

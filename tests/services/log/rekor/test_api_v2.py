@@ -27,7 +27,7 @@ from services.app import Settings, create_app
 from services.db import Database
 from services.log.checkpoint import is_frozen
 from services.log.rekor.api_v2 import REKOR_V2_LOG
-from services.log.rekor.v2 import canonicalize_request, genesis_statement
+from services.log.rekor.v2 import InvalidRequest, canonicalize_request, genesis_statement
 from services.log.rekor.v2 import genesis_entry as rekor_v2_genesis
 from services.log.sequencer import Sequencer
 from services.log.sqlstore import SQLLogStore
@@ -666,3 +666,16 @@ async def test_search_by_digest_identity_and_key_returns_v2_entries(
     for bad in (b"[]", b"{", b'{"operator": "xor", "email": "a@b.c"}'):
         reply = await client.post("/api/v2/index/retrieve", data=bad)
         assert reply.status == 400, bad
+
+
+def test_a_refused_algorithm_is_named_for_the_kind_of_request() -> None:
+    """The same registry refuses a P-384 key with SHA-256 in either request kind, and each
+    error names its own kind (rekor-tiles' message for it)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    hashed = _key_request(key, b"m", "PKIX_ECDSA_P256_SHA_256")
+    dsse = _dsse_request([key], b"{}")
+    for request, kind in ((hashed, "hashedrekord"), (dsse, "dsse")):
+        with pytest.raises(InvalidRequest) as info:
+            canonicalize_request(request)
+        assert info.value.message.startswith(f"invalid {kind} request: ")
+        assert "signing algorithm not permitted" in str(info.value)

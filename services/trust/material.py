@@ -357,7 +357,18 @@ def describe(material: TrustMaterial) -> list[str]:
     ]
     if material.rekor_v2 is not None:
         v2 = material.rekor_v2
-        lines.append(f"rekor v2 key   {log_id(v2)}  (since {v2.created.isoformat()})")
+        if isinstance(v2.public_key, ed25519.Ed25519PublicKey):
+            # Its log ID is C2SP's, bound to the log's host, which the keys alone do not say:
+            # the key itself, as an operator compares it with the trusted root's rawBytes.
+            raw = v2.public_key.public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            lines.append(
+                f"rekor v2 key   ed25519:{base64.b64encode(raw).decode()}  (since "
+                f"{v2.created.isoformat()}; its log ID depends on the log's host)"
+            )
+        else:
+            lines.append(f"rekor v2 key   {log_id(v2)}  (since {v2.created.isoformat()})")
     if material.ct is not None:
         lines.append(
             f"CT log key     {log_id(material.ct)}  (since {material.ct.created.isoformat()})"

@@ -543,6 +543,7 @@ def test_keys_init_makes_the_key_types_asked_for_once(tmp_path: Path) -> None:
             "--ca-key-type", key_types[0], "--rekor-v2-key-type", key_types[1],
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+        assert "rekor v2 key   ed25519:" in done.stdout  # its log ID needs the host
         ca = load_private_key(data / "ca" / "ca.key")
         assert isinstance(ca, ec.EllipticCurvePrivateKey)
         assert ca.curve.name == "secp256r1"

@@ -286,6 +286,7 @@ def _log_context(
             )
             await sequencer.start()
             await _check_first_entry(store, sequencer, signer)
+            await _check_origin(v2_store, v2_sequencer)
             await v2_sequencer.start()
             if settings.rekor_v2_freeze:
                 await v2_sequencer.freeze()
@@ -329,6 +330,21 @@ def _log_context(
                 await db.dispose()
 
     return ctx
+
+
+async def _check_origin(store: SQLLogStore, sequencer: Sequencer) -> None:
+    """Refuse to sign a tree's checkpoints under another origin than the one it has: the Rekor
+    v2 origin is the host of ``--rekor-v2-url``, and a log whose host changed would sign what
+    no verifier (cosign requires origin == host) nor witness (they know it by its origin)
+    accepts. A new host is a new log: retire this one first."""
+    stored = await store.read_origin(sequencer.tree_id)
+    if stored is not None and stored != sequencer.origin:
+        raise OperatorError(
+            f"the Rekor v2 log of keys/rekor-v2.pem has origin {stored!r}, and --rekor-v2-url "
+            f"(or --public-url) now names {sequencer.origin!r}: a log keeps its host for life. "
+            "Start with its URL, or freeze and retire it (sigstead keys retire-v2) for a new "
+            "log on the new host (docs/rekor-v2.md)"
+        )
 
 
 async def _retired_v2_logs(

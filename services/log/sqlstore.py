@@ -41,6 +41,9 @@ _SQLITE_READ_ENTRIES = (
     "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
     " WHERE tree_id=? AND idx IN ({marks})"
 )
+_SQLITE_READ_LEAF_SPAN = (
+    "SELECT leaf FROM entries WHERE tree_id=? AND idx>=? AND idx<? ORDER BY idx"
+)
 _SQLITE_READ_ENTRY_SPAN = (
     "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
     " WHERE tree_id=? AND idx>=? AND idx<?"
@@ -335,6 +338,35 @@ class SQLLogStore:
 
         if not indices:
             return {}
+        return await self.db.read(run_sqlite if self.db.dialect == "sqlite" else run)
+
+    async def read_leaves(self, tree_id: int, span: range) -> list[bytes]:
+        """The leaves stored at ``span`` (step 1), in index order; fewer where some are not
+        stored. What an entry bundle needs, without the columns it does not (a third less
+        work per row than ``read_entries`` on SQLite)."""
+        if span.step != 1:
+            raise ValueError("read_leaves takes a range of step 1")
+
+        def run(conn: Connection) -> list[bytes]:
+            rows = conn.execute(
+                select(entries.c.leaf)
+                .where(
+                    entries.c.tree_id == tree_id,
+                    entries.c.idx >= span.start,
+                    entries.c.idx < span.stop,
+                )
+                .order_by(entries.c.idx)
+            )
+            return [bytes(leaf) for (leaf,) in rows]
+
+        def run_sqlite(conn: Connection) -> list[bytes]:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            params = (tree_id, span.start, span.stop)
+            return [leaf for (leaf,) in raw.execute(_SQLITE_READ_LEAF_SPAN, params)]
+
+        if not span:
+            return []
         return await self.db.read(run_sqlite if self.db.dialect == "sqlite" else run)
 
     async def read_entries_by_leaf_hash(

@@ -232,15 +232,10 @@ class RekorV2Log:
         first = index * TILE_HASHES
         if first + want > _MAX_TREE_SIZE:
             raise web.HTTPNotFound(text="entry bundle not found\n")
-        indices = range(first, first + want)
-        stored = await self.store.read_entries(self.tree_id, indices)
-        if len(stored) < want:
+        leaves = await self.store.read_leaves(self.tree_id, range(first, first + want))
+        if len(leaves) < want:
             raise web.HTTPNotFound(text="entry bundle not found\n")
-        parts = []
-        for i in indices:
-            leaf = stored[i].leaf
-            parts.append(len(leaf).to_bytes(2, "big") + leaf)
-        return b"".join(parts)
+        return b"".join(len(leaf).to_bytes(2, "big") + leaf for leaf in leaves)
 
 
 class _Duplicate(V2Error):

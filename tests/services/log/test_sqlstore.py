@@ -78,6 +78,11 @@ async def test_read_entries_answers_what_was_committed(db: Database) -> None:
     assert await store.read_entries(TREE, range(0, 701, 2)) == {
         i: every[i] for i in range(0, 701, 2)
     }
+    # The leaves alone (entry bundles), in index order, short where the tree ends.
+    leaves_only = await store.read_leaves(TREE, range(250, 800))
+    assert leaves_only == [every[i].leaf for i in range(250, 701)]
+    assert all(type(leaf) is bytes for leaf in leaves_only)
+    assert await store.read_leaves(TREE, range(5000, 5256)) == []
     assert await store.read_entries(TREE, range(5, 5)) == {}
     assert await store.read_entries(TREE, []) == {}
     assert await store.read_entries(TREE + 1, [0, 1]) == {}

@@ -25,6 +25,7 @@ from sigstore_models.common import v1 as common_v1
 
 from services.app import Settings, create_app
 from services.db import Database
+from services.errors import OperatorError
 from services.log.checkpoint import is_frozen
 from services.log.rekor.api_v2 import REKOR_V2_LOG
 from services.log.rekor.v2 import InvalidRequest, canonicalize_request, genesis_statement
@@ -679,3 +680,21 @@ def test_a_refused_algorithm_is_named_for_the_kind_of_request() -> None:
             canonicalize_request(request)
         assert info.value.message.startswith(f"invalid {kind} request: ")
         assert "signing algorithm not permitted" in str(info.value)
+
+
+async def test_a_log_keeps_its_host_for_life(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    """A restart under another v2 URL host would sign checkpoints under another origin, which
+    cosign and witnesses refuse: the start is refused, naming the way to a new log."""
+    settings = Settings(
+        data_dir=tmp_path / "data", public_url=f"http://{HOST}:3000",
+        rekor_v2_url="http://log2026.example:3000",
+    )  # fmt: skip
+    await (await aiohttp_client(create_app(settings, database=db, components=("log",)))).close()
+    moved = dataclasses.replace(settings, rekor_v2_url="http://log2027.example:3000")
+    with pytest.raises(OperatorError, match="a log keeps its host for life"):
+        await aiohttp_client(create_app(moved, database=db, components=("log",)))
+    # The same host on another port is the same origin.
+    same = dataclasses.replace(settings, rekor_v2_url="https://log2026.example")
+    await (await aiohttp_client(create_app(same, database=db, components=("log",)))).close()

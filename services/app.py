@@ -336,8 +336,14 @@ async def _check_origin(store: SQLLogStore, sequencer: Sequencer) -> None:
     """Refuse to sign a tree's checkpoints under another origin than the one it has: the Rekor
     v2 origin is the host of ``--rekor-v2-url``, and a log whose host changed would sign what
     no verifier (cosign requires origin == host) nor witness (they know it by its origin)
-    accepts. A new host is a new log: retire this one first."""
+    accepts. A new host is a new log: retire this one first.
+
+    A log holding only its genesis entry has nothing anyone relies on (a deployment that never
+    sent clients to v2), so moving the public URL moves it along."""
     stored = await store.read_origin(sequencer.tree_id)
+    head = await store.read_head(sequencer.tree_id)
+    if head is None or head.size <= 1:
+        return
     if stored is not None and stored != sequencer.origin:
         raise OperatorError(
             f"the Rekor v2 log of keys/rekor-v2.pem has origin {stored!r}, and --rekor-v2-url "

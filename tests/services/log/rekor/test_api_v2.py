@@ -691,7 +691,10 @@ async def test_a_log_keeps_its_host_for_life(
         data_dir=tmp_path / "data", public_url=f"http://{HOST}:3000",
         rekor_v2_url="http://log2026.example:3000",
     )  # fmt: skip
-    await (await aiohttp_client(create_app(settings, database=db, components=("log",)))).close()
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    reply = await client.post("/api/v2/log/entries", json=_python_request(Signer(), b"relied on"))
+    assert reply.status == 201
+    await client.close()
     moved = dataclasses.replace(settings, rekor_v2_url="http://log2027.example:3000")
     with pytest.raises(OperatorError, match="a log keeps its host for life"):
         await aiohttp_client(create_app(moved, database=db, components=("log",)))

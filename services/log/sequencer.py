@@ -288,7 +288,13 @@ class Sequencer:
         # Equal sizes too when the stored head is final: another replica froze the log, and
         # readers must see its final checkpoint, not this process's last one.
         if stored is not None and (
-            stored.size > known.size or (stored.size == known.size and is_frozen(stored.checkpoint))
+            stored.size > known.size
+            # A string compare first: most requests find the head they already know.
+            or (
+                stored.size == known.size
+                and stored.checkpoint != known.checkpoint
+                and is_frozen(stored.checkpoint)
+            )
         ):
             self._newest = stored
             return stored

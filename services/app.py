@@ -28,6 +28,7 @@ from services.errors import OperatorError
 from services.keys import load_or_create_ec_key, load_or_create_log_key
 from services.limits import BodyLimits, body_guard
 from services.log.checkpoint import CheckpointSigner, is_frozen, verify_checkpoint
+from services.log.cluster import Cluster
 from services.log.ct.log import CT_LOG, CTLog
 from services.log.ct.log import add_routes as add_ct_routes
 from services.log.ct.log import genesis_entry as ct_genesis
@@ -257,6 +258,51 @@ def _tree(
     return sequencer, store, signer
 
 
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster", Cluster)
+
+
+def _cluster_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The forwarding endpoint and election of a process that may share its logs with others
+    (first in, last out: every log has left, its last batch committed, before it closes)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cluster = Cluster(
+            listen=settings.sequencer_listen,
+            url=settings.sequencer_url,
+            lock_dir=settings.data_dir / "heads",
+            clock=settings.clock or time.time,
+        )
+        await cluster.start()
+        app[CLUSTER] = cluster
+        try:
+            yield
+        finally:
+            await cluster.close()
+
+    return ctx
+
+
+async def _start(
+    app: web.Application,
+    sequencer: Sequencer,
+    db: Database,
+    store: SQLLogStore,
+    signer: CheckpointSigner,
+) -> None:
+    """Start a tree's sequencer: here, or, in a cluster, wherever the election says."""
+    if CLUSTER in app:
+        await app[CLUSTER].join(sequencer, db, store, signer)
+    else:
+        await sequencer.start()
+
+
+async def _stop(app: web.Application, sequencer: Sequencer) -> None:
+    if CLUSTER in app:
+        await app[CLUSTER].leave(sequencer)
+    else:
+        await sequencer.stop()
+
+
 def _log_context(
     settings: Settings, database: Database | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -284,10 +330,10 @@ def _log_context(
                 key_type=settings.rekor_v2_key_type,
                 hostname=settings.rekor_v2_hostname,
             )
-            await sequencer.start()
+            await _start(app, sequencer, db, store, signer)
             await _check_first_entry(store, sequencer, signer)
             await _check_origin(v2_store, v2_sequencer)
-            await v2_sequencer.start()
+            await _start(app, v2_sequencer, db, v2_store, v2_signer)
             if settings.rekor_v2_freeze:
                 await v2_sequencer.freeze()
             elif v2_sequencer.frozen:
@@ -323,8 +369,8 @@ def _log_context(
                     yield
                 finally:
                     # Graceful shutdown: commit what is queued, then close the database.
-                    await v2_sequencer.stop()
-                    await sequencer.stop()
+                    await _stop(app, v2_sequencer)
+                    await _stop(app, sequencer)
         finally:
             if database is None:
                 await db.dispose()
@@ -548,7 +594,7 @@ def _ca_context(
                 lambda _signer, _origin: lambda now: ct_genesis(ca.chain, now),
                 metrics=(app[METRICS], "ct"),
             )
-            await sequencer.start()
+            await _start(app, sequencer, db, store, signer)
             ct_log = CTLog(sequencer=sequencer, store=store, signer=signer, roots=[ca.root])
             ct_app[CT_LOG] = ct_log
             issued = app[METRICS].certificates
@@ -561,7 +607,7 @@ def _ca_context(
             try:
                 yield
             finally:
-                await sequencer.stop()
+                await _stop(app, sequencer)
         finally:
             await verifier.close()
             ca.close()
@@ -593,6 +639,12 @@ def _trust_context(
             now = datetime.fromtimestamp(clock(), UTC)
             publish(settings.data_dir, options, now, create_keys=create_keys)
 
+        if settings.worker > 0:
+            # One publisher per data directory: worker 0 of the pool, which started (and
+            # published) before this one. The others serve the files it writes.
+            app[TUF_DIR] = tuf_repository(settings.data_dir).repository
+            yield
+            return
         # Runs after the other contexts, which have created or loaded every key by now.
         await asyncio.to_thread(refresh)
         app[TUF_DIR] = tuf_repository(settings.data_dir).repository
@@ -705,6 +757,8 @@ def create_app(
     )
     app[METRICS] = Metrics()
     app.router.add_get("/metrics", metrics_handler)
+    if settings.clustered and ("log" in components or config is not None):
+        app.cleanup_ctx.append(_cluster_context(settings))
     if "log" in components:
         app.cleanup_ctx.append(_log_context(settings, database))
         add_routes(app)

@@ -15,7 +15,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +219,35 @@ def _witness_policy(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _sequencing(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
+    group = parser.add_argument_group(
+        "sequencing",
+        "Processes serving one log (workers here, replicas on one PostgreSQL) elect one "
+        "sequencer per log; the others forward their verified entries to it (docs/sizing.md).",
+    )
+    if workers:
+        group.add_argument(
+            "--workers",
+            type=int,
+            default=int(os.environ.get("SIGSTEAD_WORKERS", "1")),
+            help="processes sharing the port (SO_REUSEPORT) (default: $SIGSTEAD_WORKERS, else 1)",
+        )
+    group.add_argument(
+        "--sequencer-listen",
+        default=os.environ.get("SIGSTEAD_SEQUENCER_LISTEN", "127.0.0.1:0"),
+        metavar="HOST:PORT",
+        help="where this process takes forwarded entries when elected (port 0: any free one) "
+        "(default: $SIGSTEAD_SEQUENCER_LISTEN, else 127.0.0.1:0)",
+    )
+    group.add_argument(
+        "--sequencer-url",
+        default=os.environ.get("SIGSTEAD_SEQUENCER_URL"),
+        metavar="URL",
+        help="the URL the other processes reach that at, for replicas on other hosts "
+        "(default: $SIGSTEAD_SEQUENCER_URL, else http:// the address bound)",
+    )
+
+
 def _database(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
@@ -350,6 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir(up)
     _listen(up)
     _database(up)
+    _sequencing(up)
     _witness_policy(up)
     _ca(up, required=False)
     _publication(up, services=False, chain=False)
@@ -368,12 +399,14 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir(log)
     _listen(log)
     _database(log)
+    _sequencing(log)
     _witness_policy(log)
     _rekor_v2_url(log)
     ca = _command(serve_sub, "ca", "the CA and its CT log")
     _data_dir(ca)
     _listen(ca)
     _database(ca)
+    _sequencing(ca)
     _ca(ca, required=True)
     tsa = _command(serve_sub, "tsa", "the RFC 3161 timestamp authority")
     _data_dir(tsa, "the TSA's keys")
@@ -769,7 +802,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         rekor_v2_url=getattr(args, "rekor_v2_url", None),
         rekor_v2_freeze=getattr(args, "rekor_v2_freeze", False),
         witness_policy=getattr(args, "witness_policy", None),
+        workers=getattr(args, "workers", 1),
+        sequencer_listen=_host_port(getattr(args, "sequencer_listen", "127.0.0.1:0")),
+        sequencer_url=getattr(args, "sequencer_url", None),
     )
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise OperatorError(f"--sequencer-listen {text}: want HOST:PORT (port 0: any free one)")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 -- an operator's choice
 
 
 def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
@@ -789,12 +832,13 @@ def _ca_pkcs11(args: argparse.Namespace) -> Pkcs11KeyConfig | None:
     )
 
 
-def _listen_sockets(host: str, port: int) -> list[socket.socket]:
+def _listen_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """Bound, listening sockets for ``host:port``; an ``OperatorError`` if the port is taken.
 
     Bound before anything else happens, so that a port in use stops a start before it has
     created a key, a database or a data directory, and so that nobody can take the port while
-    the services start.
+    the services start. With ``reuse_port`` (SO_REUSEPORT) a worker pool binds one set per
+    worker, and the kernel spreads connections over them.
     """
     import errno
     import socket
@@ -815,6 +859,8 @@ def _listen_sockets(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
@@ -836,12 +882,6 @@ def _listen_sockets(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """For worker pools, which bind with SO_REUSEPORT each: nobody else may listen there."""
-    for sock in _listen_sockets(host, port):
-        sock.close()
 
 
 def _check_database(url: str) -> None:
@@ -902,14 +942,20 @@ def _serve(args: argparse.Namespace) -> int:
     workers = getattr(args, "workers", 1)
     if workers < 1:
         raise OperatorError("--workers must be at least 1")
-    if workers > 1:
-        _check_port_free(args.host, args.port)
-        sockets = []
-    else:
-        sockets = _listen_sockets(args.host, args.port)
-    listen = (
-        ", ".join(f"{_url_host(str(s.getsockname()[0]))}:{s.getsockname()[1]}" for s in sockets)
-        or f"{_url_host(args.host)}:{args.port}"
+    pools = [_listen_sockets(args.host, args.port, reuse_port=workers > 1)]
+    sockets = list(pools[0])
+    try:
+        # Port 0 chose one: every worker's sockets take the same.
+        port = pools[0][0].getsockname()[1]
+        for _ in range(workers - 1):
+            pools.append(_listen_sockets(args.host, port, reuse_port=True))
+            sockets += pools[-1]
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    listen = ", ".join(
+        f"{_url_host(str(s.getsockname()[0]))}:{s.getsockname()[1]}" for s in pools[0]
     )
     if settings.database_url is not None and {"log", "ca"} & set(components):
         _check_database(settings.database_url)
@@ -926,29 +972,22 @@ def _serve(args: argparse.Namespace) -> int:
             trust = app_module.check_trust(settings, components)
         started, stopped = _announce(command, components, settings, listen)
         if workers > 1:
-            return _serve_workers(settings, args.host, args.port, workers, started, stopped)
-        app = app_module.create_app(settings, components=components, trust=trust)
+            return _serve_workers(
+                _Worker(settings, components, trust, pools[0], args.access_log),
+                pools,
+                started,
+                stopped,
+            )
 
-        async def say_started(_app: object) -> None:
-            _logger.info("%s", started)
+        def say(line: str) -> Callable[[object], Awaitable[None]]:
+            async def log(_app: object) -> None:
+                _logger.info("%s", line)
 
-        async def say_stopped(_app: object) -> None:
-            _logger.info("%s", stopped)
+            return log
 
-        # After the cleanup contexts: ready when every service has started, stopped once the
-        # sequencer has committed what was queued and the database is closed.
-        app.on_startup.append(say_started)
-        app.on_cleanup.append(say_stopped)
-        # Per-request access lines cost about a third of TSA throughput (bench/bench_tsa.py);
-        # they are opt-in.
-        access_log = logging.getLogger("aiohttp.access") if args.access_log else None
-        from aiohttp import web
-
-        # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
-        # the cleanup contexts: the sequencer commits what is queued and the database closes.
-        # auto_decompress off: aiohttp would inflate a gzip body in its parser, before any
-        # limit applies, and log a traceback for a corrupt one; body_guard refuses them (415).
-        web.run_app(app, sock=sockets, print=None, access_log=access_log, auto_decompress=False)
+        _Worker(settings, components, trust, sockets, args.access_log).run(
+            say(started), say(stopped)
+        )
         return 0
     finally:
         for sock in sockets:
@@ -956,57 +995,108 @@ def _serve(args: argparse.Namespace) -> int:
         claim.release()
 
 
-def _serve_one(settings: Settings, host: str, port: int) -> None:
-    from aiohttp import web
+@dataclass(frozen=True)
+class _Worker:
+    """One serving process: its settings, services and listening sockets."""
 
-    from services.app import create_app
+    settings: Settings
+    components: tuple[str, ...]
+    trust: TrustOptions | None
+    sockets: list[socket.socket]
+    access_log: bool
 
-    app = create_app(settings, components=("tsa",))
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        reuse_port=True,
-        access_log=None,
-        auto_decompress=False,
-    )
+    def run(
+        self,
+        on_started: Callable[[object], Awaitable[None]],
+        on_stopped: Callable[[object], Awaitable[None]],
+    ) -> None:
+        from aiohttp import web
+
+        from services.app import create_app
+
+        app = create_app(self.settings, components=self.components, trust=self.trust)
+        # After the cleanup contexts: ready when every service has started, stopped once the
+        # sequencer has committed what was queued and the database is closed.
+        app.on_startup.append(on_started)
+        app.on_cleanup.append(on_stopped)
+        # Per-request access lines cost about a third of TSA throughput (bench/bench_tsa.py);
+        # they are opt-in.
+        access_log = logging.getLogger("aiohttp.access") if self.access_log else None
+        # run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish, then runs
+        # the cleanup contexts: the sequencer commits what is queued and the database closes.
+        # auto_decompress off: aiohttp would inflate a gzip body in its parser, before any
+        # limit applies, and log a traceback for a corrupt one; body_guard refuses them (415).
+        web.run_app(
+            app, sock=self.sockets, print=None, access_log=access_log, auto_decompress=False
+        )
+
+
+def _pool_worker(worker: _Worker, ready: Any) -> None:
+    async def set_ready(_app: object) -> None:
+        ready.set()
+
+    async def nothing(_app: object) -> None:
+        return None
+
+    worker.run(set_ready, nothing)
 
 
 def _serve_workers(
-    settings: Settings, host: str, port: int, workers: int, started: str, stopped: str
+    first: _Worker, pools: list[list[socket.socket]], started: str, stopped: str
 ) -> int:
-    """Run ``workers`` TSA processes on one port; SIGTERM/SIGINT stop them all.
+    """Run one process per socket set in ``pools`` on one port; SIGTERM/SIGINT stop them all,
+    and so does any worker's exit (a supervisor restarts the whole pool).
 
-    The workers inherit this process's claim on the data directory (its locks); it ends with
-    the last of them.
+    Worker 0 starts alone and the others once it is ready: it makes what must be made once on
+    a new data directory (keys, the schema, the genesis entries, the trust documents) and is
+    elected sequencer of every log; the others forward to it (services/log/cluster.py). The
+    workers inherit this process's claim on the data directory (its locks); it ends with the
+    last of them.
     """
+    import dataclasses
     import multiprocessing
-    from datetime import UTC, datetime
+    from multiprocessing.connection import wait
 
-    from services.tsa import keys as tsa_keys
-
-    # Create the key material once, before forking, so first start cannot race on it.
-    tsa_keys.load_or_create(settings.data_dir / "tsa", datetime.now(UTC))
-    procs = [
-        multiprocessing.Process(target=_serve_one, args=(settings, host, port), daemon=True)
-        for _ in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    _logger.info("%s (%d worker processes)", started, workers)
+    # fork: the listening sockets are inherited, not pickled.
+    context = multiprocessing.get_context("fork")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    stopping = False
 
     def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for proc in procs:
-            if proc.pid is not None:
+            if proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for proc in procs:
-        proc.join()
+    for index, sockets in enumerate(pools):
+        if stopping:
+            break
+        worker = dataclasses.replace(
+            first, settings=dataclasses.replace(first.settings, worker=index), sockets=sockets
+        )
+        ready = context.Event()
+        proc = context.Process(target=_pool_worker, args=(worker, ready), daemon=True)
+        proc.start()
+        procs.append(proc)
+        if index == 0:
+            while not ready.wait(0.2):
+                if proc.exitcode is not None or stopping:
+                    break
+    for sockets in pools:
+        for sock in sockets:
+            sock.close()  # the workers hold them now
+    if not stopping and all(proc.exitcode is None for proc in procs):
+        _logger.info("%s (%d worker processes)", started, len(procs))
+    while any(proc.exitcode is None for proc in procs):
+        wait([proc.sentinel for proc in procs if proc.exitcode is None])
+        if not stopping and any(proc.exitcode is not None for proc in procs):
+            _logger.error("a worker process exited; stopping the others")
+            stop(signal.SIGTERM, None)
     _logger.info("%s", stopped)
-    return max((proc.exitcode or 0) for proc in procs)
+    return max((abs(proc.exitcode or 0) for proc in procs), default=0)
 
 
 # --- the other commands -----------------------------------------------------------------------

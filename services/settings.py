@@ -91,6 +91,15 @@ class Settings:
     # Sigsum-syntax witness policy: the logs ask its witnesses to cosign each new checkpoint.
     witness_policy: Path | None = None
     witness_interval: float = 5.0
+    # Processes serving on one port (SO_REUSEPORT); with more than one, or on PostgreSQL, the
+    # processes elect one sequencer per log and forward to it (services/log/cluster.py).
+    workers: int = 1
+    # This process's place in its pool: only worker 0 re-signs the TUF metadata.
+    worker: int = 0
+    # Where this process takes forwarded entries when it is elected, and the URL the others
+    # reach it at (default: http:// the address bound).
+    sequencer_listen: tuple[str, int] = ("127.0.0.1", 0)
+    sequencer_url: str | None = None
     clock: Callable[[], float] | None = field(default=None, repr=False)
 
     @property
@@ -108,6 +117,13 @@ class Settings:
         if not host:
             raise ValueError(f"Rekor v2 URL {self.rekor_v2_url!r} has no host")
         return host
+
+    @property
+    def clustered(self) -> bool:
+        """Whether other processes may sequence this one's logs: a worker pool, or PostgreSQL
+        (replicas on other hosts may share it)."""
+        url = self.resolved_database_url()
+        return self.workers > 1 or url.startswith(("postgresql:", "postgres:", "postgresql+"))
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite in the data directory."""

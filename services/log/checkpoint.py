@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -194,6 +195,17 @@ class CheckpointSigner:
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return self._key.sign(message)
         return self._key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    def derive_secret(self, label: bytes) -> bytes:
+        """A secret only the holders of this private key can compute (HMAC-SHA256 keyed by the
+        key's PKCS#8 bytes over ``label``): how the processes serving one log authenticate to
+        each other without another file to distribute. Never log it."""
+        der = self._key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return hmac.new(der, label, hashlib.sha256).digest()
 
     def ed25519_seed(self) -> bytes:
         """The Ed25519 private key's 32 bytes, for Ed25519ph (which ``cryptography`` lacks).

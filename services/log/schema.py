@@ -27,6 +27,7 @@ __all__ = [
     "checkpoints",
     "entries",
     "search_keys",
+    "sequencers",
     "tiles",
     "tree_heads",
     "witness_sizes",
@@ -119,5 +120,17 @@ witnessed_checkpoints = Table(
     Column("tree_id", BigInteger, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("checkpoint", Text, nullable=False),
+    PrimaryKeyConstraint("tree_id"),
+)
+
+# Per log tree, where the process elected to sequence it takes the entries the other processes
+# forward (services/log/cluster.py). Only the holder of the tree's leader lock writes its row;
+# a stale row (its writer died) only costs a failed connection before the next lookup.
+sequencers = Table(
+    "sequencers",
+    metadata,
+    Column("tree_id", BigInteger, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("since_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("tree_id"),
 )

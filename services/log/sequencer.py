@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +52,7 @@ _MAX_HEAD_RETRIES = 50
 
 __all__ = [
     "Batch",
+    "Forward",
     "Genesis",
     "GenesisFactory",
     "LogStore",
@@ -187,6 +188,11 @@ class Receipt:
     seal: bytes | None = None
 
 
+Forward = Callable[[bytes, frozenset[str], bytes | None, bool], Awaitable[Receipt]]
+"""Hands a leaf (with its search keys, extra data, whether a proof is wanted) to the process
+that sequences the tree, and returns its receipt (services/log/cluster.py)."""
+
+
 @dataclass(slots=True)
 class _Pending:
     leaf: bytes
@@ -250,6 +256,8 @@ class Sequencer:
         # The newest head read from storage (another replica's commit), for head_covering.
         self._newest: TreeHead | None = None
         self._stale = False
+        # Set while another process sequences this tree: submissions are handed to it.
+        self._forward: Forward | None = None
 
     @property
     def started(self) -> bool:
@@ -272,7 +280,15 @@ class Sequencer:
         """The latest committed tree head this sequencer knows."""
         if self._head is None:
             raise SequencerStopped("sequencer not started")
+        if self._forward is not None:
+            # A follower's own head is only what it loaded; its receipts carry newer ones.
+            return self._newest_known()
         return self._head
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process sequences the tree (rather than forwarding to the one that does)."""
+        return self._task is not None
 
     async def latest_head(self) -> TreeHead:
         """The newest committed head: storage's if another writer has gone past this one.
@@ -314,18 +330,36 @@ class Sequencer:
         return await self.latest_head()
 
     def _newest_known(self) -> TreeHead:
-        head = self.head
+        head = self._head
+        if head is None:
+            raise SequencerStopped("sequencer not started")
         newest = self._newest
         return newest if newest is not None and newest.size > head.size else head
+
+    def saw(self, head: TreeHead) -> None:
+        """Learn of a head another process committed (a forwarded receipt's, a notification)."""
+        newest = self._newest
+        if newest is None or head.size > newest.size:
+            self._newest = head
 
     @property
     def frozen(self) -> bool:
         """Whether the tree's head is a frozen log's final checkpoint: no entry is ever added."""
         return self._head is not None and is_frozen(self._head.checkpoint)
 
-    async def start(self) -> None:
+    async def start(self, forward: Forward | None = None) -> None:
         """Create or load the tree, check it, give it its genesis leaf, start sequencing; a
-        frozen tree is loaded and checked, and takes nothing."""
+        frozen tree is loaded and checked, and takes nothing.
+
+        With ``forward`` another process sequences the tree (it was elected: one sequencer per
+        tree, services/log/cluster.py): this one loads the tree for its reads and hands every
+        submission to ``forward``. ``lead`` later makes it the sequencer.
+        """
+        if forward is not None:
+            await self._load()
+            self._forward = forward
+            self._accepting = True
+            return
         await self._load()
         if self._guard is not None:
             # Before anything is appended: a rolled-back database must not grow a fork.
@@ -336,9 +370,26 @@ class Sequencer:
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name=f"sequencer-{self.tree_id}")
 
+    async def lead(self) -> None:
+        """Start sequencing in this process (it was elected) instead of forwarding.
+
+        Everything is loaded afresh: the previous sequencer may have committed up to its death.
+        """
+        self._forward = None
+        self._accepting = False
+        await self.start()
+
+    async def follow(self, forward: Forward) -> None:
+        """Stop sequencing here (leadership lost) and forward from now on; what was queued is
+        committed first, under the compare-and-swap that keeps two sequencers from forking."""
+        await self.stop()
+        self._forward = forward
+        self._accepting = True
+
     async def stop(self) -> None:
         """Stop accepting, commit what is already queued, then stop the task."""
         self._accepting = False
+        self._forward = None
         if self._task is None:
             return
         # Wake the task if it is idle: an empty entry is skipped, and the loop exits once it is
@@ -399,6 +450,11 @@ class Sequencer:
             raise LogFrozen(f"tree {self.tree_id} is frozen")
         if not self._accepting:
             raise SequencerStopped("sequencer is not accepting entries")
+        forward = self._forward
+        if forward is not None:
+            receipt = await forward(leaf, frozenset(search_keys), extra, want_proof)
+            self.saw(receipt.head)
+            return receipt
         if self._queue.qsize() >= self._max_pending:
             raise Pushback(f"{self._queue.qsize()} entries are already waiting")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()

@@ -219,19 +219,22 @@ def _witness_policy(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sequencing(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
+def _sequencing(parser: argparse.ArgumentParser, *, every_core: bool = False) -> None:
     group = parser.add_argument_group(
         "sequencing",
         "Processes serving one log (workers here, replicas on one PostgreSQL) elect one "
         "sequencer per log; the others forward their verified entries to it (docs/sizing.md).",
     )
-    if workers:
-        group.add_argument(
-            "--workers",
-            type=int,
-            default=int(os.environ.get("SIGSTEAD_WORKERS", "1")),
-            help="processes sharing the port (SO_REUSEPORT) (default: $SIGSTEAD_WORKERS, else 1)",
-        )
+    # One process by default where replicas are the unit of scale (serve); every core for up.
+    cores = len(os.sched_getaffinity(0)) if every_core else 1
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SIGSTEAD_WORKERS", str(cores))),
+        help="processes sharing the port (SO_REUSEPORT); each parses, verifies and answers "
+        f"requests, one sequences (default: $SIGSTEAD_WORKERS, else {cores}"
+        + (", the cores this process may use)" if every_core else ")"),
+    )
     group.add_argument(
         "--sequencer-listen",
         default=os.environ.get("SIGSTEAD_SEQUENCER_LISTEN", "127.0.0.1:0"),
@@ -380,7 +383,7 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir(up)
     _listen(up)
     _database(up)
-    _sequencing(up)
+    _sequencing(up, every_core=True)
     _witness_policy(up)
     _ca(up, required=False)
     _publication(up, services=False, chain=False)
@@ -927,6 +930,11 @@ def _announce(
 
 def _serve(args: argparse.Namespace) -> int:
     """``sigstead up`` and ``sigstead serve NAME``."""
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise OperatorError("--workers must be at least 1")
+    if workers > 1:
+        _share_metrics()
     from services import app as app_module
     from services import datadir
 
@@ -939,9 +947,6 @@ def _serve(args: argparse.Namespace) -> int:
     # then the database; only then is anything created (the data directory and its claim).
     app_module.check(settings, components)
     datadir.check(settings.data_dir)
-    workers = getattr(args, "workers", 1)
-    if workers < 1:
-        raise OperatorError("--workers must be at least 1")
     pools = [_listen_sockets(args.host, args.port, reuse_port=workers > 1)]
     sockets = list(pools[0])
     try:
@@ -993,6 +998,29 @@ def _serve(args: argparse.Namespace) -> int:
         for sock in sockets:
             sock.close()
         claim.release()
+
+
+def _share_metrics() -> None:
+    """Make the pool's workers keep their counters in one directory (services/metrics.py).
+
+    Before anything imports prometheus-client: it picks its value store once, at import.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    if "prometheus_client" in sys.modules:  # pragma: no cover -- an import-order bug
+        raise RuntimeError("prometheus_client was imported before the worker pool was set up")
+    shared = tempfile.mkdtemp(prefix="sigstead-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+    pid = os.getpid()
+
+    # Only the pool's parent removes it (the workers are forked with this handler).
+    def remove() -> None:
+        if os.getpid() == pid:
+            shutil.rmtree(shared, ignore_errors=True)
+
+    atexit.register(remove)
 
 
 @dataclass(frozen=True)
@@ -1071,20 +1099,28 @@ def _serve_workers(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for index, sockets in enumerate(pools):
-        if stopping:
-            break
-        worker = dataclasses.replace(
-            first, settings=dataclasses.replace(first.settings, worker=index), sockets=sockets
-        )
-        ready = context.Event()
-        proc = context.Process(target=_pool_worker, args=(worker, ready), daemon=True)
-        proc.start()
-        procs.append(proc)
-        if index == 0:
+
+    def launch(indices: range) -> None:
+        readies = []
+        for index in indices:
+            worker = dataclasses.replace(
+                first,
+                settings=dataclasses.replace(first.settings, worker=index),
+                sockets=pools[index],
+            )
+            ready = context.Event()
+            proc = context.Process(target=_pool_worker, args=(worker, ready), daemon=True)
+            proc.start()
+            procs.append(proc)
+            readies.append(ready)
+        for ready in readies:
             while not ready.wait(0.2):
-                if proc.exitcode is not None or stopping:
-                    break
+                if stopping or any(proc.exitcode is not None for proc in procs):
+                    return
+
+    launch(range(1))
+    if not stopping and procs[0].exitcode is None:
+        launch(range(1, len(pools)))
     for sockets in pools:
         for sock in sockets:
             sock.close()  # the workers hold them now

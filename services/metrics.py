@@ -1,7 +1,10 @@
 """Prometheus metrics for every sigstead process: ``GET /metrics``.
 
 One registry per application (not prometheus-client's global one), so several apps in one
-process (the tests) never share counters. What is measured:
+process (the tests) never share counters. A worker pool (``up --workers N``) answers a scrape
+from whichever worker the kernel hands it to, so there the counters and histograms are
+prometheus-client's multiprocess ones (``PROMETHEUS_MULTIPROC_DIR``, set by the pool before
+any metric exists): every worker's scrape sums all of them. What is measured:
 
 - every HTTP request by route template, method and status (``sigstead_http_requests_total``)
   and its latency (``sigstead_http_request_seconds``); refusals such as pushback (503) and
@@ -9,11 +12,13 @@ process (the tests) never share counters. What is measured:
 - each log's committed batches: entries per batch and commit latency
   (``sigstead_log_batch_entries``, ``sigstead_log_commit_seconds``);
 - read at scrape time: each log's tree size and queue depth (``sigstead_log_tree_size``,
-  ``sigstead_log_queue_depth``).
+  ``sigstead_log_queue_depth``), and whether this process is the log's elected sequencer
+  (``sigstead_log_sequencer_leader``; services/log/cluster.py).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
@@ -22,6 +27,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -46,12 +52,19 @@ class _Logs(Collector):
         depth = GaugeMetricFamily(
             "sigstead_log_queue_depth", "Submissions waiting to be sequenced", labels=["log"]
         )
+        leader = GaugeMetricFamily(
+            "sigstead_log_sequencer_leader",
+            "1 if this process sequences the log, 0 if it forwards to the process that does",
+            labels=["log"],
+        )
         for name, sequencer in self.logs.items():
             if sequencer.started:  # a stopped sequencer has no head to report
                 size.add_metric([name], sequencer.head.size)
                 depth.add_metric([name], sequencer.pending)
+                leader.add_metric([name], 1 if sequencer.leading else 0)
         yield size
         yield depth
+        yield leader
 
 
 class Metrics:
@@ -91,6 +104,8 @@ class Metrics:
             "Entries the newest quorum-cosigned checkpoint lags the log by (--witness-policy)",
             ["log"],
             registry=self.registry,
+            # In a worker pool: what the worker that pushed last knows (they all push).
+            multiprocess_mode="max",
         )
         self.certificates = Counter(
             "sigstead_ca_certificates_issued",
@@ -122,7 +137,15 @@ class Metrics:
         return observe
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        # Every worker's counters and histograms, summed; the gauges read at scrape time
+        # (tree size, queue depth, leadership) are this worker's.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, shared)  # type: ignore[no-untyped-call]
+        registry.register(self._logs)
+        return generate_latest(registry)
 
 
 METRICS = web.AppKey("metrics", Metrics)

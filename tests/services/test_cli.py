@@ -108,8 +108,10 @@ def test_help_shows_defaults_and_the_environment() -> None:
 def test_serve_takes_only_the_options_of_its_service() -> None:
     log = sigstead("serve", "log", "--help").stdout
     assert "--database-url" in log
-    for foreign in ("--oidc-config", "--ca-key", "--operator", "--workers", "--services"):
+    for foreign in ("--oidc-config", "--ca-key", "--operator", "--services"):
         assert foreign not in log, foreign
+    # Replicas on one database elect a sequencer and forward to it.
+    assert "--sequencer-url" in log
     tsa = sigstead("serve", "tsa", "--help").stdout
     assert "--workers" in tsa
     assert "--database-url" not in tsa

@@ -76,6 +76,8 @@ async def test_metrics_count_requests_batches_and_tree_sizes(
     assert seen[("sigstead_log_tree_size", (("log", "rekor"),))] == 4
     assert seen[("sigstead_log_tree_size", (("log", "rekor-v2"),))] == 1
     assert seen[("sigstead_log_queue_depth", (("log", "rekor"),))] == 0
+    # Alone (on PostgreSQL: elected), the process sequences its logs.
+    assert seen[("sigstead_log_sequencer_leader", (("log", "rekor"),))] == 1
     assert seen[("sigstead_log_batch_entries_sum", (("log", "rekor"),))] == 4
     assert seen[("sigstead_log_commit_seconds_count", (("log", "rekor"),))] >= 2
 

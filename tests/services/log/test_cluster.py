@@ -56,9 +56,7 @@ def check(receipt: Receipt, leaf: bytes) -> None:
     """The receipt proves ``leaf`` in a checkpoint signed by the log's key."""
     note = verify_note(receipt.head.checkpoint)
     assert note.size == receipt.head.size
-    verify_inclusion(
-        merkle.hash_leaf(leaf), receipt.index, note.size, receipt.proof, note.root
-    )
+    verify_inclusion(merkle.hash_leaf(leaf), receipt.index, note.size, receipt.proof, note.root)
 
 
 async def test_one_member_sequences_and_the_other_forwards_to_it(

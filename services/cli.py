@@ -1126,8 +1126,10 @@ def _serve_workers(
             sock.close()  # the workers hold them now
     if not stopping and all(proc.exitcode is None for proc in procs):
         _logger.info("%s (%d worker processes)", started, len(procs))
-    while any(proc.exitcode is None for proc in procs):
-        wait([proc.sentinel for proc in procs if proc.exitcode is None])
+    while alive := [proc for proc in procs if proc.exitcode is None]:
+        # One list for the test and the wait: a worker that exits in between must not leave
+        # an empty wait, which never returns.
+        wait([proc.sentinel for proc in alive], timeout=1.0)
         if not stopping and any(proc.exitcode is not None for proc in procs):
             _logger.error("a worker process exited; stopping the others")
             stop(signal.SIGTERM, None)

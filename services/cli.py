@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from services.ca.pkcs11 import Pkcs11KeyConfig
+    from services.datadir import Claim
     from services.settings import Settings
     from services.trust.publish import TrustOptions
 
@@ -980,6 +981,7 @@ def _serve(args: argparse.Namespace) -> int:
             return _serve_workers(
                 _Worker(settings, components, trust, pools[0], args.access_log),
                 pools,
+                claim,
                 started,
                 stopped,
             )
@@ -1059,18 +1061,55 @@ class _Worker:
         )
 
 
-def _pool_worker(worker: _Worker, ready: Any) -> None:
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the pool's parent dies, however it dies (Linux ``PR_SET_PDEATHSIG``):
+    a pool outliving a ``kill -9`` of its parent would hold the port and answer as a server
+    nobody runs."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it died before the call
+        os._exit(1)
+
+
+def _pool_worker(worker: _Worker, ready: Any, claim: Any, parent: int, verbose: bool) -> None:
+    # Forked with SIGTERM and SIGINT blocked and the parent's handlers: restore the defaults
+    # (aiohttp installs its own once serving), then take a stop that arrived meanwhile.
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    _die_with(parent)
+    # The claim is the parent's: it ends when the parent does, not when its last worker does.
+    claim.detach()
+
     async def set_ready(_app: object) -> None:
         ready.set()
 
     async def nothing(_app: object) -> None:
         return None
 
-    worker.run(set_ready, nothing)
+    try:
+        worker.run(set_ready, nothing)
+    except Exception as exc:
+        if verbose:
+            raise
+        # As main() reports it: one line, no traceback.
+        print(f"sigstead: {_describe(exc)}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _serve_workers(
-    first: _Worker, pools: list[list[socket.socket]], started: str, stopped: str
+    first: _Worker,
+    pools: list[list[socket.socket]],
+    claim: Claim,
+    started: str,
+    stopped: str,
 ) -> int:
     """Run one process per socket set in ``pools`` on one port; SIGTERM/SIGINT stop them all,
     and so does any worker's exit (a supervisor restarts the whole pool).
@@ -1109,9 +1148,19 @@ def _serve_workers(
                 sockets=pools[index],
             )
             ready = context.Event()
-            proc = context.Process(target=_pool_worker, args=(worker, ready), daemon=True)
-            proc.start()
-            procs.append(proc)
+            proc = context.Process(
+                target=_pool_worker,
+                args=(worker, ready, claim, os.getpid(), _logger.isEnabledFor(logging.DEBUG)),
+                daemon=True,
+            )
+            # A stop arriving during the fork waits until the worker is in ``procs`` (and is
+            # then sent on to it); the worker unblocks its own copy once its handlers are reset.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                proc.start()
+                procs.append(proc)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             readies.append(ready)
         for ready in readies:
             while not ready.wait(0.2):
@@ -1120,12 +1169,12 @@ def _serve_workers(
 
     launch(range(1))
     if not stopping and procs[0].exitcode is None:
+        # Serving from here on: worker 0 answers while the others start.
+        _logger.info("%s (%d worker processes)", started, len(pools))
         launch(range(1, len(pools)))
     for sockets in pools:
         for sock in sockets:
             sock.close()  # the workers hold them now
-    if not stopping and all(proc.exitcode is None for proc in procs):
-        _logger.info("%s (%d worker processes)", started, len(procs))
     while alive := [proc for proc in procs if proc.exitcode is None]:
         # One list for the test and the wait: a worker that exits in between must not leave
         # an empty wait, which never returns.
@@ -1134,7 +1183,13 @@ def _serve_workers(
             _logger.error("a worker process exited; stopping the others")
             stop(signal.SIGTERM, None)
     _logger.info("%s", stopped)
-    return max((abs(proc.exitcode or 0) for proc in procs), default=0)
+    # A worker the stop reached before it was serving ends by the signal itself: nothing was
+    # in flight there, so that is a clean stop too.
+    stop_deaths = {-signal.SIGTERM, -signal.SIGINT} if stopping else set()
+    return max(
+        (0 if proc.exitcode in stop_deaths else abs(proc.exitcode or 0) for proc in procs),
+        default=0,
+    )
 
 
 # --- the other commands -----------------------------------------------------------------------

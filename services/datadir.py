@@ -139,6 +139,14 @@ class Claim:
         self._files = files
         self.record = record
 
+    def detach(self) -> None:
+        """Close this process's copies of the locks, leaving the claim to the process that
+        made it: a forked worker, which must not keep its parent's claim alive after the
+        parent ends (flock belongs to the open file, shared across fork)."""
+        for fh in self._files:
+            fh.close()
+        self._files = []
+
     def release(self) -> None:
         """Give the claim up: remove the record, then drop the locks."""
         with contextlib.suppress(OSError):

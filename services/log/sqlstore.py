@@ -44,10 +44,14 @@ _SQLITE_READ_ENTRY_SPAN = (
 # prepared once per connection). Arrays stand for IN lists, so each text is one prepared
 # statement whatever the number of keys, and needs no chunking.
 _PG_READ_HEAD = "SELECT size, root, timestamp_ms, checkpoint FROM tree_heads WHERE tree_id = $1"
-# Every level in one statement: each (level, idx) pair is a primary key lookup.
+# Every level in one statement, each (level, idx) pair one primary key lookup. OFFSET 0 keeps
+# the planner from flattening the subquery into a join, which as a generic plan (the one a
+# prepared statement settles on) hash-joins the keys with every tile of the tree: 1 ms instead
+# of 0.06 ms at 10^6 entries.
 _PG_READ_TILES = (
-    "SELECT t.level, t.idx, t.data FROM unnest($2::int[], $3::bigint[]) AS k(level, idx)"
-    " JOIN tiles AS t ON t.tree_id = $1 AND t.level = k.level AND t.idx = k.idx"
+    "SELECT k.level, k.idx, t.data FROM unnest($2::int[], $3::bigint[]) AS k(level, idx)"
+    " CROSS JOIN LATERAL (SELECT data FROM tiles"
+    " WHERE tree_id = $1 AND level = k.level AND idx = k.idx OFFSET 0) AS t"
 )
 _PG_READ_ENTRIES = (
     "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"

@@ -10,10 +10,11 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 from services.db import Database, DatabaseError, display_url, parse_url, sqlite_url
 from services.migrate import SchemaNotAtHead, check_at_head
+from tests.conftest import POSTGRES_URL
 
 
 async def test_migrated_database_is_at_head(db: Database) -> None:
@@ -100,9 +101,8 @@ async def test_fetch_sees_only_committed_rows(db: Database) -> None:
     before, and reads the same schema (search path) as the engine."""
     (search_path,) = (await db.fetch("SHOW search_path"))[0]
     assert search_path == await db.read(lambda c: c.execute(text("SHOW search_path")).scalar())
-    writer = await asyncpg.connect(
-        "postgresql://postgres@127.0.0.1:5432/test", server_settings={"search_path": search_path}
-    )
+    url = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
+    writer = await asyncpg.connect(url, server_settings={"search_path": search_path})
     try:
         async with writer.transaction():
             await writer.execute("INSERT INTO tree_heads VALUES (7, 'o', 3, $1, 9, 'c')", b"r" * 32)
@@ -151,3 +151,13 @@ async def test_fetch_does_not_retry_a_failed_connect(caplog: pytest.LogCaptureFi
     finally:
         await db.dispose()
     assert "lost a read connection" not in caplog.text
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_fetch_plans_each_statement_once(db: Database) -> None:
+    """Read connections use generic plans (see services.db), beside the caller's own settings
+    (the fixture's search path); the engine's connections keep PostgreSQL's default."""
+    assert await db.fetch("SHOW plan_cache_mode") == [("force_generic_plan",)]
+    assert (await db.fetch("SHOW search_path"))[0][0].startswith("t_")
+    assert await db.read(lambda c: c.execute(text("SHOW plan_cache_mode")).scalar()) == "auto"

@@ -251,7 +251,9 @@ class Database:
         One round trip: the statement runs on its own, outside any transaction, so it sees
         exactly what was committed when it started (one snapshot for the whole statement; a
         write transaction's rows appear all at once, at its COMMIT). asyncpg prepares it once
-        per connection and reuses the plan.
+        per connection, and the connection plans it once (``plan_cache_mode`` is
+        ``force_generic_plan`` there): a statement whose best plan depends on the values bound
+        does not belong here.
 
         A pooled connection is not pinged before use; instead a read that finds its connection
         gone runs once more on a new one (reads are idempotent). A server that is down still
@@ -290,9 +292,11 @@ class Database:
             reset=_no_reset,
             **self._reads_connect,
         )
-        # Invariant: with min_size=0 the pool's initialisation opens no connection and never
-        # suspends, so no other task can get here between the check above and the assignment.
-        await pool
+        await pool  # with min_size=0 this opens no connection
+        if self._reads is not None and self._reads_loop is loop:
+            # Another task made one while this one waited: one pool per loop.
+            await pool.close()
+            return self._reads
         self._reads, self._reads_loop = pool, loop
         return pool
 

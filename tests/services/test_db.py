@@ -161,3 +161,13 @@ async def test_fetch_plans_each_statement_once(db: Database) -> None:
     assert await db.fetch("SHOW plan_cache_mode") == [("force_generic_plan",)]
     assert (await db.fetch("SHOW search_path"))[0][0].startswith("t_")
     assert await db.read(lambda c: c.execute(text("SHOW plan_cache_mode")).scalar()) == "auto"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_concurrent_first_reads_share_one_bounded_pool(db: Database) -> None:
+    rows = await asyncio.gather(
+        *(db.fetch("SELECT pg_backend_pid(), pg_sleep(0.05)") for _ in range(40))
+    )
+    pids = {r[0][0] for r in rows}
+    assert 1 < len(pids) <= 10  # services.db._READ_POOL_SIZE

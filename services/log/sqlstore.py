@@ -73,6 +73,11 @@ _PG_READ_ENTRIES_BY_LEAF_HASH = (
     " WHERE tree_id = $1 AND leaf_hash = ANY($2::bytea[])"
 )
 
+_PG_SEARCH = (
+    "SELECT idx FROM search_keys WHERE tree_id = $1 AND key = ANY($2::text[])"
+    " GROUP BY idx HAVING count(*) >= $3 ORDER BY idx"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
@@ -409,6 +414,12 @@ class SQLLogStore:
             query = query.having(func.count(search_keys.c.key) == len(wanted))
         if not wanted:
             return []
+        if self.db.dialect == "postgresql":
+            # An index carries a key at most once (primary key), so its count of the keys
+            # asked is how many of them it carries.
+            at_least = len(wanted) if match_all else 1
+            rows = await self.db.fetch(_PG_SEARCH, tree_id, wanted, at_least)
+            return [idx for (idx,) in rows]
         return await self.db.read(lambda conn: [idx for (idx,) in conn.execute(query)])
 
     async def read_checkpoints(

@@ -139,3 +139,39 @@ async def test_read_tiles_and_head_answer_what_was_committed(db: Database) -> No
     assert type(head.checkpoint) is str
     assert type(head.timestamp_ms) is int
     assert await store.read_head(TREE + 1) is None
+
+
+async def test_search_answers_what_was_committed(db: Database) -> None:
+    store = SQLLogStore(db)
+    seq = make_sequencer(store, clock=FakeClock(NOW), batch_max_size=1000)
+    await seq.start()
+    try:
+        # Entry i carries "mod2:i%2", "mod3:i%3" and, from 300 on, "late".
+        receipts = await asyncio.gather(
+            *(
+                seq.submit(
+                    b"leaf %d" % i,
+                    {f"mod2:{i % 2}", f"mod3:{i % 3}", *(["late"] if i >= 300 else [])},
+                    want_proof=False,
+                )
+                for i in range(320)
+            )
+        )
+    finally:
+        await seq.stop()
+    index = [r.index for r in receipts]  # of entry i, in whatever order batches took them
+
+    async def search(keys: list[str], *, match_all: bool) -> list[int]:
+        return await store.search(TREE, keys, match_all=match_all)
+
+    assert await search(["mod3:1"], match_all=False) == sorted(index[1::3])
+    assert await search(["mod2:0", "mod3:0"], match_all=True) == sorted(index[::6])
+    assert await search(["mod2:0", "mod3:0"], match_all=False) == sorted(
+        index[i] for i in range(320) if i % 2 == 0 or i % 3 == 0
+    )
+    # A key asked twice counts once; an unknown key empties an all-of search only.
+    assert await search(["late", "late", "mod2:1"], match_all=True) == sorted(index[301::2])
+    assert await search(["late", "nowhere"], match_all=True) == []
+    assert await search(["late", "nowhere"], match_all=False) == sorted(index[300:])
+    assert await search([], match_all=False) == []
+    assert await store.search(TREE + 1, ["late"], match_all=False) == []

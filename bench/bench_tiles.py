@@ -29,6 +29,13 @@ full level-0 tiles 2,194 → 5,792/s / 2,256 → 5,838/s, entry bundles 296 → 
 282 → 817/s, bundles 97 → 196/s / 100 → 262/s, hello 10,979-13,578/s; there every read pays
 ``Database.read``'s pool pre-ping, transaction and SQLAlchemy layers (~1 ms against ~0.16 ms
 for the same prepared statement on a bare asyncpg connection).
+
+Since then the hot reads on PostgreSQL are one asyncpg statement each (``Database.fetch``: its
+own pool, no pre-ping, no transaction, generic plans). Measured 2026-12-04 (2 cores, wrk, 1e6
+entries, medians of 3 rounds, ``--source before=<daca3a5> --source after=<a7439ba>``), c=16 /
+c=64: level-0 tiles 654 → 3,232/s / 955 → 3,069/s, level-1 tiles 639 → 3,074/s / 852 →
+3,238/s, entry bundles 349 → 938/s / 504 → 919/s, checkpoint 590 → 3,840/s / 1,063 → 4,201/s,
+hello 21,421-24,456/s.
 """
 
 from __future__ import annotations

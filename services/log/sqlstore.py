@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, func, literal_column, select, update
+from sqlalchemy import func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
 
@@ -27,15 +27,6 @@ FaultHook = Callable[[str, bool], None]
 _CHUNK = 500
 
 
-# Built once so SQLAlchemy compiles it once; the expanding IN takes any number of indices. One
-# statement per tile level: the (tree_id, level, idx) primary key serves each as index lookups.
-_READ_TILES = select(tiles.c.idx, tiles.c.data).where(
-    tiles.c.tree_id == bindparam("t"),
-    tiles.c.level == bindparam("l"),
-    tiles.c.idx.in_(bindparam("i", expanding=True)),
-)
-
-
 _SQLITE_READ_TILES = "SELECT idx, data FROM tiles WHERE tree_id=? AND level=? AND idx IN ({marks})"
 _SQLITE_READ_ENTRIES = (
     "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
@@ -47,6 +38,44 @@ _SQLITE_READ_LEAF_SPAN = (
 _SQLITE_READ_ENTRY_SPAN = (
     "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
     " WHERE tree_id=? AND idx>=? AND idx<?"
+)
+
+# PostgreSQL: the same reads as single statements for ``Database.fetch`` (one round trip each,
+# prepared once per connection). Arrays stand for IN lists, so each text is one prepared
+# statement whatever the number of keys, and needs no chunking.
+_PG_READ_HEAD = "SELECT size, root, timestamp_ms, checkpoint FROM tree_heads WHERE tree_id = $1"
+# Every level in one statement, each (level, idx) pair one primary key lookup. OFFSET 0 keeps
+# the planner from flattening the subquery into a join, which as a generic plan (the one a
+# prepared statement settles on) hash-joins the keys with every tile of the tree: 1 ms instead
+# of 0.06 ms at 10^6 entries.
+_PG_READ_TILES = (
+    "SELECT k.level, k.idx, t.data FROM unnest($2::int[], $3::bigint[]) AS k(level, idx)"
+    " CROSS JOIN LATERAL (SELECT data FROM tiles"
+    " WHERE tree_id = $1 AND level = k.level AND idx = k.idx OFFSET 0) AS t"
+)
+_PG_READ_ENTRIES = (
+    "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
+    " WHERE tree_id = $1 AND idx = ANY($2::bigint[])"
+)
+_PG_READ_ENTRY_SPAN = (
+    "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
+    " WHERE tree_id = $1 AND idx >= $2 AND idx < $3"
+)
+_PG_READ_LEAF_SPAN = (
+    "SELECT leaf FROM entries WHERE tree_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx"
+)
+_PG_FIND_LEAVES = (
+    "SELECT leaf_hash, idx, integrated_time FROM entries"
+    " WHERE tree_id = $1 AND leaf_hash = ANY($2::bytea[])"
+)
+_PG_READ_ENTRIES_BY_LEAF_HASH = (
+    "SELECT idx, leaf_hash, leaf, integrated_time, extra, seal FROM entries"
+    " WHERE tree_id = $1 AND leaf_hash = ANY($2::bytea[])"
+)
+
+_PG_SEARCH = (
+    "SELECT idx FROM search_keys WHERE tree_id = $1 AND key = ANY($2::text[])"
+    " GROUP BY idx HAVING count(*) >= $3 ORDER BY idx"
 )
 
 
@@ -105,6 +134,14 @@ class SQLLogStore:
                 return None
             return TreeHead(row.size, bytes(row.root), row.timestamp_ms, row.checkpoint)
 
+        if self.db.dialect == "postgresql":
+            # Asked before many a proof (whether another process moved the head): one round
+            # trip, as every hot read on PostgreSQL (see services.db).
+            rows = await self.db.fetch(_PG_READ_HEAD, tree_id)
+            if not rows:
+                return None
+            size, root, timestamp_ms, checkpoint = rows[0]
+            return TreeHead(size, root, timestamp_ms, checkpoint)
         return await self.db.read(run)
 
     async def create_tree(self, tree_id: int, origin: str, head: TreeHead) -> None:
@@ -133,15 +170,6 @@ class SQLLogStore:
         for level, idx in wanted:
             by_level.setdefault(level, []).append(idx)
 
-        def run(conn: Connection) -> dict[TileKey, bytes]:
-            out: dict[TileKey, bytes] = {}
-            for level, idxs in by_level.items():
-                for chunk in _chunks(idxs):
-                    rows = conn.execute(_READ_TILES, {"t": tree_id, "l": level, "i": chunk})
-                    for idx, data in rows:
-                        out[(level, idx)] = bytes(data)
-            return out
-
         def run_sqlite(conn: Connection) -> dict[TileKey, bytes]:
             # The hottest read of every proof. On SQLite, going around SQLAlchemy's execution
             # layer to the sqlite3 cursor cuts a cold tile read from ~200 µs to ~20 µs.
@@ -159,7 +187,11 @@ class SQLLogStore:
 
         if not wanted:
             return {}
-        return await self.db.read(run_sqlite if self.db.dialect == "sqlite" else run)
+        if self.db.dialect == "postgresql":
+            levels, idxs = zip(*wanted, strict=True)
+            found = await self.db.fetch(_PG_READ_TILES, tree_id, levels, idxs)
+            return {(level, idx): data for level, idx, data in found}
+        return await self.db.read(run_sqlite)
 
     async def find_leaves(
         self, tree_id: int, leaf_hashes: Collection[bytes]
@@ -180,6 +212,9 @@ class SQLLogStore:
 
         if not wanted:
             return {}
+        if self.db.dialect == "postgresql":
+            rows = await self.db.fetch(_PG_FIND_LEAVES, tree_id, wanted)
+            return {h: StoredLeaf(idx, integrated_time) for h, idx, integrated_time in rows}
         return await self.db.read(run)
 
     async def replace_head(self, tree_id: int, old: TreeHead, new: TreeHead) -> None:
@@ -302,19 +337,6 @@ class SQLLogStore:
         span = indices if isinstance(indices, range) and indices.step == 1 else None
         wanted = [] if span is not None else list(indices)
 
-        def run(conn: Connection) -> dict[int, StoredEntry]:
-            out: dict[int, StoredEntry] = {}
-            if span is not None:
-                where = [entries.c.idx >= span.start, entries.c.idx < span.stop]
-                chunks = [where]
-            else:
-                chunks = [[entries.c.idx.in_(chunk)] for chunk in _chunks(wanted)]
-            for where in chunks:
-                rows = conn.execute(select(entries).where(entries.c.tree_id == tree_id, *where))
-                for row in rows:
-                    out[row.idx] = _stored_entry(row)
-            return out
-
         def run_sqlite(conn: Connection) -> dict[int, StoredEntry]:
             # Entry bundles read 256 rows per request; as in read_tiles, the sqlite3 cursor
             # costs a fraction of SQLAlchemy's result processing per row. sqlite3 already
@@ -338,7 +360,13 @@ class SQLLogStore:
 
         if not indices:
             return {}
-        return await self.db.read(run_sqlite if self.db.dialect == "sqlite" else run)
+        if self.db.dialect == "postgresql":
+            if span is not None:
+                rows = await self.db.fetch(_PG_READ_ENTRY_SPAN, tree_id, span.start, span.stop)
+            else:
+                rows = await self.db.fetch(_PG_READ_ENTRIES, tree_id, wanted)
+            return _pg_entries(rows)
+        return await self.db.read(run_sqlite)
 
     async def read_leaves(self, tree_id: int, span: range) -> list[bytes]:
         """The leaves stored at ``span`` (step 1), in index order; fewer where some are not
@@ -346,18 +374,6 @@ class SQLLogStore:
         work per row than ``read_entries`` on SQLite)."""
         if span.step != 1:
             raise ValueError("read_leaves takes a range of step 1")
-
-        def run(conn: Connection) -> list[bytes]:
-            rows = conn.execute(
-                select(entries.c.leaf)
-                .where(
-                    entries.c.tree_id == tree_id,
-                    entries.c.idx >= span.start,
-                    entries.c.idx < span.stop,
-                )
-                .order_by(entries.c.idx)
-            )
-            return [bytes(leaf) for (leaf,) in rows]
 
         def run_sqlite(conn: Connection) -> list[bytes]:
             raw = conn.connection.driver_connection
@@ -367,12 +383,20 @@ class SQLLogStore:
 
         if not span:
             return []
-        return await self.db.read(run_sqlite if self.db.dialect == "sqlite" else run)
+        if self.db.dialect == "postgresql":
+            rows = await self.db.fetch(_PG_READ_LEAF_SPAN, tree_id, span.start, span.stop)
+            return [leaf for (leaf,) in rows]
+        return await self.db.read(run_sqlite)
 
     async def read_entries_by_leaf_hash(
         self, tree_id: int, leaf_hashes: Collection[bytes]
     ) -> dict[bytes, StoredEntry]:
         """Return the committed entries with the given leaf hashes."""
+        if self.db.dialect == "postgresql":
+            if not leaf_hashes:
+                return {}
+            rows = await self.db.fetch(_PG_READ_ENTRIES_BY_LEAF_HASH, tree_id, list(leaf_hashes))
+            return {e.leaf_hash: e for e in _pg_entries(rows).values()}
         found = await self.find_leaves(tree_id, leaf_hashes)
         by_index = await self.read_entries(tree_id, [leaf.index for leaf in found.values()])
         return {e.leaf_hash: e for e in by_index.values()}
@@ -390,6 +414,12 @@ class SQLLogStore:
             query = query.having(func.count(search_keys.c.key) == len(wanted))
         if not wanted:
             return []
+        if self.db.dialect == "postgresql":
+            # An index carries a key at most once (primary key), so its count of the keys
+            # asked is how many of them it carries.
+            at_least = len(wanted) if match_all else 1
+            rows = await self.db.fetch(_PG_SEARCH, tree_id, wanted, at_least)
+            return [idx for (idx,) in rows]
         return await self.db.read(lambda conn: [idx for (idx,) in conn.execute(query)])
 
     async def read_checkpoints(
@@ -412,17 +442,12 @@ class SQLLogStore:
         return await self.db.read(run)
 
 
-def _stored_entry(row: Row[tuple[object, ...]]) -> StoredEntry:
-    m = row._mapping
-    extra, seal = m["extra"], m["seal"]
-    return StoredEntry(
-        int(m["idx"]),
-        bytes(m["leaf_hash"]),
-        bytes(m["leaf"]),
-        int(m["integrated_time"]),
-        None if extra is None else bytes(extra),
-        None if seal is None else bytes(seal),
-    )
+def _pg_entries(rows: Sequence[Sequence[Any]]) -> dict[int, StoredEntry]:
+    # asyncpg returns bytea as bytes and bigint as int already: the fields go in as they are.
+    return {
+        idx: StoredEntry(idx, leaf_hash, leaf, integrated_time, extra, seal)
+        for idx, leaf_hash, leaf, integrated_time, extra, seal in rows
+    }
 
 
 def _record_checkpoint(conn: Connection, tree_id: int, head: TreeHead) -> None:

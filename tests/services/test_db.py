@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 from services.db import Database, DatabaseError, display_url, parse_url, sqlite_url
 from services.migrate import SchemaNotAtHead, check_at_head
+from tests.conftest import POSTGRES_URL
 
 
 async def test_migrated_database_is_at_head(db: Database) -> None:
@@ -76,3 +80,94 @@ async def test_check_says_why_a_database_cannot_be_used(url: str, message: str) 
             await db.check()
     finally:
         await db.dispose()
+
+
+# -- Database.fetch: PostgreSQL's read pool ----------------------------------------------------
+
+
+async def test_fetch_is_for_postgresql(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "x.db"))
+    try:
+        with pytest.raises(TypeError, match="for PostgreSQL, not sqlite"):
+            await db.fetch("SELECT 1")
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_fetch_sees_only_committed_rows(db: Database) -> None:
+    """A read outside any transaction sees a write transaction's rows at its COMMIT, not
+    before, and reads the same schema (search path) as the engine."""
+    (search_path,) = (await db.fetch("SHOW search_path"))[0]
+    assert search_path == await db.read(lambda c: c.execute(text("SHOW search_path")).scalar())
+    url = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
+    writer = await asyncpg.connect(url, server_settings={"search_path": search_path})
+    try:
+        async with writer.transaction():
+            await writer.execute("INSERT INTO tree_heads VALUES (7, 'o', 3, $1, 9, 'c')", b"r" * 32)
+            assert await db.fetch("SELECT size FROM tree_heads WHERE tree_id = $1", 7) == []
+        rows = await db.fetch("SELECT size, root FROM tree_heads WHERE tree_id = $1", 7)
+        assert [tuple(r) for r in rows] == [(3, b"r" * 32)]
+    finally:
+        await writer.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_fetch_reads_again_when_its_connection_dies(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In place of a pre-ping: a statement whose pooled connection is lost mid-read (here its
+    server process is terminated) runs once more on a new connection."""
+
+    async def kill_the_sleeper() -> int:
+        for _ in range(200):
+            rows = await db.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                " AND query LIKE 'SELECT pg_backend_pid(), pg_sleep(%'"
+            )
+            if rows:
+                pid = int(rows[0][0])
+                await db.fetch("SELECT pg_terminate_backend($1)", pid)
+                return pid
+            await asyncio.sleep(0.01)
+        raise AssertionError("the read never started")
+
+    caplog.set_level(logging.INFO, logger="services.db")
+    read = asyncio.create_task(db.fetch("SELECT pg_backend_pid(), pg_sleep(0.5)"))
+    killed = await kill_the_sleeper()
+    ((pid, _),) = await read
+    assert pid != killed
+    assert "lost a read connection" in caplog.text
+
+
+async def test_fetch_does_not_retry_a_failed_connect(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="services.db")
+    db = Database("postgresql://postgres@127.0.0.1:1/test")
+    try:
+        with pytest.raises(OSError, match="Connect call failed"):
+            await db.fetch("SELECT 1")
+    finally:
+        await db.dispose()
+    assert "lost a read connection" not in caplog.text
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_fetch_plans_each_statement_once(db: Database) -> None:
+    """Read connections use generic plans (see services.db), beside the caller's own settings
+    (the fixture's search path); the engine's connections keep PostgreSQL's default."""
+    assert await db.fetch("SHOW plan_cache_mode") == [("force_generic_plan",)]
+    assert (await db.fetch("SHOW search_path"))[0][0].startswith("t_")
+    assert await db.read(lambda c: c.execute(text("SHOW plan_cache_mode")).scalar()) == "auto"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_concurrent_first_reads_share_one_bounded_pool(db: Database) -> None:
+    rows = await asyncio.gather(
+        *(db.fetch("SELECT pg_backend_pid(), pg_sleep(0.05)") for _ in range(40))
+    )
+    pids = {r[0][0] for r in rows}
+    assert 1 < len(pids) <= 10  # services.db._READ_POOL_SIZE

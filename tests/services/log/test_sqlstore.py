@@ -1,5 +1,5 @@
-"""SQLLogStore reads on both databases. SQLite answers ``read_entries`` from the sqlite3 cursor
-and PostgreSQL through SQLAlchemy; both must answer exactly what was committed, and on SQLite
+"""SQLLogStore reads on both databases. The hot reads go around SQLAlchemy (SQLite: the sqlite3
+cursor; PostgreSQL: ``Database.fetch`` on asyncpg); both must answer exactly what was committed,
 exactly what SQLAlchemy reads from the same rows, whether asked for a range or a list."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection
 
 from services.db import Database
 from services.log import merkle
-from services.log.schema import entries
+from services.log.schema import entries, tiles, tree_heads
+from services.log.sequencer import StoredLeaf, TreeHead
 from services.log.sqlstore import SQLLogStore, StoredEntry
 from tests.services.log.test_sequencer import GENESIS, TREE, FakeClock, make_sequencer
 
@@ -86,3 +87,91 @@ async def test_read_entries_answers_what_was_committed(db: Database) -> None:
     assert await store.read_entries(TREE, range(5, 5)) == {}
     assert await store.read_entries(TREE, []) == {}
     assert await store.read_entries(TREE + 1, [0, 1]) == {}
+
+    # By leaf hash (GET /api/v1/log/entries/{uuid}), with unknown hashes left out.
+    hashes = [every[i].leaf_hash for i in (0, 3, 600, 700)]
+    unknown = merkle.hash_leaf(b"never logged")
+    assert await store.read_entries_by_leaf_hash(TREE, [unknown, *hashes, hashes[0]]) == {
+        every[i].leaf_hash: every[i] for i in (0, 3, 600, 700)
+    }
+    assert await store.read_entries_by_leaf_hash(TREE, []) == {}
+    assert await store.read_entries_by_leaf_hash(TREE + 1, hashes) == {}
+    assert await store.find_leaves(TREE, [unknown, *hashes]) == {
+        every[i].leaf_hash: StoredLeaf(i, every[i].integrated_time) for i in (0, 3, 600, 700)
+    }
+    assert await store.find_leaves(TREE, []) == {}
+
+
+async def test_read_tiles_and_head_answer_what_was_committed(db: Database) -> None:
+    store = SQLLogStore(db)
+    seq = make_sequencer(store, clock=FakeClock(NOW), batch_max_size=1000)
+    await seq.start()
+    try:
+        # 700 entries + genesis: full level-0 tiles 0 and 1, partial tile 2, partial level 1.
+        await asyncio.gather(*(seq.submit(b"leaf %d" % i, want_proof=False) for i in range(700)))
+    finally:
+        await seq.stop()
+
+    def by_sqlalchemy(conn: Connection) -> tuple[dict[tuple[int, int], bytes], TreeHead]:
+        stored = conn.execute(select(tiles.c.level, tiles.c.idx, tiles.c.data))
+        h = conn.execute(select(tree_heads).where(tree_heads.c.tree_id == TREE)).one()
+        head = TreeHead(h.size, bytes(h.root), h.timestamp_ms, h.checkpoint)
+        return {(lv, ix): bytes(data) for lv, ix, data in stored}, head
+
+    stored, stored_head = await db.read(by_sqlalchemy)
+    assert sorted(stored) == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    # Several levels in one call, keys asked twice, and keys that are not stored.
+    wanted = [(1, 0), (0, 2), (0, 0), (0, 1), (0, 2), (0, 3), (2, 0), (1, 1)]
+    got = await store.read_tiles(TREE, wanted)
+    assert got == stored
+    assert all(type(data) is bytes for data in got.values())
+    assert await store.read_tiles(TREE, []) == {}
+    assert await store.read_tiles(TREE + 1, wanted) == {}
+    # More keys than one IN chunk (500) on SQLite.
+    assert await store.read_tiles(TREE, [(0, i) for i in range(1200)]) == {
+        k: v for k, v in stored.items() if k[0] == 0
+    }
+
+    head = await store.read_head(TREE)
+    assert head == stored_head
+    assert head.size == 701
+    assert type(head.root) is bytes
+    assert type(head.checkpoint) is str
+    assert type(head.timestamp_ms) is int
+    assert await store.read_head(TREE + 1) is None
+
+
+async def test_search_answers_what_was_committed(db: Database) -> None:
+    store = SQLLogStore(db)
+    seq = make_sequencer(store, clock=FakeClock(NOW), batch_max_size=1000)
+    await seq.start()
+    try:
+        # Entry i carries "mod2:i%2", "mod3:i%3" and, from 300 on, "late".
+        receipts = await asyncio.gather(
+            *(
+                seq.submit(
+                    b"leaf %d" % i,
+                    {f"mod2:{i % 2}", f"mod3:{i % 3}", *(["late"] if i >= 300 else [])},
+                    want_proof=False,
+                )
+                for i in range(320)
+            )
+        )
+    finally:
+        await seq.stop()
+    index = [r.index for r in receipts]  # of entry i, in whatever order batches took them
+
+    async def search(keys: list[str], *, match_all: bool) -> list[int]:
+        return await store.search(TREE, keys, match_all=match_all)
+
+    assert await search(["mod3:1"], match_all=False) == sorted(index[1::3])
+    assert await search(["mod2:0", "mod3:0"], match_all=True) == sorted(index[::6])
+    assert await search(["mod2:0", "mod3:0"], match_all=False) == sorted(
+        index[i] for i in range(320) if i % 2 == 0 or i % 3 == 0
+    )
+    # A key asked twice counts once; an unknown key empties an all-of search only.
+    assert await search(["late", "late", "mod2:1"], match_all=True) == sorted(index[301::2])
+    assert await search(["late", "nowhere"], match_all=True) == []
+    assert await search(["late", "nowhere"], match_all=False) == sorted(index[300:])
+    assert await search([], match_all=False) == []
+    assert await store.search(TREE + 1, ["late"], match_all=False) == []

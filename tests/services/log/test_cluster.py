@@ -113,8 +113,6 @@ async def test_a_round_whose_answer_was_lost_is_answered_from_the_store(
     """A resent leaf that the sequencer calls a duplicate was committed by the lost round."""
     first, second = pair
     committed = await first.sequencer.submit(b"committed, answer lost")
-    forwarder = second.sequencer._forward  # noqa: SLF001 -- the round's failure is simulated
-    assert forwarder is not None
     # As if the first send had reached the sequencer and its answer been lost: the resend.
     receipt = await _resend(second.sequencer, b"committed, answer lost")
     assert receipt.index == committed.index
@@ -124,11 +122,11 @@ async def test_a_round_whose_answer_was_lost_is_answered_from_the_store(
 async def _resend(sequencer: Sequencer, leaf: bytes) -> Receipt:
     from services.log import cluster
 
-    forwarder = sequencer._forward  # noqa: SLF001
-    assert isinstance(forwarder, cluster._Forwarder)  # noqa: SLF001
+    forwarder = sequencer._forward
+    assert isinstance(forwarder, cluster._Forwarder)
     future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-    item = cluster._Item(leaf, frozenset(), None, True, future, resent=True)  # noqa: SLF001
-    await forwarder._send([item])  # noqa: SLF001
+    item = cluster._Item(leaf, frozenset(), None, True, future, resent=True)
+    await forwarder._send([item])
     return await future
 
 
@@ -150,11 +148,11 @@ async def test_a_stale_directory_entry_costs_one_failed_connection(
     pair: tuple[Member, Member],
 ) -> None:
     _first, second = pair
-    forwarder = second.sequencer._forward  # noqa: SLF001
+    forwarder = second.sequencer._forward
     from services.log import cluster
 
-    assert isinstance(forwarder, cluster._Forwarder)  # noqa: SLF001
-    forwarder._url = "http://127.0.0.1:9"  # noqa: SLF001 -- nobody listens on discard
+    assert isinstance(forwarder, cluster._Forwarder)
+    forwarder._url = "http://127.0.0.1:9"
     receipt = await second.sequencer.submit(b"after a stale lookup")
     check(receipt, b"after a stale lookup")
 

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
 from services.db import Database
+from services.log.checkpoint import FROZEN_LINE_PREFIX
 from services.log.proofs import ProofBuilder
 from services.log.schema import witness_sizes, witnessed_checkpoints
 from services.log.sequencer import TreeHead
@@ -293,6 +294,13 @@ def _upsert(dialect: str, table: str) -> Executable:
         else [witnessed_checkpoints.c.tree_id]
     )
     guard = t.c.size < literal_column("excluded.size")
+    if table != "sizes":
+        # A frozen log's final checkpoint replaces the witnessed one of its size (never the
+        # other way round: a slower replica's round for the same head comes after it).
+        guard = guard | (
+            (t.c.size == literal_column("excluded.size"))
+            & literal_column("excluded.checkpoint").like(f"%\n{FROZEN_LINE_PREFIX}%")
+        )
     if dialect == "sqlite":
         lite = sqlite.insert(t)
         set_ = {c.name: lite.excluded[c.name] for c in t.c if c not in keys}
@@ -397,7 +405,8 @@ class Witnessing:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._sizes: dict[str, int] = {}
-        self._pushed: int | None = None
+        # The checkpoint last pushed: its text, as a frozen log re-signs its head at one size.
+        self._pushed: str | None = None
         self._lag = lag
         self.witnessed_size: int | None = None
 
@@ -416,13 +425,18 @@ class Witnessing:
         checkpoint lags it (retrying the witnesses that failed); None when there was nothing
         to do."""
         head = await self._head()
-        if head.size == self._pushed and head.size == self.witnessed_size:
+        if head.checkpoint == self._pushed and head.size == self.witnessed_size:
             return None
         # Log replicas share the store: when another has had this head (or a later one)
-        # cosigned to the quorum, asking the witnesses again is only load on them.
+        # cosigned to the quorum, asking the witnesses again is only load on them. At equal
+        # size only the same checkpoint counts: a frozen log's final one must be cosigned too,
+        # so that witnesses and monitors learn the log ended there.
         stored = await self._store.witnessed(self.tree_id)
-        if stored is not None and stored[0] >= head.size:
-            self._pushed = head.size
+        if stored is not None and (
+            stored[0] > head.size
+            or (stored[0] == head.size and stored[1].startswith(head.checkpoint))
+        ):
+            self._pushed = head.checkpoint
             self.witnessed_size = stored[0]
             if self._lag is not None:
                 self._lag(head.size - stored[0])
@@ -433,7 +447,7 @@ class Witnessing:
         """Ask every witness to cosign ``head``; store it if the cosignatures meet the quorum.
 
         Never raises for a witness's failure: each is logged and reported in the ``Round``."""
-        self._pushed = head.size
+        self._pushed = head.checkpoint
         names = list(self.policy.witnesses)
         results = await asyncio.gather(
             *(self._one(self.policy.witnesses[n], head, now) for n in names),

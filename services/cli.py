@@ -935,6 +935,15 @@ def _serve(args: argparse.Namespace) -> int:
     if workers < 1:
         raise OperatorError("--workers must be at least 1")
     if workers > 1:
+        fixed = getattr(args, "sequencer_url", None) or not str(
+            getattr(args, "sequencer_listen", ":0")
+        ).endswith(":0")
+        if fixed:
+            # Each worker takes forwarded entries at its own address when elected.
+            raise OperatorError(
+                "--sequencer-listen with a fixed port, or --sequencer-url, names one process: "
+                "give them with --workers 1 (replicas), or leave them out for a worker pool"
+            )
         _share_metrics()
     from services import app as app_module
     from services import datadir

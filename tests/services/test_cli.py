@@ -779,3 +779,10 @@ def test_json_logs_are_one_object_a_line() -> None:
     assert entry["message"] == "tree 7 at x"
     assert "ValueError: boom" in entry["exception"]
     assert entry["time"].endswith("+00:00")
+
+
+def test_a_worker_pool_refuses_one_forwarding_address_for_all(tmp_path: Path) -> None:
+    for flags in (["--sequencer-listen", "127.0.0.1:3100"], ["--sequencer-url", "http://a:1"]):
+        done = sigstead("up", "--data-dir", str(tmp_path / "d"), "--workers", "2", *flags)
+        refused(done, "names one process: give them with --workers 1")
+    assert not (tmp_path / "d").exists()

@@ -135,7 +135,9 @@ async def test_the_forwarding_endpoint_refuses_a_caller_without_the_logs_secret(
 ) -> None:
     first, _second = pair
     url = f"{first.cluster.url}/internal/v1/trees/{TREE}/sequence"
-    body: dict[str, object] = {"entries": [{"leaf": "AA==", "keys": [], "extra": None, "proof": True}]}
+    body: dict[str, object] = {
+        "entries": [{"leaf": "AA==", "keys": [], "extra": None, "proof": True}]
+    }
     async with aiohttp.ClientSession() as session:
         for headers in ({}, {"Authorization": "Bearer " + "00" * 32}):
             async with session.post(url, json=body, headers=headers) as resp:

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -1113,6 +1113,21 @@ def _pool_worker(worker: _Worker, ready: Any, claim: Any, parent: int, verbose: 
         sys.exit(1)
 
 
+_RESPAWNS_PER_MINUTE = 5
+"""More crashes of one worker in a minute than this stop the pool: a crash loop is a bug an
+operator must see, not something to retry for ever."""
+
+
+@dataclass
+class _Slot:
+    """One worker's place in the pool: its sockets, and its current process."""
+
+    index: int
+    process: Any = None
+    ready: Any = None
+    crashes: list[float] = field(default_factory=list)
+
+
 def _serve_workers(
     first: _Worker,
     pools: list[list[socket.socket]],
@@ -1120,83 +1135,110 @@ def _serve_workers(
     started: str,
     stopped: str,
 ) -> int:
-    """Run one process per socket set in ``pools`` on one port; SIGTERM/SIGINT stop them all,
-    and so does any worker's exit (a supervisor restarts the whole pool).
+    """Run one process per socket set in ``pools`` on one port; SIGTERM/SIGINT stop them all.
 
     Worker 0 starts alone and the others once it is ready: it makes what must be made once on
     a new data directory (keys, the schema, the genesis entries, the trust documents) and is
-    elected sequencer of every log; the others forward to it (services/log/cluster.py). The
-    workers inherit this process's claim on the data directory (its locks); it ends with the
-    last of them.
+    elected sequencer of every log; the others forward to it (services/log/cluster.py).
+
+    A worker that dies after it was serving (``kill -9``, a crash) is started again on its
+    sockets, which this process keeps open so that connections the kernel hands them wait
+    for the new worker instead of being refused; another worker is elected sequencer in its
+    place meanwhile. A worker that fails to start stops the pool: that is an operator's error.
     """
     import dataclasses
     import multiprocessing
+    import time
     from multiprocessing.connection import wait
 
     # fork: the listening sockets are inherited, not pickled.
     context = multiprocessing.get_context("fork")
-    procs: list[multiprocessing.process.BaseProcess] = []
+    slots = [_Slot(index) for index in range(len(pools))]
     stopping = False
+    failed = 0
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for proc in procs:
-            if proc.pid is not None and proc.exitcode is None:
+        for slot in slots:
+            proc = slot.process
+            if proc is not None and proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
-    def launch(indices: range) -> None:
-        readies = []
-        for index in indices:
-            worker = dataclasses.replace(
-                first,
-                settings=dataclasses.replace(first.settings, worker=index),
-                sockets=pools[index],
-            )
-            ready = context.Event()
-            proc = context.Process(
-                target=_pool_worker,
-                args=(worker, ready, claim, os.getpid(), _logger.isEnabledFor(logging.DEBUG)),
-                daemon=True,
-            )
-            # A stop arriving during the fork waits until the worker is in ``procs`` (and is
-            # then sent on to it); the worker unblocks its own copy once its handlers are reset.
-            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-            try:
-                proc.start()
-                procs.append(proc)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            readies.append(ready)
-        for ready in readies:
-            while not ready.wait(0.2):
-                if stopping or any(proc.exitcode is not None for proc in procs):
-                    return
+    def spawn(slot: _Slot) -> None:
+        worker = dataclasses.replace(
+            first,
+            settings=dataclasses.replace(first.settings, worker=slot.index),
+            sockets=pools[slot.index],
+        )
+        slot.ready = context.Event()
+        proc = context.Process(
+            target=_pool_worker,
+            args=(worker, slot.ready, claim, os.getpid(), _logger.isEnabledFor(logging.DEBUG)),
+            daemon=True,
+        )
+        # A stop arriving during the fork waits until the worker is in its slot (and is then
+        # sent on to it); the worker unblocks its own copy once its handlers are reset.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            proc.start()
+            slot.process = proc
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
-    launch(range(1))
-    if not stopping and procs[0].exitcode is None:
+    def wait_ready(group: list[_Slot]) -> bool:
+        for slot in group:
+            while not slot.ready.wait(0.2):
+                if stopping or any(s.process.exitcode is not None for s in group):
+                    return False
+        return True
+
+    spawn(slots[0])
+    if wait_ready(slots[:1]):
         # Serving from here on: worker 0 answers while the others start.
         _logger.info("%s (%d worker processes)", started, len(pools))
-        launch(range(1, len(pools)))
-    for sockets in pools:
-        for sock in sockets:
-            sock.close()  # the workers hold them now
-    while alive := [proc for proc in procs if proc.exitcode is None]:
+        for slot in slots[1:]:
+            spawn(slot)
+        wait_ready(slots[1:])
+    slots = [s for s in slots if s.process is not None]  # those a failed start left unborn
+    while alive := [s.process for s in slots if s.process.exitcode is None]:
         # One list for the test and the wait: a worker that exits in between must not leave
         # an empty wait, which never returns.
         wait([proc.sentinel for proc in alive], timeout=1.0)
-        if not stopping and any(proc.exitcode is not None for proc in procs):
-            _logger.error("a worker process exited; stopping the others")
-            stop(signal.SIGTERM, None)
+        if stopping:
+            continue
+        for slot in slots:
+            code = slot.process.exitcode
+            if code is None:
+                continue
+            now = time.monotonic()
+            slot.crashes = [t for t in slot.crashes if now - t < 60] + [now]
+            if not slot.ready.is_set() or len(slot.crashes) > _RESPAWNS_PER_MINUTE:
+                _logger.error(
+                    "worker %d exited (%s)%s; stopping the others",
+                    slot.index,
+                    code,
+                    "" if slot.ready.is_set() else " before it was serving",
+                )
+                failed = failed or abs(code) or 1
+                stop(signal.SIGTERM, None)
+                break
+            _logger.error("worker %d exited (%s); starting it again", slot.index, code)
+            spawn(slot)
+    for sockets in pools:
+        for sock in sockets:
+            sock.close()
     _logger.info("%s", stopped)
+    if failed:
+        return failed
     # A worker the stop reached before it was serving ends by the signal itself: nothing was
     # in flight there, so that is a clean stop too.
-    stop_deaths = {-signal.SIGTERM, -signal.SIGINT} if stopping else set()
+    stop_deaths = {-signal.SIGTERM, -signal.SIGINT}
     return max(
-        (0 if proc.exitcode in stop_deaths else abs(proc.exitcode or 0) for proc in procs),
+        (0 if s.process.exitcode in stop_deaths else abs(s.process.exitcode or 0) for s in slots),
         default=0,
     )
 

@@ -1,15 +1,16 @@
-"""Two ``serve log`` replicas on one PostgreSQL elect one sequencer; the other forwards to it.
-Killing the sequencer with -9 under load loses no acknowledged entry, and writes resume at
-the other replica within 5 s (issue 13)."""
+"""Processes serving one log elect one sequencer; the others forward to it. Killing the
+sequencer with -9 under load loses no acknowledged entry, and writes resume within 5 s
+(issue 13): two ``serve log`` replicas on one PostgreSQL, and a ``sigstead up`` worker pool."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -19,9 +20,18 @@ from clients.bench import prepare_writes
 from services.cli import main
 from tests.serverproc import Server, start_server, stop_server
 
-pytestmark = pytest.mark.postgres
-
 _LOAD = 24  # concurrent clients
+_KILL_AFTER = 2.0
+_GO_ON = 6.0
+
+
+def _resumed(acked: list[tuple[float, bytes, dict[str, object]]], killed_at: float) -> float:
+    """Entries were acknowledged before the kill, and again within 5 s of it: return when."""
+    assert [t for t, _, _ in acked if t < killed_at]
+    after = sorted(t for t, _, _ in acked if t >= killed_at)
+    assert after
+    assert after[0] - killed_at < 5.0, after[0] - killed_at
+    return after[0] - killed_at
 
 
 def _roles(server: Server) -> list[str]:
@@ -33,38 +43,38 @@ def _roles(server: Server) -> list[str]:
 
 
 async def _load(
-    a: Server, b: Server, bodies: Iterator[bytes], kill_after: float, run_for: float
+    before: list[str], after: str, kill: Callable[[], None], bodies: Iterator[bytes]
 ) -> tuple[list[tuple[float, bytes, dict[str, object]]], list[tuple[float, str, int]], float]:
-    """Post distinct entries to both replicas, then kill ``a`` with -9 and go on posting to
-    ``b``; return every acknowledged entry (time, body, response), every failure and the
-    moment of the kill."""
+    """Post distinct entries to the ``before`` URLs in turn, then ``kill`` and go on posting to
+    ``after``; return every acknowledged entry (time, body, response), every failure (time,
+    URL, status) and the moment of the kill."""
     acked: list[tuple[float, bytes, dict[str, object]]] = []
     failed: list[tuple[float, str, int]] = []
     start = time.monotonic()
     killed_at = 0.0
 
     async def client(n: int, session: aiohttp.ClientSession) -> None:
-        while time.monotonic() - start < run_for:
+        while time.monotonic() - start < _KILL_AFTER + _GO_ON:
             body = next(bodies)
-            target = b if killed_at or n % 2 else a
+            target = after if killed_at else before[n % len(before)]
             try:
                 async with session.post(
-                    f"{target.url}/api/v1/log/entries",
+                    f"{target}/api/v1/log/entries",
                     data=body,
                     headers={"Content-Type": "application/json"},
                 ) as resp:
                     if resp.status == 201:
                         acked.append((time.monotonic(), body, await resp.json()))
                     else:
-                        failed.append((time.monotonic(), target.url, resp.status))
+                        failed.append((time.monotonic(), target, resp.status))
             except aiohttp.ClientError:
-                # A request to the replica that died: unacknowledged, may or may not be stored.
-                failed.append((time.monotonic(), target.url, 0))
+                # A request to a process that died: unacknowledged, may or may not be stored.
+                failed.append((time.monotonic(), target, 0))
 
     async def killer() -> None:
         nonlocal killed_at
-        await asyncio.sleep(kill_after)
-        a.process.send_signal(signal.SIGKILL)
+        await asyncio.sleep(_KILL_AFTER)
+        kill()
         killed_at = time.monotonic()
 
     timeout = aiohttp.ClientTimeout(total=30)
@@ -73,6 +83,31 @@ async def _load(
     return acked, failed, killed_at
 
 
+def _check_acknowledged(url: str, acked: list[tuple[float, bytes, dict[str, object]]]) -> None:
+    """Every acknowledged entry is in the log, at the index it was acknowledged with."""
+    indices: set[int] = set()
+
+    async def check_all() -> None:
+        async with aiohttp.ClientSession() as session:
+            for _, body, response in acked:
+                ((uuid, entry),) = response.items()
+                assert isinstance(entry, dict)
+                index = entry["logIndex"]
+                assert isinstance(index, int)
+                indices.add(index)
+                async with session.get(
+                    f"{url}/api/v1/log/entries", params={"logIndex": str(index)}
+                ) as resp:
+                    assert resp.status == 200
+                    ((stored_uuid, stored),) = (await resp.json()).items()
+                assert stored_uuid == uuid
+                assert json.loads(base64.b64decode(stored["body"])) == json.loads(body)
+
+    asyncio.run(check_all())
+    assert len(indices) == len(acked)
+
+
+@pytest.mark.postgres
 def test_killing_the_sequencer_replica_loses_no_acknowledged_entry(
     tmp_path: Path, empty_postgres: Iterator[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -84,41 +119,21 @@ def test_killing_the_sequencer_replica_loses_no_acknowledged_entry(
     try:
         assert set(_roles(a)) == {"this process sequences it"}
         assert set(_roles(b)) == {"forwarding to its sequencer"}
-        bodies = iter(prepare_writes(20_000))
-        acked, failed, killed_at = asyncio.run(_load(a, b, bodies, kill_after=2.0, run_for=8.0))
+        acked, failed, killed_at = asyncio.run(
+            _load(
+                [a.url, b.url],
+                b.url,
+                lambda: a.process.send_signal(signal.SIGKILL),
+                iter(prepare_writes(20_000)),
+            )
+        )
         assert a.process.wait(timeout=5) == -signal.SIGKILL
 
         # Only requests to the killed replica failed; the survivor answered every one with 201.
         assert not [f for f in failed if f[1] == b.url], failed[:5]
-        before = [t for t, _, _ in acked if t < killed_at]
-        after = sorted(t for t, _, _ in acked if t >= killed_at)
-        assert before
-        assert after
-        # The survivor was elected and committed again within 5 s of the kill.
-        assert after[0] - killed_at < 5.0, after[0] - killed_at
+        after = _resumed(acked, killed_at)
         assert "elected its sequencer" in b.log.read_text()
-
-        # Every acknowledged entry is in the log, at the index it was acknowledged with.
-        indices: set[int] = set()
-
-        async def check_all() -> None:
-            async with aiohttp.ClientSession() as session:
-                for _, body, response in acked:
-                    ((uuid, entry),) = response.items()
-                    assert isinstance(entry, dict)
-                    index = entry["logIndex"]
-                    assert isinstance(index, int)
-                    indices.add(index)
-                    async with session.get(
-                        f"{b.url}/api/v1/log/entries", params={"logIndex": str(index)}
-                    ) as resp:
-                        assert resp.status == 200
-                        ((stored_uuid, stored),) = (await resp.json()).items()
-                    assert stored_uuid == uuid
-                    assert json.loads(base64.b64decode(stored["body"])) == json.loads(body)
-
-        asyncio.run(check_all())
-        assert len(indices) == len(acked)
+        _check_acknowledged(b.url, acked)
     finally:
         for server in (a, b):
             if server.process.poll() is None:
@@ -128,5 +143,45 @@ def test_killing_the_sequencer_replica_loses_no_acknowledged_entry(
     assert main(["fsck", "--data-dir", str(data), "--database-url", database]) == 0
     print(
         f"acknowledged {len(acked)}; failed at the killed replica {len(failed)}; first commit "
-        f"{after[0] - killed_at:.2f} s after the kill"
+        f"{after:.2f} s after the kill"
+    )
+
+
+def test_killing_the_sequencing_worker_of_a_pool_loses_nothing_and_it_comes_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sigstead up --workers 2`` on SQLite: worker 0 sequences; killed with -9 under load, the
+    other worker is elected, the pool starts worker 0 again, and nothing acknowledged is lost."""
+    data = tmp_path / "data"
+    server = start_server(data, "--workers", "2")
+    try:
+        pid = server.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        deadline = time.monotonic() + 20
+        while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first_worker = int(children.read_text().split()[0])
+        acked, failed, killed_at = asyncio.run(
+            _load(
+                [server.url],
+                server.url,
+                lambda: os.kill(first_worker, signal.SIGKILL),
+                iter(prepare_writes(20_000)),
+            )
+        )
+        after = _resumed(acked, killed_at)
+        log = server.log.read_text()
+        assert "worker 0 exited (-9); starting it again" in log
+        assert "elected its sequencer" in log
+        # The connections the dead worker had accepted were cut; no other request failed.
+        assert len(failed) <= _LOAD, failed[:5]
+        assert all(status == 0 for _, _, status in failed), failed[:5]
+        _check_acknowledged(server.url, acked)
+        assert len(children.read_text().split()) == 2  # worker 0 is back
+    finally:
+        assert stop_server(server) == 0
+    capsys.readouterr()
+    assert main(["fsck", "--data-dir", str(data)]) == 0
+    print(
+        f"acknowledged {len(acked)}; cut {len(failed)}; first commit {after:.2f} s after the kill"
     )

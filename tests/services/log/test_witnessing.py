@@ -130,10 +130,15 @@ def _policy(witnesses: dict[str, str], quorum: str) -> Policy:
 
 
 def _pushing(
-    log: Log, db: Database, policy: Policy, session: aiohttp.ClientSession, timeout: float = 10
+    log: Log,
+    db: Database,
+    policy: Policy,
+    session: aiohttp.ClientSession,
+    timeout: float = 10,
+    sequencer: Sequencer | None = None,
 ) -> Witnessing:
-    """The Rekor v1 log's witnessing task as the app runs it, on its own store object."""
-    seq = log.sequencer
+    """A log's witnessing task as the app runs it (default: Rekor v1's), on its own store."""
+    seq = sequencer or log.sequencer
     return Witnessing(
         log="test",
         tree_id=seq.tree_id,
@@ -326,15 +331,7 @@ async def test_a_frozen_logs_final_checkpoint_is_cosigned_too(
     async with aiohttp.ClientSession() as session:
         policy = _policy({"w1": f"{w1.vkey} {w1.url}"}, "all")
         seq = log.v2
-        pushing = Witnessing(
-            log="v2",
-            tree_id=seq.tree_id,
-            head=seq.latest_head,
-            proofs=seq.proofs,
-            store=WitnessingStore(db),
-            policy=policy,
-            session=session,
-        )
+        pushing = _pushing(log, db, policy, session, sequencer=seq)
         await pushing.load()
         first = await pushing.step(NOW)
         assert first is not None

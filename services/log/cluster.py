@@ -46,6 +46,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from services.db import Database
+from services.log import merkle
 from services.log.checkpoint import CheckpointSigner
 from services.log.errors import (
     DuplicateEntry,
@@ -392,8 +393,6 @@ class _Forwarder:
         waiting = [i for i in items if not i.future.done()]
         if not waiting:
             return
-        from services.log import merkle
-
         hashes = {merkle.hash_leaf(i.leaf): i for i in waiting}
         found = await self._store.find_leaves(self._tree_id, list(hashes))
         if not found:

@@ -355,12 +355,11 @@ class Sequencer:
         tree, services/log/cluster.py): this one loads the tree for its reads and hands every
         submission to ``forward``. ``lead`` later makes it the sequencer.
         """
+        await self._load()
         if forward is not None:
-            await self._load()
             self._forward = forward
             self._accepting = True
             return
-        await self._load()
         if self._guard is not None:
             # Before anything is appended: a rolled-back database must not grow a fork.
             await self._guard.check(self)

@@ -26,7 +26,6 @@ floor). The auditor's replay over HTTP is ``services.audit.remote``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -205,17 +204,6 @@ def _checkpoint_rows(query: _Query, tree_id: int) -> Iterator[tuple[int, bytes, 
         last = int(rows[-1][0])
 
 
-def _subtree_root(hashes: list[bytes]) -> bytes:
-    """Root of a perfect subtree given its 2^k bottom hashes, level by level."""
-    level = hashes
-    sha256 = hashlib.sha256
-    while len(level) > 1:
-        it = iter(level)
-        pairs = zip(it, it, strict=True)
-        level = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
-    return level[0]
-
-
 def _first_difference(have: bytes, want: bytes) -> int:
     return next(
         i // HASH_SIZE
@@ -306,7 +294,7 @@ def _check_tree(
                 return
             at = full_tiles[level]
             compare_tile(level, at, b"".join(nodes), stored_tile(level, at))
-            node = _subtree_root(nodes)
+            node = merkle.subtree_root(b"".join(nodes))
             nodes.clear()
             full_tiles[level] = at + 1
             level += 1
@@ -314,7 +302,6 @@ def _check_tree(
     rng = merkle.CompactRange()
     check_checkpoints(0, rng.root())
     sealed = 0
-    sha256 = hashlib.sha256
     check_seals = deep and rekor_v1
     # Columns 3-5: what the deep and index checks read, NULL when they are not asked for.
     more = [
@@ -343,13 +330,18 @@ def _check_tree(
             (following,) = query(_NEXT_SQL, {"t": tree_id, "a": missing})[0]
             after = "none after it" if following is None else f"next stored index {following}"
             raise Divergence(f"{what}: entry {missing} is missing ({after})")
-        computed = [sha256(b"\x00" + row[2]).digest() for row in rows]
-        stored = [row[1] for row in rows]
-        if computed != stored:
-            i = next(i for i, (c, s) in enumerate(zip(computed, stored, strict=True)) if c != s)
+        # The block's leaf hashes as one bytes string, 32 per entry: the tiles are compared
+        # and folded from slices of it, never from one Python object per hash.
+        computed = merkle.hash_leaves([row[2] for row in rows])
+        if computed != b"".join([row[1] for row in rows]):
+            i = next(
+                i
+                for i, row in enumerate(rows)
+                if row[1] != computed[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            )
             raise Divergence(
-                f"{what}: entry {start + i}: stored leaf hash {bytes(stored[i]).hex()}, the leaf "
-                f"hashes to {computed[i].hex()}"
+                f"{what}: entry {start + i}: stored leaf hash {bytes(rows[i][1]).hex()}, the leaf "
+                f"hashes to {computed[i * HASH_SIZE : (i + 1) * HASH_SIZE].hex()}"
             )
         if index:
             filed: dict[int, set[str]] = {}
@@ -404,23 +396,24 @@ def _check_tree(
                 {"t": tree_id, "l": 0, "a": start // TILE_HASHES, "b": end // TILE_HASHES + 1},
             )
         }
-        for offset in range(0, len(computed), TILE_HASHES):
-            chunk = computed[offset : offset + TILE_HASHES]
-            chunk_end = start + offset + len(chunk)
-            full = len(chunk) == TILE_HASHES
-            tile_index = (start + offset) // TILE_HASHES
-            compare_tile(0, tile_index, b"".join(chunk), level0.get(tile_index))
+        tile_bytes = TILE_HASHES * HASH_SIZE
+        for offset in range(0, len(computed), tile_bytes):
+            chunk = computed[offset : offset + tile_bytes]
+            chunk_end = start + (offset + len(chunk)) // HASH_SIZE
+            full = len(chunk) == tile_bytes
+            tile_index = start // TILE_HASHES + offset // tile_bytes
+            compare_tile(0, tile_index, chunk, level0.get(tile_index))
             if full and (next_checkpoint is None or next_checkpoint[0] >= chunk_end):
-                node = _subtree_root(chunk)
+                node = merkle.subtree_root(chunk)
                 rng.append_perfect(node, 8)
             else:
                 # A checkpoint inside the tile (or the tree's right edge): leaf by leaf, with
                 # the root at every checkpointed size.
-                for leaf_hash in chunk:
-                    rng.append(leaf_hash)
+                for at in range(0, len(chunk), HASH_SIZE):
+                    rng.append(chunk[at : at + HASH_SIZE])
                     if next_checkpoint is not None and next_checkpoint[0] == rng.size:
                         check_checkpoints(rng.size, rng.root())
-                node = _subtree_root(chunk) if full else b""
+                node = merkle.subtree_root(chunk) if full else b""
             if next_checkpoint is not None and next_checkpoint[0] == chunk_end:
                 check_checkpoints(chunk_end, rng.root())
             if full:

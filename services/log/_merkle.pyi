@@ -1,0 +1,6 @@
+# The C half of services/log/merkle.py (_merkle.c); import it through merkle, which falls back
+# to Python when the extension was not built.
+from collections.abc import Sequence
+
+def hash_leaves(leaves: Sequence[bytes], /) -> bytes: ...
+def subtree_root(hashes: bytes, /) -> bytes: ...

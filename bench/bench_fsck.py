@@ -104,14 +104,14 @@ async def main() -> None:
         del leaves, hashes
 
         # What any replay must read, and how fast SQLite alone gives it back to Python: every
-        # (index, leaf hash, leaf) row in index order, block by block as fsck asks for them.
+        # (leaf hash, leaf) row in index order, block by block as fsck asks for them.
         connection = sqlite3.connect(data / "sigstead.db")
         connection.execute("PRAGMA mmap_size = 1073741824")  # as fsck reads it
         connection.execute("SELECT count(*) FROM entries").fetchall()  # warm the page cache
         started = time.perf_counter()
         for start in range(0, args.entries, 4096):
             connection.execute(
-                "SELECT idx, leaf_hash, leaf FROM entries"
+                "SELECT leaf_hash, leaf FROM entries"
                 " WHERE tree_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
                 (TREE, start, start + 4096),
             ).fetchall()
@@ -120,19 +120,19 @@ async def main() -> None:
 
         rates = {}
         db = Database(sqlite_url(data / "sigstead.db"))
-        native = merkle.hash_leaves, merkle.subtree_root
+        native = merkle.check_leaves, merkle.subtree_root
         try:
             # fsck with the Python hasher the module falls back to, then with the C one.
             for label, hashers in (
-                ("python", (merkle._hash_leaves, merkle._subtree_root)),
+                ("python", (merkle._check_leaves, merkle._subtree_root)),
                 ("native", native),
             ):
-                merkle.hash_leaves, merkle.subtree_root = hashers
+                merkle.check_leaves, merkle.subtree_root = hashers
                 started = time.perf_counter()
                 (report,) = await fsck(db, data, index=False)  # the leaves are random bytes
                 rates[label] = report.size / (time.perf_counter() - started)
         finally:
-            merkle.hash_leaves, merkle.subtree_root = native
+            merkle.check_leaves, merkle.subtree_root = native
             await db.dispose()
         for label, value in (
             ("hashlib floor (leaf hashes, no I/O)", floor),

@@ -336,13 +336,8 @@ def _check_tree(
             raise Divergence(f"{what}: entry {missing} is missing ({after})")
         # The block's leaf hashes as one bytes string, 32 per entry: the tiles are compared
         # and folded from slices of it, never from one Python object per hash.
-        computed = merkle.hash_leaves([row[1] for row in rows])
-        if computed != b"".join([row[0] for row in rows]):
-            i = next(
-                i
-                for i, row in enumerate(rows)
-                if row[0] != computed[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-            )
+        computed, i = merkle.check_leaves(rows)
+        if i >= 0:
             raise Divergence(
                 f"{what}: entry {start + i}: stored leaf hash {bytes(rows[i][0]).hex()}, the leaf "
                 f"hashes to {computed[i * HASH_SIZE : (i + 1) * HASH_SIZE].hex()}"

@@ -22,6 +22,7 @@
  * compile, and merkle.py then falls back to hashlib. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
+#include <string.h>
 
 #define HASH 32
 
@@ -84,6 +85,66 @@ hash_leaves(PyObject *module, PyObject *leaves)
     return result;
 }
 
+PyDoc_STRVAR(check_leaves_doc,
+"check_leaves(rows, /)\n--\n\n"
+"For rows whose column 0 is a stored leaf hash and column 1 the leaf: the leaf hashes of the\n"
+"leaves, concatenated, and the position of the first row whose stored hash differs (-1 if\n"
+"none).");
+
+/* The replay's inner loop in one call: what hash_leaves does, plus the comparison with the
+ * stored leaf hashes, without building the two lists of columns in Python first. */
+static PyObject *
+check_leaves(PyObject *module, PyObject *rows)
+{
+    PyObject *seq = PySequence_Fast(rows, "check_leaves() takes a sequence of rows");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *computed = PyBytes_FromStringAndSize(NULL, n * HASH);
+    if (computed == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(computed);
+    Py_ssize_t first = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = items[i];
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 2) {
+            PyErr_SetString(PyExc_TypeError, "check_leaves() rows are (leaf hash, leaf, ...) tuples");
+            goto fail;
+        }
+        PyObject *stored = PyTuple_GET_ITEM(row, 0);
+        PyObject *leaf = PyTuple_GET_ITEM(row, 1);
+        Py_buffer view;
+        if (PyObject_GetBuffer(leaf, &view, PyBUF_SIMPLE) < 0) {
+            goto fail;
+        }
+        SHA256_CTX ctx;
+        SHA256_Init(&ctx);
+        SHA256_Update(&ctx, &LEAF_PREFIX, 1);
+        SHA256_Update(&ctx, view.buf, (size_t)view.len);
+        SHA256_Final(out + i * HASH, &ctx);
+        PyBuffer_Release(&view);
+        if (first < 0) {
+            if (PyObject_GetBuffer(stored, &view, PyBUF_SIMPLE) < 0) {
+                goto fail;
+            }
+            if (view.len != HASH || memcmp(view.buf, out + i * HASH, HASH) != 0) {
+                first = i;
+            }
+            PyBuffer_Release(&view);
+        }
+    }
+    Py_DECREF(seq);
+    return Py_BuildValue("(Nn)", computed, first);
+fail:
+    Py_DECREF(computed);
+    Py_DECREF(seq);
+    return NULL;
+}
+
 PyDoc_STRVAR(subtree_root_doc,
 "subtree_root(hashes, /)\n--\n\n"
 "The root of a perfect subtree from its 2**k bottom hashes, concatenated (32 bytes each).\n"
@@ -131,6 +192,7 @@ subtree_root(PyObject *module, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"hash_leaves", hash_leaves, METH_O, hash_leaves_doc},
+    {"check_leaves", check_leaves, METH_O, check_leaves_doc},
     {"subtree_root", subtree_root, METH_O, subtree_root_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -33,6 +33,7 @@ __all__ = [
     "NodeID",
     "ProofNodes",
     "ProofRangeError",
+    "check_leaves",
     "consistency",
     "hash_children",
     "hash_leaf",
@@ -128,19 +129,31 @@ def _subtree_root(hashes: bytes) -> bytes:
     return level[0]
 
 
+def _check_leaves(rows: Sequence[Sequence[bytes]]) -> tuple[bytes, int]:
+    computed = _hash_leaves([row[1] for row in rows])
+    if computed == b"".join([row[0] for row in rows]):
+        return computed, -1
+    at = _HASH
+    first = next(i for i, row in enumerate(rows) if row[0] != computed[i * at : (i + 1) * at])
+    return computed, first
+
+
 hash_leaves: Callable[[Sequence[bytes]], bytes]
 """The leaf hashes of a sequence of leaves, concatenated (32 bytes each, in order)."""
+check_leaves: Callable[[Sequence[Sequence[bytes]]], tuple[bytes, int]]
+"""For rows ``(stored leaf hash, leaf, ...)``: the leaves' hashes, concatenated, and the position
+of the first row whose stored hash differs from its leaf's (-1 when none does)."""
 subtree_root: Callable[[bytes], bytes]
 """The root of a perfect subtree from its 2^k bottom hashes, concatenated; ``ValueError`` for
 any other length."""
 try:
     # Bulk hashing in C over libcrypto (_merkle.c), built at install when a compiler and
     # OpenSSL's headers are there: what lets fsck replay a log at over a million leaves a second.
-    from services.log._merkle import hash_leaves, subtree_root
+    from services.log._merkle import check_leaves, hash_leaves, subtree_root
 
     NATIVE = True
 except ImportError:  # pragma: no cover - the same results, about four times slower
-    hash_leaves, subtree_root = _hash_leaves, _subtree_root
+    check_leaves, hash_leaves, subtree_root = _check_leaves, _hash_leaves, _subtree_root
     NATIVE = False
 
 

@@ -105,8 +105,8 @@ def test_hash_functions_match_the_reference() -> None:
 
 # The bulk hashers fsck replays with: the C one (_merkle.c) and the Python one it falls back to.
 BULK = [
-    pytest.param(merkle.hash_leaves, merkle.subtree_root, id="native"),
-    pytest.param(merkle._hash_leaves, merkle._subtree_root, id="python"),
+    pytest.param(merkle.hash_leaves, merkle.subtree_root, merkle.check_leaves, id="native"),
+    pytest.param(merkle._hash_leaves, merkle._subtree_root, merkle._check_leaves, id="python"),
 ]
 
 
@@ -117,23 +117,45 @@ def test_the_native_hasher_is_built_here() -> None:
     assert merkle.hash_leaves is not merkle._hash_leaves
 
 
-@pytest.mark.parametrize(("hash_leaves", "subtree_root"), BULK)
+Rows = list[tuple[bytes, bytes]]
+
+
+@pytest.mark.parametrize(("hash_leaves", "subtree_root", "check_leaves"), BULK)
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(max_size=700), max_size=40), st.integers(0, 8))
+@given(st.lists(st.binary(max_size=700), max_size=40), st.integers(0, 8), st.data())
 def test_bulk_hashing_matches_the_reference(
     hash_leaves: Callable[[list[bytes]], bytes],
     subtree_root: Callable[[bytes], bytes],
+    check_leaves: Callable[[Rows], tuple[bytes, int]],
     data: list[bytes],
     k: int,
+    draw: st.DataObject,
 ) -> None:
-    assert hash_leaves(data) == b"".join(ref.leaf_hash(d) for d in data)
+    want = b"".join(ref.leaf_hash(d) for d in data)
+    assert hash_leaves(data) == want
     bottom = [ref.leaf_hash(i.to_bytes(4, "big")) for i in range(2**k)]
     assert subtree_root(b"".join(bottom)) == ref.mth(bottom)
 
+    rows = [(ref.leaf_hash(d), d) for d in data]
+    assert check_leaves(rows) == (want, -1)
+    if data:
+        # One stored hash wrong (a flipped bit, cut short or grown), maybe a later one too:
+        # the first is reported.
+        bad = draw.draw(st.integers(0, len(data) - 1))
+        stored = rows[bad][0]
+        wrong = draw.draw(st.sampled_from([b"\x01" + stored[1:], stored[:31], stored + b"\0"]))
+        wrong = bytes([stored[0] ^ 1]) + stored[1:] if wrong == stored else wrong
+        rows[bad] = (wrong, data[bad])
+        if bad + 1 < len(rows):
+            rows[-1] = (b"", data[-1])
+        assert check_leaves(rows) == (want, bad)
 
-@pytest.mark.parametrize(("hash_leaves", "subtree_root"), BULK)
+
+@pytest.mark.parametrize(("hash_leaves", "subtree_root", "check_leaves"), BULK)
 def test_bulk_hashing_takes_any_bytes_like_and_refuses_other_shapes(
-    hash_leaves: Callable[[list[Any]], bytes], subtree_root: Callable[[Any], bytes]
+    hash_leaves: Callable[[list[Any]], bytes],
+    subtree_root: Callable[[Any], bytes],
+    check_leaves: Callable[[Any], tuple[bytes, int]],
 ) -> None:
     leaves = [b"a", bytearray(b"b"), memoryview(b"c")]
     assert hash_leaves(leaves) == b"".join(ref.leaf_hash(bytes(x)) for x in leaves)
@@ -142,6 +164,9 @@ def test_bulk_hashing_takes_any_bytes_like_and_refuses_other_shapes(
     for wrong in (b"", b"x" * 31, b"x" * 96):
         with pytest.raises(ValueError, match="2\\*\\*k hashes"):
             subtree_root(wrong)
+    assert check_leaves([(ref.leaf_hash(b"a"), memoryview(b"a"))]) == (ref.leaf_hash(b"a"), -1)
+    with pytest.raises(TypeError):
+        check_leaves([(b"", "not bytes")])
 
 
 def test_prover_reproduces_every_honest_inclusion_vector_and_agrees_with_the_verifier() -> None:

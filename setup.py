@@ -15,6 +15,13 @@ setup(
             sources=["services/log/_merkle.c"],
             libraries=["crypto"],
             optional=True,
-        )
+        ),
+        # fsck's hash replay on SQLite, stepped in C (services/audit/_replay.c): optional too.
+        Extension(
+            "services.audit._replay",
+            sources=["services/audit/_replay.c"],
+            libraries=["sqlite3", "crypto"],
+            optional=True,
+        ),
     ]
 )

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -55,6 +55,22 @@ from services.log.checkpoint import LogPublicKey, key_id, note_key_id, verify_no
 from services.log.rekor.seal import SealMismatch, verify_seal
 from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
 from services.log.tiles import HASH_SIZE, TILE_HASHES
+
+
+class _LeafReader(Protocol):
+    def check(self, tree_id: int, start: int, end: int, /) -> tuple[int, bytes, int]: ...
+    def close(self) -> None: ...
+
+
+_native_reader: Callable[[str], _LeafReader] | None
+try:
+    # The hash replay on SQLite stepped in C (_replay.c), built at install when a compiler and
+    # SQLite's and OpenSSL's headers are there; without it the same rows come through sqlite3.
+    from services.audit._replay import LeafReader
+
+    _native_reader = LeafReader
+except ImportError:  # pragma: no cover - fsck reads through the sqlite3 module instead
+    _native_reader = None
 
 __all__ = ["Divergence", "TreeReport", "fsck"]
 
@@ -162,6 +178,7 @@ _BEYOND_SQL = (
     "SELECT idx FROM entries WHERE tree_id = :t AND (idx >= :n OR idx < 0) ORDER BY idx LIMIT 1"
 )
 _NEXT_SQL = "SELECT min(idx) FROM entries WHERE tree_id = :t AND idx > :a"
+_LEAF_HASH_SQL = "SELECT leaf_hash FROM entries WHERE tree_id = :t AND idx = :i"
 _TILES_SQL = (
     "SELECT idx, data FROM tiles WHERE tree_id = :t AND level = :l AND idx >= :a AND idx < :b"
 )
@@ -224,6 +241,7 @@ def _check_tree(
     deep: bool,
     index: bool,
     progress: Callable[[int, int], None],
+    reader: _LeafReader | None,
 ) -> TreeReport:
     started = time.perf_counter()
     query = _query(conn)
@@ -320,12 +338,23 @@ def _check_tree(
     verified = 0
     readmits = {"rekor.pub": readmit_v1, "rekor-v2.pub": readmit_v2}
     readmit = readmits.get(signer.name) if deep else None
+    # The deep and index checks need every leaf in Python; the hash replay alone does not.
+    if index or deep:
+        reader = None
     for start in range(0, head_size, _BLOCK):
         end = min(start + _BLOCK, head_size)
-        rows = query(entries_sql, {"t": tree_id, "a": start, "b": end})
+        if reader is None:
+            rows = query(entries_sql, {"t": tree_id, "a": start, "b": end})
+            count = len(rows)
+            # The block's leaf hashes as one bytes string, 32 per entry: the tiles are compared
+            # and folded from slices of it, never from one Python object per hash.
+            computed, i = merkle.check_leaves(rows)
+        else:
+            rows = []
+            count, computed, i = reader.check(tree_id, start, end)
         # idx is unique per tree, so end - start rows in [start, end) are exactly those
         # entries, and row i is entry start + i.
-        if len(rows) != end - start:
+        if count != end - start:
             present = [int(r[0]) for r in query(_INDEXES_SQL, {"t": tree_id, "a": start, "b": end})]
             missing = next(
                 (start + i for i, idx in enumerate(present) if idx != start + i),
@@ -334,12 +363,10 @@ def _check_tree(
             (following,) = query(_NEXT_SQL, {"t": tree_id, "a": missing})[0]
             after = "none after it" if following is None else f"next stored index {following}"
             raise Divergence(f"{what}: entry {missing} is missing ({after})")
-        # The block's leaf hashes as one bytes string, 32 per entry: the tiles are compared
-        # and folded from slices of it, never from one Python object per hash.
-        computed, i = merkle.check_leaves(rows)
         if i >= 0:
+            (stored,) = query(_LEAF_HASH_SQL, {"t": tree_id, "i": start + i})[0]
             raise Divergence(
-                f"{what}: entry {start + i}: stored leaf hash {bytes(rows[i][0]).hex()}, the leaf "
+                f"{what}: entry {start + i}: stored leaf hash {bytes(stored).hex()}, the leaf "
                 f"hashes to {computed[i * HASH_SIZE : (i + 1) * HASH_SIZE].hex()}"
             )
         if index:
@@ -476,16 +503,20 @@ async def fsck(
         # holds off WAL checkpoints until it ends; PostgreSQL: REPEATABLE READ.
         if conn.dialect.name != "sqlite":
             conn.execution_options(isolation_level="REPEATABLE READ")
-            return check(conn)
+            return check(conn, None)
         raw = conn.connection.driver_connection
         assert raw is not None
+        readers: list[_LeafReader] = []
         raw.execute("BEGIN")
         try:
-            return check(conn)
+            return check(conn, readers)
         finally:
             raw.execute("ROLLBACK")
+            # Only once this snapshot has ended: see _replay.c on a second SQLite library.
+            for reader in readers:
+                reader.close()
 
-    def check(conn: Connection) -> list[TreeReport]:
+    def check(conn: Connection, readers: list[_LeafReader] | None) -> list[TreeReport]:
         heads: Mapping[int, tuple[str, int, bytes, str]] = {
             int(t): (str(o), int(s), bytes(r), str(c))
             for t, o, s, r, c in conn.execute(
@@ -498,6 +529,17 @@ async def fsck(
                 ).order_by(tree_heads.c.tree_id)
             )
         }
+        # The C reader, when there is one and the replay is of hashes alone, opens its own
+        # snapshot now that this one is taken: a snapshot of its own older than the heads just
+        # read could lack entries below them.
+        reader = None
+        if readers is not None and _native_reader is not None and not (index or deep):
+            main = [
+                row[2] for row in conn.exec_driver_sql("PRAGMA database_list") if row[1] == "main"
+            ]
+            if main and main[0]:
+                reader = _native_reader(main[0])
+                readers.append(reader)
         reports = []
         for tree_id, (origin, size, root, note) in heads.items():
 
@@ -506,7 +548,7 @@ async def fsck(
 
             head = (size, root, note)
             reports.append(
-                _check_tree(conn, tree_id, origin, head, keys, deep, index, tree_progress)
+                _check_tree(conn, tree_id, origin, head, keys, deep, index, tree_progress, reader)
             )
         for table in (entries, tiles, checkpoints, search_keys):
             orphans = conn.execute(

@@ -46,7 +46,7 @@ PyDoc_STRVAR(hash_leaves_doc,
 "concatenated: 32 bytes per leaf, in order.");
 
 static PyObject *
-hash_leaves(PyObject *module, PyObject *leaves)
+hash_leaves(PyObject *Py_UNUSED(module), PyObject *leaves)
 {
     PyObject *seq = PySequence_Fast(leaves, "hash_leaves() takes a sequence of bytes-like leaves");
     if (seq == NULL) {
@@ -94,7 +94,7 @@ PyDoc_STRVAR(check_leaves_doc,
 /* The replay's inner loop in one call: what hash_leaves does, plus the comparison with the
  * stored leaf hashes, without building the two lists of columns in Python first. */
 static PyObject *
-check_leaves(PyObject *module, PyObject *rows)
+check_leaves(PyObject *Py_UNUSED(module), PyObject *rows)
 {
     PyObject *seq = PySequence_Fast(rows, "check_leaves() takes a sequence of rows");
     if (seq == NULL) {
@@ -151,7 +151,7 @@ PyDoc_STRVAR(subtree_root_doc,
 "Raises ValueError when the length is not 32 times a power of two.");
 
 static PyObject *
-subtree_root(PyObject *module, PyObject *arg)
+subtree_root(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {

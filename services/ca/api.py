@@ -74,8 +74,9 @@ class CertificateAuthority:
 
         A PKCS#11 call blocks until the token answers (an HSM round trip): off the event loop,
         so one slow token never stalls the log or the TSA. An in-process key signs on the loop:
-        pyca/cryptography holds the GIL while it signs (two threads sign no faster than one), so
-        a thread would leave the loop blocked all the same and add two hand-offs per signature.
+        pyca/cryptography (50.0) holds the GIL while it signs (two threads sign P-384 no faster
+        than one), so a thread would leave the loop blocked all the same and add two hand-offs
+        per signature. Should a release let go of the GIL, threads would pay again: measure.
         """
         if self.ca.in_process:
             return build()

@@ -6,6 +6,8 @@ Run: ``python -m bench.bench_ca [--n 300] [--requests 300] [--concurrency 16]``
 In process, one certificate is what ``signingCert`` signs: the precertificate, the SCT (over the
 precertificate entry, by a P-256 log key, as the CT log does) and the final certificate. The
 floor is the two P-384 signatures a CA must make per certificate, measured in the same run.
+Then each step of a ``signingCert`` request on its own, as ``CertificateAuthority.issue`` runs
+it (without HTTP and without the CT log's commit): what one certificate costs the CA's code.
 Over HTTP, ``sigstead up`` on SQLite issues through the whole path: OIDC token check (the dev
 issuer's offline JWKS), proof of possession, precertificate, CT log commit, final certificate.
 The requests come from this process with aiohttp, sharing the machine's two cores with the server.
@@ -17,22 +19,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.timing import rate
 from services.ca import devissuer
 from services.ca import keys as ca_keys
 from services.ca import pkcs11 as ca_pkcs11
+from services.ca.api import _public_key
 from services.ca.certificate import build_final_certificate, build_precertificate
+from services.ca.config import load_config
+from services.ca.identity import principal_from_claims
 from services.ca.keys import CAKeyMaterial
+from services.ca.oidc import Claims, TokenVerifier
+from services.log.checkpoint import CheckpointSigner
+from services.log.ct import rfc6962
 from tests.serverproc import start_server, stop_server
 from tests.services.ca.checks import public_key_request, sign_precert
 from tests.services.ca.softhsm import MODULE, PIN, TOKEN, SoftHSM, create_token
@@ -61,6 +71,89 @@ def issue_rate(ca: CAKeyMaterial, n: int) -> float:
 
     one()  # warm-up: first use of the key and the token session
     return rate(n, one)
+
+
+def step_costs(ca: CAKeyMaterial, issuer_dir: Path, n: int) -> list[tuple[str, float]]:
+    """Milliseconds per call of each step of ``CertificateAuthority.issue``, in its order."""
+    now = datetime.now(UTC)
+    config = load_config(issuer_dir / "oidc.yaml")
+    # Distinct tokens (one per identity) pay the signature check; one token used again does not.
+    tokens = [devissuer.token(issuer_dir, f"bench{i}@example.com", now) for i in range(n)]
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    body = public_key_request(leaf_key, b"bench0@example.com")
+    log_signer = CheckpointSigner("bench", ec.generate_private_key(ec.SECP256R1()))
+    key_hash = rfc6962.issuer_key_hash(ca.signing_certificate)
+
+    async def verify_each(verifier: TokenVerifier, todo: list[str]) -> float:
+        t = time.perf_counter()
+        for token in todo:
+            await verifier.verify(token, now)
+        return (time.perf_counter() - t) * 1000 / len(todo)
+
+    async def tokens_ms() -> tuple[float, float]:
+        async with TokenVerifier(config) as verifier:
+            await verifier.verify(tokens[0], now)  # warm-up: the JWKS file, the parsed key
+            first = await verify_each(verifier, tokens[1:])
+            again = await verify_each(verifier, [tokens[0]] * n)
+        return first, again
+
+    async def claims_of(token: str) -> Claims:
+        async with TokenVerifier(config) as verifier:
+            return await verifier.verify(token, now)
+
+    first, again = asyncio.run(tokens_ms())
+    claims = asyncio.run(claims_of(tokens[0]))
+    principal = principal_from_claims(claims, config)
+    precert = build_precertificate(
+        ca=ca, public_key=leaf_key.public_key(), principal=principal, now=now
+    )
+
+    def sct() -> rfc6962.SignedCertificateTimestamp:
+        tbs = rfc6962.remove_poison(precert.tbs_certificate_bytes)
+        leaf = rfc6962.TimestampedEntry(
+            0, rfc6962.EntryType.PRECERT, tbs, key_hash
+        ).merkle_tree_leaf()
+        return rfc6962.SignedCertificateTimestamp(log_signer.key_id, 0, log_signer.sign(leaf))
+
+    the_sct = sct()
+    final = build_final_certificate(precert, ca=ca, sct=the_sct)
+    pems = [c.public_bytes(serialization.Encoding.PEM).decode().strip() for c in (final, *ca.chain)]
+
+    def ms(fn: Callable[[], object]) -> float:
+        return 1000 / rate(n, fn)
+
+    return [
+        ("identity token, first use", first),
+        ("identity token, used again", again),
+        ("claims to identity", ms(lambda: principal_from_claims(claims, config))),
+        ("public key, proof of possession", ms(lambda: _public_key(body, principal))),
+        (
+            "precertificate (CA signature)",
+            ms(
+                lambda: build_precertificate(
+                    ca=ca, public_key=leaf_key.public_key(), principal=principal, now=now
+                )
+            ),
+        ),
+        ("CT entry and SCT (log signature)", ms(sct)),
+        (
+            "final certificate (CA signature)",
+            ms(lambda: build_final_certificate(precert, ca=ca, sct=the_sct)),
+        ),
+        (
+            "PEM and JSON reply",
+            ms(
+                lambda: json.dumps(
+                    {
+                        "chain": [
+                            final.public_bytes(serialization.Encoding.PEM).decode().strip(),
+                            *pems[1:],
+                        ]
+                    }
+                )
+            ),
+        ),
+    ]
 
 
 async def http_rate(url: str, issuer_dir: Path, requests: int, concurrency: int) -> float:
@@ -134,6 +227,12 @@ def main() -> None:
 
         issuer_dir = work / "dev-issuer"
         devissuer.init(issuer_dir)
+        for name, material in (("P-384", software), ("P-256", p256)):
+            steps = step_costs(material, issuer_dir, args.n)
+            print(f"\neach step of signingCert in process, {name} CA key, {args.n} calls each:")
+            for label, ms in steps:
+                print(f"  {label:<40} {ms:6.3f} ms")
+            print(f"  {'sum':<40} {sum(ms for label, ms in steps[1:]):6.3f} ms (token used again)")
         print(
             f"\nover HTTP (sigstead up, SQLite), {args.requests} requests, "
             f"concurrency {args.concurrency}:"

@@ -64,16 +64,38 @@ class CertificateAuthority:
     def _issuer_key_hash(self) -> bytes:
         return issuer_key_hash(self.ca.chain[0])
 
+    @functools.cached_property
+    def chain_pems(self) -> tuple[str, ...]:
+        """The CA chain as PEM (with the trailing newline), rendered once, not per response."""
+        return tuple(_pem(c) for c in self.ca.chain)
+
+    async def _signed(self, build: Callable[[], x509.Certificate]) -> x509.Certificate:
+        """``build()``, which signs with the CA key, in a worker thread if the key is external.
+
+        A PKCS#11 call blocks until the token answers (an HSM round trip): off the event loop,
+        so one slow token never stalls the log or the TSA. An in-process key signs on the loop:
+        pyca/cryptography (50.0) holds the GIL while it signs (two threads sign P-384 no faster
+        than one), so a thread would leave the loop blocked all the same and add two hand-offs
+        per signature. Should a release let go of the GIL, threads would pay again: measure.
+        """
+        if self.ca.in_process:
+            return build()
+        return await asyncio.to_thread(build)
+
     async def issue(self, token: str, key_request: Mapping[str, Any]) -> list[x509.Certificate]:
         """Verify the token and the key, log the precertificate, return [leaf, *CA chain]."""
         now = self.clock()
         claims = await self.verifier.verify(token, now)
         principal = principal_from_claims(claims, self.config)
         public_key = _public_key(key_request, principal)
-        # Both signatures may be round trips to an HSM (a PKCS#11 call blocks until the token
-        # answers): off the event loop, so one slow token never stalls the log or the TSA.
-        precert = await asyncio.to_thread(
-            build_precertificate, ca=self.ca, public_key=public_key, principal=principal, now=now
+        precert = await self._signed(
+            functools.partial(
+                build_precertificate,
+                ca=self.ca,
+                public_key=public_key,
+                principal=principal,
+                now=now,
+            )
         )
         try:
             sct = await self.ct_log.add_issued_precertificate(
@@ -81,7 +103,9 @@ class CertificateAuthority:
             )
         except CTError as exc:
             raise CTLogError(exc.message) from None
-        final = await asyncio.to_thread(build_final_certificate, precert, ca=self.ca, sct=sct)
+        final = await self._signed(
+            functools.partial(build_final_certificate, precert, ca=self.ca, sct=sct)
+        )
         if self.on_issue is not None:
             self.on_issue(claims.iss)
         return [final, *self.ca.chain]
@@ -176,8 +200,9 @@ def _guard(handler: Handler) -> Handler:
 async def signing_cert_v2(request: web.Request) -> web.Response:
     """POST /api/v2/signingCert: 200 with the embedded-SCT chain [leaf, ..., root]."""
     body = await _json_body(request)
-    chain = await request.app[CA].issue(_token(body, request), body)
-    certs = [_pem(c).strip() for c in chain]
+    ca = request.app[CA]
+    leaf, *_ = await ca.issue(_token(body, request), body)
+    certs = [_pem(leaf).strip(), *(p.strip() for p in ca.chain_pems)]
     return web.json_response({"signedCertificateEmbeddedSct": {"chain": {"certificates": certs}}})
 
 
@@ -197,15 +222,16 @@ async def signing_cert_v1(request: web.Request) -> web.Response:
             }
         }
     token = request.headers.get("Authorization", "").replace("Bearer ", "", 1)
-    chain = await request.app[CA].issue(token, legacy)
-    text = "".join(_pem(c) for c in chain).strip()
+    ca = request.app[CA]
+    leaf, *_ = await ca.issue(token, legacy)
+    text = "".join((_pem(leaf), *ca.chain_pems)).strip()
     return web.Response(text=text, status=201, content_type="application/pem-certificate-chain")
 
 
 async def trust_bundle(request: web.Request) -> web.Response:
     """GET /api/v2/trustBundle: the issuing chain (no leaf), PEMs with their newline."""
-    chain = request.app[CA].ca.chain
-    return web.json_response({"chains": [{"certificates": [_pem(c) for c in chain]}]})
+    pems = list(request.app[CA].chain_pems)
+    return web.json_response({"chains": [{"certificates": pems}]})
 
 
 async def configuration(request: web.Request) -> web.Response:

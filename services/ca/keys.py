@@ -155,6 +155,11 @@ class CAKeyMaterial:
         return self.chain[-1]
 
     @property
+    def in_process(self) -> bool:
+        """Whether pyca/cryptography holds the key here (else a token signs, see ``sign``)."""
+        return isinstance(self.key, CAPrivateKey)
+
+    @property
     def signature_hash(self) -> CAHash:
         """The hash used when this CA signs (ecdsa-with-SHA256/384/512 or sha256WithRSA)."""
         return signature_hash(self.key)

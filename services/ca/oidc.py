@@ -12,6 +12,13 @@ also remembered for ``refresh_interval``: requests fail fast instead of each wai
 
 Every refusal raises ``InvalidIdentityToken`` (``UnknownIssuer`` for an unconfigured ``iss``); the
 reason is logged at DEBUG and never reaches the client.
+
+A token whose signature has verified is remembered (``TokenVerifier``'s cache, by the SHA-256 of
+its exact text): one CI job signs many artifacts with one token, and the signature check was an
+eighth of a certificate's CPU. The cache skips only what depends on the token's bytes alone (the
+header, the signature, the JSON); every claim is checked again against each request's ``now``, so
+a remembered token stops verifying when it expires, and an entry lapses when its issuer's keys
+are fetched again or its issuer's verifier is replaced.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import base64
 import binascii
 import datetime
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -78,6 +86,11 @@ DEFAULT_NOT_BEFORE_LEEWAY = datetime.timedelta(minutes=5)
 DEFAULT_REFRESH_INTERVAL = datetime.timedelta(seconds=60)
 DEFAULT_FETCH_TIMEOUT = 10.0
 _META_CACHE_SIZE = 100
+# Verified tokens remembered (see the module docstring). Only tokens a configured issuer signed
+# get in, and none above _VERIFIED_MAX_TOKEN (real ones are 1-3 KiB): a few MiB of claims for
+# real tokens, some tens of MiB at worst when a wildcard issuer lets anyone mint tokens.
+_VERIFIED_CACHE_SIZE = 1024
+_VERIFIED_MAX_TOKEN = 8 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +124,15 @@ class _KeySet:
     # Parsed keys by (position, algorithm): building a PyJWK parses and validates the key, a
     # cost every token of the issuer would otherwise pay again until the next key refresh.
     parsed: dict[tuple[int, str], jwt.PyJWK] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token whose signature ``verifier`` checked with ``keyset``, and its claims."""
+
+    verifier: IssuerVerifier
+    keyset: _KeySet
+    claims: Claims
 
 
 @functools.cache
@@ -178,6 +200,14 @@ class IssuerVerifier:
 
     async def verify(self, token: str, header: Mapping[str, Any], now: datetime.datetime) -> Claims:
         """Verify ``token`` (its header already decoded) against this issuer at ``now``."""
+        claims, _ = await self.verify_with_keys(token, header, now)
+        return claims
+
+    async def verify_with_keys(
+        self, token: str, header: Mapping[str, Any], now: datetime.datetime
+    ) -> tuple[Claims, _KeySet]:
+        """``verify``, and the key set that verified the signature: while it is still this
+        issuer's (``keys_current``), the signature needs no second check."""
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise InvalidIdentityToken(f"token algorithm {alg!r} is not allowed")
@@ -194,6 +224,7 @@ class IssuerVerifier:
             # Unknown kid or a failed signature: the IdP may have rotated keys since we fetched.
             refreshed = await self._keys(now, refresh=True, seen_generation=generation)
             if refreshed is not keyset:
+                keyset = refreshed
                 payload = self._verify_signature(token, alg, kid, refreshed)
         if payload is None:
             raise InvalidIdentityToken(
@@ -206,12 +237,18 @@ class IssuerVerifier:
             raise InvalidIdentityToken("payload is not JSON") from None
         if not isinstance(claims, dict):
             raise InvalidIdentityToken("payload is not a JSON object")
-        self._check_claims(claims, now)
-        return Claims(self.issuer, MappingProxyType(claims))
+        self.check_claims(claims, now)
+        return Claims(self.issuer, MappingProxyType(claims)), keyset
+
+    def keys_current(self, keyset: _KeySet) -> bool:
+        """Whether ``keyset`` (from ``verify_with_keys``) is still the key set in use."""
+        return keyset is self._keyset
 
     # --- claims ------------------------------------------------------------------------------
 
-    def _check_claims(self, claims: Mapping[str, Any], now: datetime.datetime) -> None:
+    def check_claims(self, claims: Mapping[str, Any], now: datetime.datetime) -> None:
+        """Raise ``InvalidIdentityToken`` unless ``claims`` (signature already verified) are
+        acceptable for this issuer at ``now``: issuer, audience, times, verified email."""
         issuer = self.issuer
         if claims.get("iss") != issuer.issuer_url:
             raise InvalidIdentityToken(f"iss {claims.get('iss')!r} is not {issuer.issuer_url!r}")
@@ -447,6 +484,8 @@ class TokenVerifier:
         }
         self._static: dict[str, IssuerVerifier] = {}
         self._meta: OrderedDict[str, IssuerVerifier] = OrderedDict()
+        # SHA-256 of a token's text -> what verified it (module docstring), least recent first.
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -468,6 +507,17 @@ class TokenVerifier:
         self._meta.move_to_end(url)
         return verifier
 
+    def _in_use(self, verifier: IssuerVerifier) -> bool:
+        """Whether ``verifier`` still serves its issuer (a wildcard issuer's may have been
+        dropped from the LRU since; a new one fetches the keys again). Counts as a use."""
+        url = verifier.issuer.issuer_url
+        if self._static.get(url) is verifier:
+            return True
+        if self._meta.get(url) is verifier:
+            self._meta.move_to_end(url)
+            return True
+        return False
+
     def _new(self, issuer: OIDCIssuer) -> IssuerVerifier:
         session = None if issuer.jwks_file is not None else self._http()
         return IssuerVerifier(issuer, session, **self._options)
@@ -477,6 +527,18 @@ class TokenVerifier:
         try:
             if len(token) > MAX_TOKEN_BYTES:
                 raise InvalidIdentityToken(f"token is {len(token)} bytes, limit {MAX_TOKEN_BYTES}")
+            digest = hashlib.sha256(token.encode(errors="surrogatepass")).digest()
+            seen = self._verified.get(digest)
+            if seen is not None:
+                if seen.verifier.keys_current(seen.keyset) and self._in_use(seen.verifier):
+                    try:
+                        seen.verifier.check_claims(seen.claims.values, now)
+                    except InvalidIdentityToken:
+                        del self._verified[digest]  # expired (or not yet valid): check anew
+                        raise
+                    self._verified.move_to_end(digest)
+                    return seen.claims
+                del self._verified[digest]  # keys fetched again since: verify anew
             parts = token.split(".")
             if len(parts) != 3:
                 raise InvalidIdentityToken(f"token has {len(parts)} parts, want 3")
@@ -493,7 +555,13 @@ class TokenVerifier:
                 issuer = self.config.find_issuer(iss)
             if issuer is None:
                 raise UnknownIssuer(f"no issuer configured for {iss!r}")
-            return await self._verifier_for(issuer, meta=meta).verify(token, header, now)
+            verifier = self._verifier_for(issuer, meta=meta)
+            claims, keyset = await verifier.verify_with_keys(token, header, now)
+            if len(token) <= _VERIFIED_MAX_TOKEN:
+                self._verified[digest] = _Verified(verifier, keyset, claims)
+                if len(self._verified) > _VERIFIED_CACHE_SIZE:
+                    self._verified.popitem(last=False)
+            return claims
         except CAError as exc:
             _logger.debug("identity token refused: %s", exc.detail)
             raise

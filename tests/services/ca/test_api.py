@@ -153,6 +153,31 @@ async def test_public_key_request_forms(
     check_chain(pems, data)
 
 
+async def test_legacy_v1_form(
+    fulcio: tuple[TestClient[Any, Any], Path],
+    issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],
+) -> None:
+    # cosign 1.x: the key's PEM base64-encoded again, the proof as signedEmailAddress; 201 with
+    # the PEM chain as text, leaf first, each PEM ending in its newline but the last.
+    client, data = fulcio
+    key = ec.generate_private_key(ec.SECP256R1())
+    form = public_key_request(key, b"subject-1")["publicKeyRequest"]
+    body = {
+        "publicKey": {"content": base64.b64encode(form["publicKey"]["content"].encode()).decode()},
+        "signedEmailAddress": form["proofOfPossession"],
+    }
+    resp = await client.post(
+        "/api/v1/signingCert", json=body, headers={"Authorization": f"Bearer {token(issuer)}"}
+    )
+    assert resp.status == 201, await resp.text()
+    assert resp.content_type == "application/pem-certificate-chain"
+    text = await resp.text()
+    chain = x509.load_pem_x509_certificates(text.encode())
+    pems = [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain]
+    assert text == "".join(pems).strip()
+    assert check_chain(pems, data).public_key() == key.public_key()
+
+
 async def test_refusals_issue_nothing(
     fulcio: tuple[TestClient[Any, Any], Path],
     issuer: tuple[IssuerServer, Issuer, ec.EllipticCurvePrivateKey],

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from services.ca import oidc
 from services.ca.config import FulcioConfig
 from services.ca.errors import InvalidIdentityToken, UnknownIssuer
-from services.ca.oidc import Claims, TokenVerifier
+from services.ca.oidc import Claims, IssuerVerifier, TokenVerifier
 from tests.services.ca.conftest import NOW, config_json
 from tests.services.ca.oidc_issuer import (
     EC384_KEY,
@@ -120,6 +121,86 @@ async def test_rotated_key_is_fetched_on_unknown_kid(
     later = NOW + 2 * MINUTE
     await verifier.verify(sign(claims_for(issuer, later), EC384_KEY, "ec384", "ES384"), later)
     assert issuer.jwks_hits == 2
+
+
+@pytest.fixture
+def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens whose signature is checked from now on, in order."""
+    checked: list[str] = []
+    original = IssuerVerifier._verify_signature
+
+    def counting(self: IssuerVerifier, token: str, *args: Any) -> bytes | None:
+        checked.append(token)
+        return original(self, token, *args)
+
+    monkeypatch.setattr(IssuerVerifier, "_verify_signature", counting)
+    return checked
+
+
+async def test_a_verified_token_is_remembered_but_its_claims_are_checked_each_time(
+    verifier: TokenVerifier, issuer: Issuer, signature_checks: list[str]
+) -> None:
+    token = sign(claims_for(issuer, NOW), RSA_KEY, "rsa1", "RS256")
+    first = await verifier.verify(token, NOW)
+    assert await verifier.verify(token, NOW + MINUTE) == first
+    assert signature_checks == [token]
+    # The same claims under another signature (another byte string) are verified on their own.
+    other = sign(claims_for(issuer, NOW), EC_KEY, "ec1", "ES256")
+    await verifier.verify(other, NOW)
+    assert signature_checks == [token, other]
+    # Time is each request's: past exp (10 minutes) the remembered token is refused...
+    assert "expired" in await refused(verifier, token, NOW + 11 * MINUTE)
+    # ...and before its nbf too (beyond the 5 minutes of leeway).
+    assert "not valid before" in await refused(verifier, other, NOW - 6 * MINUTE)
+    # A refusal forgets it: the next use checks the signature again.
+    await verifier.verify(token, NOW)
+    assert signature_checks == [token, other, token]
+
+
+async def test_a_refused_token_is_not_remembered(
+    verifier: TokenVerifier, issuer: Issuer, signature_checks: list[str]
+) -> None:
+    token = sign(claims_for(issuer, NOW, audience="other"), RSA_KEY, "rsa1", "RS256")
+    for _ in range(2):
+        assert "aud" in await refused(verifier, token)
+    assert signature_checks == [token, token]
+
+
+async def test_remembered_tokens_lapse_when_the_keys_are_fetched_again(
+    verifier: TokenVerifier, issuer: Issuer, signature_checks: list[str]
+) -> None:
+    token = sign(claims_for(issuer, NOW), RSA_KEY, "rsa1", "RS256")
+    await verifier.verify(token, NOW)
+    # A token with an unknown kid makes the verifier fetch the JWKS again; the issuer has
+    # meanwhile withdrawn the key that signed the remembered token.
+    del issuer.keys["rsa1"]
+    issuer.keys["ec384"] = EC384_KEY
+    issuer.algorithms = ["ES256", "ES384"]
+    later = NOW + 2 * MINUTE
+    await verifier.verify(sign(claims_for(issuer, later), EC384_KEY, "ec384", "ES384"), later)
+    assert issuer.jwks_hits == 2
+    assert "does not verify" in await refused(verifier, token, later)
+    assert signature_checks.count(token) == 2
+
+
+async def test_the_memory_of_tokens_is_bounded(
+    verifier: TokenVerifier,
+    issuer: Issuer,
+    signature_checks: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(oidc, "_VERIFIED_CACHE_SIZE", 2)
+    tokens = [sign(claims_for(issuer, NOW, sub=f"s{i}"), EC_KEY, "ec1", "ES256") for i in range(3)]
+    for token in tokens:
+        await verifier.verify(token, NOW)
+    await verifier.verify(tokens[2], NOW)  # remembered
+    await verifier.verify(tokens[0], NOW)  # the least recent: forgotten, checked again
+    assert signature_checks == [*tokens, tokens[0]]
+    # Above the size cap a token is verified every time (real tokens are 1-3 KiB).
+    big = sign(claims_for(issuer, NOW, pad="x" * 9000), EC_KEY, "ec1", "ES256")
+    for _ in range(2):
+        await verifier.verify(big, NOW)
+    assert signature_checks[-2:] == [big, big]
 
 
 # --- refusals ----------------------------------------------------------------------------------

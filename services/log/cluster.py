@@ -72,11 +72,6 @@ FAILOVER_DEADLINE = 15.0
 """How long a follower keeps re-sending a round whose sequencer went away before failing it."""
 _JOIN_DEADLINE = 60.0
 _MAX_FORWARD = 1024
-# Rounds a follower keeps in flight per tree. With one, an entry that arrives while a round is
-# out waits for its answer before it is even sent: two sequencer commits and the round trip.
-# With two it joins the sequencer's next commit. Each round stands alone (its own retries and
-# recovery from the store), so rounds need no order between them: the sequencer orders entries.
-_ROUNDS_IN_FLIGHT = 2
 _TOKEN_LABEL = b"sigstead sequencer forwarding v1"
 _PATH = "/internal/v1/trees/{tree}/sequence"
 
@@ -230,8 +225,8 @@ def _unb64(text: str) -> bytes:
 
 
 class _Forwarder:
-    """A follower's side: up to ``_ROUNDS_IN_FLIGHT`` round trips at a time to the tree's
-    sequencer, each carrying everything queued when it starts."""
+    """A follower's side: one round trip at a time to the tree's sequencer, carrying everything
+    queued meanwhile."""
 
     def __init__(
         self,
@@ -249,7 +244,7 @@ class _Forwarder:
         self._token = token
         self._session = session
         self._queue: list[_Item] = []
-        self._senders: set[asyncio.Task[None]] = set()
+        self._sender: asyncio.Task[None] | None = None
         self._url: str | None = None
 
     async def __call__(
@@ -257,16 +252,15 @@ class _Forwarder:
     ) -> Receipt:
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(leaf, search_keys, extra, want_proof, future))
-        if len(self._senders) < _ROUNDS_IN_FLIGHT:
-            sender = asyncio.create_task(self._send_all(), name=f"forward-{self._tree_id}")
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all(), name=f"forward-{self._tree_id}")
         return await future
 
     async def close(self) -> None:
-        for sender in list(self._senders):
+        if self._sender is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await sender
+                await self._sender
+            self._sender = None
 
     async def _send_all(self) -> None:
         while self._queue:

@@ -40,6 +40,29 @@ hash_node(const unsigned char *left, const unsigned char *right, unsigned char *
     SHA256_Final(out, &ctx);
 }
 
+/* SHA-256(0x00 || leaf) into out; -1 with an exception set when leaf is not bytes-like. */
+static int
+hash_leaf(PyObject *leaf, unsigned char *out)
+{
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, &LEAF_PREFIX, 1);
+    if (PyBytes_CheckExact(leaf)) {
+        /* The common case (rows from a database driver), without the buffer protocol. */
+        SHA256_Update(&ctx, PyBytes_AS_STRING(leaf), (size_t)PyBytes_GET_SIZE(leaf));
+    }
+    else {
+        Py_buffer view;
+        if (PyObject_GetBuffer(leaf, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        SHA256_Update(&ctx, view.buf, (size_t)view.len);
+        PyBuffer_Release(&view);
+    }
+    SHA256_Final(out, &ctx);
+    return 0;
+}
+
 PyDoc_STRVAR(hash_leaves_doc,
 "hash_leaves(leaves, /)\n--\n\n"
 "The RFC 6962 leaf hashes SHA-256(0x00 || leaf) of a sequence of bytes-like objects,\n"
@@ -61,25 +84,11 @@ hash_leaves(PyObject *Py_UNUSED(module), PyObject *leaves)
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
     for (Py_ssize_t i = 0; i < n; i++) {
-        SHA256_CTX ctx;
-        SHA256_Init(&ctx);
-        SHA256_Update(&ctx, &LEAF_PREFIX, 1);
-        PyObject *item = items[i];
-        if (PyBytes_CheckExact(item)) {
-            /* The common case (rows from a database driver), without the buffer protocol. */
-            SHA256_Update(&ctx, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item));
+        if (hash_leaf(items[i], out + i * HASH) < 0) {
+            Py_DECREF(result);
+            Py_DECREF(seq);
+            return NULL;
         }
-        else {
-            Py_buffer view;
-            if (PyObject_GetBuffer(item, &view, PyBUF_SIMPLE) < 0) {
-                Py_DECREF(result);
-                Py_DECREF(seq);
-                return NULL;
-            }
-            SHA256_Update(&ctx, view.buf, (size_t)view.len);
-            PyBuffer_Release(&view);
-        }
-        SHA256_Final(out + i * HASH, &ctx);
     }
     Py_DECREF(seq);
     return result;
@@ -112,23 +121,16 @@ check_leaves(PyObject *Py_UNUSED(module), PyObject *rows)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = items[i];
         if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 2) {
-            PyErr_SetString(PyExc_TypeError, "check_leaves() rows are (leaf hash, leaf, ...) tuples");
+            PyErr_SetString(PyExc_TypeError,
+                            "check_leaves() rows are (leaf hash, leaf, ...) tuples");
             goto fail;
         }
-        PyObject *stored = PyTuple_GET_ITEM(row, 0);
-        PyObject *leaf = PyTuple_GET_ITEM(row, 1);
-        Py_buffer view;
-        if (PyObject_GetBuffer(leaf, &view, PyBUF_SIMPLE) < 0) {
+        if (hash_leaf(PyTuple_GET_ITEM(row, 1), out + i * HASH) < 0) {
             goto fail;
         }
-        SHA256_CTX ctx;
-        SHA256_Init(&ctx);
-        SHA256_Update(&ctx, &LEAF_PREFIX, 1);
-        SHA256_Update(&ctx, view.buf, (size_t)view.len);
-        SHA256_Final(out + i * HASH, &ctx);
-        PyBuffer_Release(&view);
         if (first < 0) {
-            if (PyObject_GetBuffer(stored, &view, PyBUF_SIMPLE) < 0) {
+            Py_buffer view;
+            if (PyObject_GetBuffer(PyTuple_GET_ITEM(row, 0), &view, PyBUF_SIMPLE) < 0) {
                 goto fail;
             }
             if (view.len != HASH || memcmp(view.buf, out + i * HASH, HASH) != 0) {

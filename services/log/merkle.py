@@ -129,7 +129,7 @@ def _subtree_root(hashes: bytes) -> bytes:
     return level[0]
 
 
-def _check_leaves(rows: Sequence[Sequence[bytes]]) -> tuple[bytes, int]:
+def _check_leaves(rows: Sequence[tuple[bytes, ...]]) -> tuple[bytes, int]:
     computed = _hash_leaves([row[1] for row in rows])
     if computed == b"".join([row[0] for row in rows]):
         return computed, -1
@@ -140,7 +140,7 @@ def _check_leaves(rows: Sequence[Sequence[bytes]]) -> tuple[bytes, int]:
 
 hash_leaves: Callable[[Sequence[bytes]], bytes]
 """The leaf hashes of a sequence of leaves, concatenated (32 bytes each, in order)."""
-check_leaves: Callable[[Sequence[Sequence[bytes]]], tuple[bytes, int]]
+check_leaves: Callable[[Sequence[tuple[bytes, ...]]], tuple[bytes, int]]
 """For rows ``(stored leaf hash, leaf, ...)``: the leaves' hashes, concatenated, and the position
 of the first row whose stored hash differs from its leaf's (-1 when none does)."""
 subtree_root: Callable[[bytes], bytes]

@@ -11,6 +11,7 @@ only ``-v`` adds the traceback. Anything else is a bug, and says so.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -1057,6 +1058,7 @@ class _Worker:
         # After the cleanup contexts: ready when every service has started, stopped once the
         # sequencer has committed what was queued and the database is closed.
         app.on_startup.append(on_started)
+        app.on_startup.append(_freeze_heap)
         app.on_cleanup.append(on_stopped)
         # Per-request access lines cost about a third of TSA throughput (bench/bench_tsa.py);
         # they are opt-in.
@@ -1085,6 +1087,17 @@ def _die_with(parent: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # it died before the call
         os._exit(1)
+
+
+async def _freeze_heap(_app: object) -> None:
+    """Once every service has started: what exists now (modules, the app, keys, caches) lives
+    as long as the process, so the cyclic collector need not walk it again. Its full
+    collections otherwise rescan all of it, and each pause lands on requests in flight:
+    measured with `sigstead bench write -c 256` on two workers, alternating runs without and
+    with: 2,846-3,092/s, p99 209-248 ms against 3,017-3,384/s, p99 176-204 ms (four each), and
+    3,129-3,544/s, p99 189-204 ms against 3,441-3,647/s, p99 161-180 ms (three each). A larger
+    first-generation threshold on top of it changed nothing measurable."""
+    gc.freeze()
 
 
 def _pool_worker(worker: _Worker, ready: Any, claim: Any, parent: int, verbose: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from services.ca import devissuer
 from services.ca import keys as ca_keys
-from services.cli import DEV_ISSUER, _parser
+from services.cli import DEV_ISSUER, _freeze_heap, _parser
 from services.db import Database, sqlite_url
 from services.migrate import check_at_head
 from tests.serverproc import free_port, start_server, stop_server
@@ -786,3 +787,15 @@ def test_a_worker_pool_refuses_one_forwarding_address_for_all(tmp_path: Path) ->
         done = sigstead("up", "--data-dir", str(tmp_path / "d"), "--workers", "2", *flags)
         refused(done, "names one process: give them with --workers 1")
     assert not (tmp_path / "d").exists()
+
+
+async def test_a_started_server_freezes_its_heap_for_the_collector() -> None:
+    # What exists once every service has started lives as long as the process: the cyclic
+    # collector's full passes must not walk it again (measured in _freeze_heap's docstring).
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        await _freeze_heap(object())
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

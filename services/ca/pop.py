@@ -140,24 +140,26 @@ def _ecdsa_candidates(signature: bytes) -> list[bytes]:
     return out
 
 
-def _verify_message(key: LeafPublicKey, signature: bytes, message: bytes) -> bool:
+def _verify_message(key: LeafPublicKey, signature: bytes, message: bytes) -> None:
+    """Raise ``InvalidSignature`` unless ``signature`` by ``key`` covers ``message`` (for ECDSA,
+    in DER or raw r||s form)."""
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, message)
-            return True
+            return
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-            return True
+            return
         hash_algorithm = _CURVES[key.curve.name][1]
         for candidate in _ecdsa_candidates(signature):
             try:
                 key.verify(candidate, message, ec.ECDSA(hash_algorithm))
-                return True
+                return
             except (InvalidSignature, ValueError):
                 continue
-        return False
-    except (InvalidSignature, ValueError):
-        return False
+    except ValueError:
+        pass  # a malformed signature signs nothing
+    raise InvalidSignature
 
 
 def verify_proof_of_possession(
@@ -172,16 +174,19 @@ def verify_proof_of_possession(
         if not signature or len(signature) > _MAX_POP_SIGNATURE:
             raise InvalidProofOfPossession(f"proof of possession is {len(signature)} bytes")
         for message in principal.proof_messages:
-            if _verify_message(key, signature, message.encode()):
-                hash_algorithm = (
-                    None
-                    if isinstance(key, ed25519.Ed25519PublicKey)
-                    else hashes.SHA256()
-                    if isinstance(key, rsa.RSAPublicKey)
-                    else _CURVES[key.curve.name][1]
-                )
-                _check_algorithm(key, hash_algorithm, allowed)
-                return
+            try:
+                _verify_message(key, signature, message.encode())
+            except InvalidSignature:
+                continue
+            hash_algorithm = (
+                None
+                if isinstance(key, ed25519.Ed25519PublicKey)
+                else hashes.SHA256()
+                if isinstance(key, rsa.RSAPublicKey)
+                else _CURVES[key.curve.name][1]
+            )
+            _check_algorithm(key, hash_algorithm, allowed)
+            return
         raise InvalidProofOfPossession(
             f"proof of possession does not sign any of {list(principal.proof_messages)}"
         )

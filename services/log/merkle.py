@@ -103,30 +103,15 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
 
 
 def _hash_leaves(leaves: Sequence[bytes]) -> bytes:
-    copy = _LEAF_PREFIX.copy
-    out = []
-    for leaf in leaves:
-        h = copy()
-        h.update(leaf)
-        out.append(h.digest())
-    return b"".join(out)
+    return b"".join(map(hash_leaf, leaves))
 
 
 def _subtree_root(hashes: bytes) -> bytes:
     count = len(hashes) // _HASH
     if len(hashes) % _HASH or count == 0 or count & (count - 1):
         raise ValueError(f"subtree_root() needs 2**k hashes of 32 bytes, got {len(hashes)} bytes")
-    level = [hashes[i : i + _HASH] for i in range(0, len(hashes), _HASH)]
-    copy = _NODE_PREFIX.copy
-    while len(level) > 1:
-        it = iter(level)
-        nxt = []
-        for left, right in zip(it, it, strict=True):
-            h = copy()
-            h.update(left + right)
-            nxt.append(h.digest())
-        level = nxt
-    return level[0]
+    # For 2**k leaf hashes root() is exactly the perfect subtree's root.
+    return root([hashes[i : i + _HASH] for i in range(0, len(hashes), _HASH)])
 
 
 def _check_leaves(rows: Sequence[tuple[bytes, ...]]) -> tuple[bytes, int]:

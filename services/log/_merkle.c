@@ -192,10 +192,55 @@ subtree_root(PyObject *Py_UNUSED(module), PyObject *arg)
     return result;
 }
 
+PyDoc_STRVAR(tile_levels_doc,
+"tile_levels(hashes, /)\n--\n\n"
+"The levels above a row of hashes (32 bytes each), bottom-up and concatenated: each level\n"
+"hashes the pairs of the one below, an odd last hash has no parent, and the top level is the\n"
+"first of one hash (or none). Raises ValueError when the length is not a multiple of 32.");
+
+static PyObject *
+tile_levels(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (view.len % HASH != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "tile_levels() needs hashes of 32 bytes, got %zd bytes", view.len);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t width = view.len / HASH; width > 1; width /= 2) {
+        total += width / 2;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, total * HASH);
+    if (result == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    /* Each level is written right after the one it reads, inside the result, so the levels
+     * end up in the order ExpandedTile indexes them. */
+    const unsigned char *below = view.buf;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t width = view.len / HASH; width > 1; width /= 2) {
+        Py_ssize_t parents = width / 2;
+        for (Py_ssize_t i = 0; i < parents; i++) {
+            hash_node(below + 2 * i * HASH, below + (2 * i + 1) * HASH, out + i * HASH);
+        }
+        below = out;
+        out += parents * HASH;
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"hash_leaves", hash_leaves, METH_O, hash_leaves_doc},
     {"check_leaves", check_leaves, METH_O, check_leaves_doc},
     {"subtree_root", subtree_root, METH_O, subtree_root_doc},
+    {"tile_levels", tile_levels, METH_O, tile_levels_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -114,6 +114,18 @@ def _subtree_root(hashes: bytes) -> bytes:
     return root([hashes[i : i + _HASH] for i in range(0, len(hashes), _HASH)])
 
 
+def _tile_levels(hashes: bytes) -> bytes:
+    if len(hashes) % _HASH:
+        raise ValueError(f"tile_levels() needs hashes of 32 bytes, got {len(hashes)} bytes")
+    level = [hashes[i : i + _HASH] for i in range(0, len(hashes), _HASH)]
+    parts: list[bytes] = []
+    while len(level) > 1:
+        it = iter(level)
+        level = [hash_children(left, right) for left, right in zip(it, it, strict=False)]
+        parts.extend(level)
+    return b"".join(parts)
+
+
 def _check_leaves(rows: Sequence[tuple[bytes, ...]]) -> tuple[bytes, int]:
     computed = _hash_leaves([row[1] for row in rows])
     if computed == b"".join([row[0] for row in rows]):
@@ -131,14 +143,19 @@ of the first row whose stored hash differs from its leaf's (-1 when none does)."
 subtree_root: Callable[[bytes], bytes]
 """The root of a perfect subtree from its 2^k bottom hashes, concatenated; ``ValueError`` for
 any other length."""
+tile_levels: Callable[[bytes], bytes]
+"""The levels above a row of concatenated hashes, bottom-up and concatenated: each level hashes
+the pairs of the one below (an odd last hash has no parent) until a level of one. What expands
+a tile for proofs: 255 node hashes for a full one."""
 try:
     # Bulk hashing in C over libcrypto (_merkle.c), built at install when a compiler and
     # OpenSSL's headers are there: what lets fsck replay a log at over a million leaves a second.
-    from services.log._merkle import check_leaves, hash_leaves, subtree_root
+    from services.log._merkle import check_leaves, hash_leaves, subtree_root, tile_levels
 
     NATIVE = True
 except ImportError:  # pragma: no cover - the same results, about four times slower
     check_leaves, hash_leaves, subtree_root = _check_leaves, _hash_leaves, _subtree_root
+    tile_levels = _tile_levels
     NATIVE = False
 
 

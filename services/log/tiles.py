@@ -8,9 +8,9 @@ most 127 hashes, and a full tile, once expanded, answers every node under it.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 
+from services.log import merkle
 from services.log.merkle import NodeID
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
 TILE_HEIGHT = 8
 TILE_HASHES = 1 << TILE_HEIGHT
 HASH_SIZE = 32
-_NODE_PREFIX = hashlib.sha256(b"\x01")
 
 TileKey = tuple[int, int]
 """(tile level, tile index)."""
@@ -62,23 +61,13 @@ class ExpandedTile:
         if len(data) % HASH_SIZE or len(data) > TILE_HASHES * HASH_SIZE:
             raise ValueError(f"tile data of {len(data)} bytes is not 0..256 hashes")
         self.width = len(data) // HASH_SIZE
-        level = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
-        parts = [data]
+        self._blob = data + merkle.tile_levels(data)
         offsets = [0]
-        offset = len(data)
-        copy = _NODE_PREFIX.copy
-        while len(level) > 1:
-            nxt = []
-            it = iter(level)
-            for left, right in zip(it, it, strict=False):
-                h = copy()
-                h.update(left + right)
-                nxt.append(h.digest())
-            level = nxt
+        offset = width = len(data)
+        while width > HASH_SIZE:
             offsets.append(offset)
-            offset += len(level) * HASH_SIZE
-            parts.extend(level)
-        self._blob = b"".join(parts)
+            width = width // (2 * HASH_SIZE) * HASH_SIZE
+            offset += width
         self._offsets = tuple(offsets)
 
     @property

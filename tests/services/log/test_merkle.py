@@ -169,6 +169,26 @@ def test_bulk_hashing_takes_any_bytes_like_and_refuses_other_shapes(
         check_leaves([(b"", "not bytes")])
 
 
+@pytest.mark.parametrize(
+    "tile_levels",
+    [pytest.param(merkle.tile_levels, id="native"), pytest.param(merkle._tile_levels, id="python")],
+)
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 256))
+def test_tile_levels_are_the_perfect_nodes_above_a_row(
+    tile_levels: Callable[[bytes], bytes], width: int
+) -> None:
+    row = [ref.leaf_hash(i.to_bytes(2, "big")) for i in range(width)]
+    want: list[bytes] = []
+    span = 2
+    while span <= width:
+        want.extend(ref.mth(row[i : i + span]) for i in range(0, width - span + 1, span))
+        span *= 2
+    assert tile_levels(b"".join(row)) == b"".join(want)
+    with pytest.raises(ValueError, match="hashes of 32 bytes"):
+        tile_levels(b"x" * 33)
+
+
 def test_prover_reproduces_every_honest_inclusion_vector_and_agrees_with_the_verifier() -> None:
     """For every case, the server's answer is the truth the vector claims, and the verifier's."""
     for n, cases in vector_files("inclusion"):

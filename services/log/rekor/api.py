@@ -20,6 +20,7 @@ from typing import Any, cast
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from services.handoff import Handoff
 from services.limits import parse_json_async
 from services.log import merkle
 from services.log.checkpoint import CheckpointSigner
@@ -88,7 +89,9 @@ class RekorLog:
         self.signer = signer
         self.tree_id = sequencer.tree_id
         self.log_id = signer.key_id.hex()
-        self._executor = executor
+        # Signature verification is CPU-bound and releases the GIL in cryptography: keep it off
+        # the event loop so reads stay responsive while a batch of submissions is checked.
+        self._canonicalize = Handoff(canonicalize_proposed_entry, executor)
 
     # -- identifiers -----------------------------------------------------------------------
 
@@ -106,10 +109,7 @@ class RekorLog:
 
     async def create(self, body: bytes) -> Created:
         """Verify, canonicalise and append a proposed entry; return once committed."""
-        loop = asyncio.get_running_loop()
-        # Signature verification is CPU-bound and releases the GIL in cryptography: keep it off
-        # the event loop so reads stay responsive while a batch of submissions is checked.
-        entry = await loop.run_in_executor(self._executor, canonicalize_proposed_entry, body)
+        entry = await self._canonicalize(body)
         try:
             receipt = await self.sequencer.submit(entry.leaf, entry.search_keys)
         except DuplicateEntry as dup:

@@ -14,7 +14,6 @@ immutable for caches; the checkpoint is not cached. Anything beyond the tree is 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from services.handoff import Handoff
 from services.limits import parse_json_async
 from services.log.errors import (
     DuplicateEntry,
@@ -126,7 +126,8 @@ class RekorV2Log:
         self.key_id = key_id
         self.dsse = dsse
         self.tree_id = sequencer.tree_id
-        self._executor = executor
+        # Verification releases the GIL: off the loop, in groups (services/handoff.py).
+        self._canonicalize = Handoff(functools.partial(canonicalize_request, dsse=dsse), executor)
 
     @property
     def frozen(self) -> bool:
@@ -136,11 +137,8 @@ class RekorV2Log:
     async def create(self, document: Any) -> dict[str, Any]:
         """Verify and append a parsed ``CreateEntryRequest``; return the ``TransparencyLogEntry``
         once it is committed. Raises ``V2Error``."""
-        loop = asyncio.get_running_loop()
         try:
-            entry = await loop.run_in_executor(
-                self._executor, functools.partial(canonicalize_request, document, dsse=self.dsse)
-            )
+            entry = await self._canonicalize(document)
         except InvalidRequest as exc:
             raise V2Error(400, 3, exc.message) from None
         try:

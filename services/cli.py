@@ -245,6 +245,14 @@ def _sequencing(parser: argparse.ArgumentParser, *, every_core: bool = False) ->
         "(default: $SIGSTEAD_SEQUENCER_LISTEN, else 127.0.0.1:0)",
     )
     group.add_argument(
+        "--sequencer-process",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("SIGSTEAD_SEQUENCER_PROCESS", "1") not in ("0", "false", "no"),
+        help="with --workers 2 or more, sequence in one more process that answers no requests, "
+        "so that no worker both sequences and serves (default: $SIGSTEAD_SEQUENCER_PROCESS, "
+        "else on; docs/sizing.md)",
+    )
+    group.add_argument(
         "--sequencer-url",
         default=os.environ.get("SIGSTEAD_SEQUENCER_URL"),
         metavar="URL",
@@ -988,6 +996,10 @@ def _serve(args: argparse.Namespace) -> int:
             trust = app_module.check_trust(settings, components)
         started, stopped = _announce(command, components, settings, listen)
         if workers > 1:
+            if getattr(args, "sequencer_process", False):
+                # Slot 0 listens on no public socket: it starts first, so it is elected
+                # sequencer of every log, and the workers only parse, verify and answer.
+                pools.insert(0, [])
             return _serve_workers(
                 _Worker(settings, components, trust, pools[0], args.access_log),
                 pools,
@@ -1152,7 +1164,13 @@ def _serve_workers(
 
     Worker 0 starts alone and the others once it is ready: it makes what must be made once on
     a new data directory (keys, the schema, the genesis entries, the trust documents) and is
-    elected sequencer of every log; the others forward to it (services/log/cluster.py).
+    elected sequencer of every log; the others forward to it (services/log/cluster.py). When
+    its socket set is empty (``--sequencer-process``) it answers no requests and only
+    sequences: a worker that also serves its share of the port spends a third to a half of its
+    time sequencing everyone's entries, and the pool runs at that one busy worker's pace.
+
+    If the sequencer process dies, a serving worker is elected in its place and keeps the
+    role; the sequencer process started again stands by (no requests, no lock) until then.
 
     A worker that dies after it was serving (``kill -9``, a crash) is started again on its
     sockets, which this process keeps open so that connections the kernel hands them wait
@@ -1212,7 +1230,10 @@ def _serve_workers(
     spawn(slots[0])
     if wait_ready(slots[:1]):
         # Serving from here on: worker 0 answers while the others start.
-        _logger.info("%s (%d worker processes)", started, len(pools))
+        if pools[0]:
+            _logger.info("%s (%d worker processes)", started, len(pools))
+        else:
+            _logger.info("%s (%d workers and a sequencer process)", started, len(pools) - 1)
         for slot in slots[1:]:
             spawn(slot)
         wait_ready(slots[1:])

@@ -151,15 +151,16 @@ def test_killing_the_sequencer_replica_loses_no_acknowledged_entry(
 def test_killing_the_sequencing_worker_of_a_pool_loses_nothing_and_it_comes_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``sigstead up --workers 2`` on SQLite: worker 0 sequences; killed with -9 under load, the
-    other worker is elected, the pool starts worker 0 again, and nothing acknowledged is lost."""
+    """``sigstead up --workers 2`` on SQLite: process 0 sequences and answers no requests;
+    killed with -9 under load, a serving worker is elected, the pool starts process 0 again,
+    and nothing acknowledged is lost."""
     data = tmp_path / "data"
     server = start_server(data, "--workers", "2")
     try:
         pid = server.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children")
         deadline = time.monotonic() + 20
-        while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+        while len(children.read_text().split()) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         first_worker = int(children.read_text().split()[0])
         acked, failed, killed_at = asyncio.run(
@@ -177,11 +178,10 @@ def test_killing_the_sequencing_worker_of_a_pool_loses_nothing_and_it_comes_back
         # took the lock first.
         took = [line for line in log.splitlines() if line.endswith(_TOOK)]
         assert len(took) == 4, took
-        # The connections the dead worker had accepted were cut; no other request failed.
-        assert len(failed) <= _LOAD, failed[:5]
-        assert all(status == 0 for _, _, status in failed), failed[:5]
+        # It held no client connection: its entries in flight were answered by the workers.
+        assert not failed, failed[:5]
         _check_acknowledged(server.url, acked)
-        assert len(children.read_text().split()) == 2  # worker 0 is back
+        assert len(children.read_text().split()) == 3  # process 0 is back
     finally:
         assert stop_server(server) == 0
     capsys.readouterr()

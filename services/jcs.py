@@ -3,9 +3,9 @@
 Every Rekor entry is JCS-encoded on the write path (its leaf, its SET payload, a v2 ``Entry``),
 and the pure-Python ``rfc8785.dumps`` costs ~18 µs for a hashedrekord leaf. For "plain" values
 the C encoder, sorting keys, with ``(",", ":")`` separators and ``ensure_ascii=False``, writes
-the same bytes in ~4 µs. ``dumps`` takes that path when it can prove the bytes identical and
-hands everything else to ``rfc8785.dumps``, so the output, and every error (its type and its
-message), stay exactly ``rfc8785``'s.
+the same bytes in ~5 µs, the walk that proves it included. ``dumps`` takes that path when it
+can prove the bytes identical and hands everything else to ``rfc8785.dumps``, so the output,
+and every error (its type and its message), stay exactly ``rfc8785``'s.
 
 A value is plain when it is built only from ``dict`` (ASCII ``str`` keys), ``list``, ``str``,
 ``int`` within ±(2**53 - 1), ``bool`` and ``None``, each of exactly that type. Why each of those
@@ -14,12 +14,13 @@ limits is needed, where JCS and ``json.dumps`` part:
 * floats: JCS writes ECMAScript numbers (``1.0`` is ``1``, ``5e-07`` is ``5e-7``), Python its
   ``repr``; and ``rfc8785`` refuses NaN and infinities.
 * ints outside ±(2**53 - 1): ``rfc8785`` refuses them (``IntegerDomainError``), json writes them.
+  (Past 4300 digits ``rfc8785`` raises a bare ``ValueError``, formatting its own message.)
 * key order: JCS sorts keys by UTF-16 code units, Python by code points. The two differ only
   when a non-BMP character (surrogates D800-DFFF in UTF-16) meets one in U+E000-U+FFFF, and a
   lone surrogate in a key makes ``rfc8785`` raise ``UnicodeEncodeError``; requiring ASCII keys
   covers all of it with an O(1) ``str.isascii``, and Rekor's keys are ASCII.
-* exact types: ``rfc8785`` and json treat subclasses (``IntEnum``, ``str`` enums, ``OrderedDict``)
-  and tuples by rules of their own; they are rare enough to leave to ``rfc8785``.
+* exact types: subclasses (``IntEnum``, ``StrEnum``, ``OrderedDict``) and tuples take other
+  paths in each encoder; they are rare enough to leave to ``rfc8785`` rather than prove equal.
 
 What needs no check: string escaping is the same in both (``\\"``, ``\\\\``, ``\\b \\f \\n \\r
 \\t``, other C0 controls as lowercase ``\\u00xx``, and nothing else: not U+007F, not U+2028 or

@@ -6,10 +6,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
 
-import rfc8785
-
+from services import jcs
 from services.limits import check_json_shape
 from services.log.rekor._go import GoDecodeError, b64decode_std
 from services.log.rekor.errors import MalformedEntry
@@ -52,7 +50,7 @@ class CanonicalEntry:
 def canonical_leaf(kind: str, api_version: str, spec: Mapping[str, JSONValue]) -> bytes:
     """Encode ``{"apiVersion", "kind", "spec"}`` with RFC 8785 (JCS), as Rekor's leaf."""
     document: dict[str, object] = {"apiVersion": api_version, "kind": kind, "spec": dict(spec)}
-    return rfc8785.dumps(cast(Any, document))
+    return jcs.dumps(document)
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

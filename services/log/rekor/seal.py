@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from services import jcs
+from services.jcs import MAX_SAFE_INTEGER
 from services.log.checkpoint import CheckpointSigner, LogPublicKey
 from services.log.sequencer import NewEntry, Sealer
 
@@ -27,8 +28,30 @@ class SealMismatch(Exception):
 
 
 def set_payload(leaf: bytes, integrated_time: int, log_id_hex: str, index: int) -> bytes:
-    """What a Rekor SET signs: exactly these four fields, JCS-encoded (rekor.md §3)."""
-    return rfc8785.dumps(
+    """What a Rekor SET signs: exactly these four fields, JCS-encoded (rekor.md §3).
+
+    Written directly, a third of the cost of encoding the dict (it runs once per entry written,
+    and again per entry ``verify_seal`` checks). The bytes are the JCS encoding because the keys
+    are in JCS (UTF-16) order, base64 and an ASCII-alphanumeric ``logID`` need no escaping, and
+    ``%d`` of an exact ``int`` within the safe range is the number JCS writes. Anything else (a
+    ``bool``, an int beyond 2**53 - 1, an odd ``logID``) goes through ``jcs.dumps``, which
+    encodes or raises exactly as ``rfc8785.dumps`` would.
+    """
+    if (
+        type(integrated_time) is int
+        and type(index) is int
+        and -MAX_SAFE_INTEGER <= integrated_time <= MAX_SAFE_INTEGER
+        and -MAX_SAFE_INTEGER <= index <= MAX_SAFE_INTEGER
+        and log_id_hex.isascii()
+        and log_id_hex.isalnum()
+    ):
+        return b'{"body":"%s","integratedTime":%d,"logID":"%s","logIndex":%d}' % (
+            base64.b64encode(leaf),
+            integrated_time,
+            log_id_hex.encode(),
+            index,
+        )
+    return jcs.dumps(
         {
             "body": base64.b64encode(leaf).decode(),
             "integratedTime": integrated_time,

@@ -21,14 +21,14 @@ import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import rfc8785
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from services import jcs
 from services.log.checkpoint import CheckpointSigner
 from services.log.rekor.ed25519ph import sign_ed25519ph
 from services.log.rekor.keys import (
@@ -304,7 +304,7 @@ def canonicalize_request(document: Any, *, dsse: bool = True) -> V2Entry:
         },
     }
     search_keys = {digest_key(hash_name, digest.hex())} | _material_keys(field, raw, material)
-    return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys))
+    return V2Entry(jcs.dumps(entry), frozenset(search_keys))
 
 
 def _material_keys(field: str, raw: bytes, key_material: VerificationMaterial) -> set[str]:
@@ -431,7 +431,7 @@ def _dsse(document: Any) -> V2Entry:
         if any(kept is rendered for kept in accepted.values()):
             search_keys |= material_keys(material)
     search_keys |= statement_digest_keys(payload_type, payload)
-    return V2Entry(rfc8785.dumps(cast(Any, entry)), frozenset(search_keys), "dsse")
+    return V2Entry(jcs.dumps(entry), frozenset(search_keys), "dsse")
 
 
 # --- the log's own first entry ----------------------------------------------------------------

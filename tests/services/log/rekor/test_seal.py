@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import update
 
 from services.app import Settings, create_app
 from services.db import Database
+from services.jcs import MAX_SAFE_INTEGER
 from services.log.rekor.api import REKOR_LOG
 from services.log.rekor.seal import SealMismatch, set_payload, verify_seal
 from services.log.schema import entries
@@ -105,3 +109,48 @@ async def test_entries_without_a_seal_are_still_signed_on_read(
     served = await (await client.get(f"/api/v1/log/entries/{uuid}")).json()
     ((_, after),) = served.items()
     assert _set_verifies(after, log.signer.public_key)
+
+
+MAX = MAX_SAFE_INTEGER
+set_ints = st.one_of(
+    st.integers(0, 2**40),
+    st.integers(-MAX - 2, -MAX + 2),
+    st.integers(MAX - 2, MAX + 2),
+    st.integers(),
+    st.booleans(),
+)
+log_ids = st.one_of(
+    st.binary(min_size=32, max_size=32).map(bytes.hex),
+    st.text(max_size=8),
+    st.sampled_from(["", "ABCdef019", "a-b", 'a"b', "\\", "\x00", "\u00e9", "\ud800"]),
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.binary(max_size=2000), set_ints, log_ids, set_ints)
+def test_set_payload_is_rfc8785_of_the_four_fields(
+    leaf: bytes, integrated_time: int, log_id: str, index: int
+) -> None:
+    """Written directly for speed, the payload must still be exactly rfc8785's, or its error."""
+    document: dict[str, Any] = {
+        "body": base64.b64encode(leaf).decode(),
+        "integratedTime": integrated_time,
+        "logID": log_id,
+        "logIndex": index,
+    }
+    try:
+        expected: bytes | type[Exception] = rfc8785.dumps(document)
+    except Exception as exc:
+        expected = type(exc)
+    if isinstance(expected, bytes):
+        assert set_payload(leaf, integrated_time, log_id, index) == expected
+    else:
+        with pytest.raises(expected):
+            set_payload(leaf, integrated_time, log_id, index)
+
+
+def test_set_payload_refuses_an_index_past_2_53() -> None:
+    with pytest.raises(rfc8785.IntegerDomainError):
+        set_payload(b"leaf", 1, "ab" * 32, MAX + 1)
+    with pytest.raises(rfc8785.IntegerDomainError):
+        set_payload(b"leaf", -MAX - 1, "ab" * 32, 0)

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -189,3 +190,34 @@ def test_killing_the_sequencing_worker_of_a_pool_loses_nothing_and_it_comes_back
     print(
         f"acknowledged {len(acked)}; cut {len(failed)}; first commit {after:.2f} s after the kill"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "processes", "announced"),
+    [
+        ((), 3, "(2 workers and a sequencer process)"),
+        (("--no-sequencer-process",), 2, "(2 worker processes)"),
+    ],
+)
+def test_a_pool_sequences_in_a_process_of_its_own_unless_told_not_to(
+    tmp_path: Path, flags: tuple[str, ...], processes: int, announced: str
+) -> None:
+    server = start_server(tmp_path / "data", "--workers", "2", *flags)
+    try:
+        pid = server.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        deadline = time.monotonic() + 20
+        while len(children.read_text().split()) < processes and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(children.read_text().split()) == processes
+        assert announced in server.log.read_text()
+        # Whichever process sequences, a write through the port is committed and readable.
+        request = urllib.request.Request(
+            f"{server.url}/api/v1/log/entries",
+            data=prepare_writes(1)[0],
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as created:
+            assert created.status == 201
+    finally:
+        assert stop_server(server) == 0

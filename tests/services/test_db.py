@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -92,6 +93,36 @@ async def test_fetch_is_for_postgresql(tmp_path: Path) -> None:
             await db.fetch("SELECT 1")
     finally:
         await db.dispose()
+
+
+async def test_read_sqlite_is_for_sqlite() -> None:
+    db = Database(POSTGRES_URL)
+    try:
+        with pytest.raises(TypeError, match="for SQLite, not postgresql"):
+            await db.read_sqlite(lambda conn: conn.execute("SELECT 1").fetchall())
+    finally:
+        await db.dispose()
+
+
+async def test_read_sqlite_keeps_one_connection_that_sees_each_commit(tmp_path: Path) -> None:
+    """The kept connection holds no snapshot between reads: a commit made after its first read
+    is seen by the next one, and the connection is the same one throughout."""
+    db = Database(sqlite_url(tmp_path / "x.db"))
+    try:
+        await db.write(lambda c: c.execute(text("CREATE TABLE t (x INTEGER)")))
+        seen: list[tuple[int, list[tuple[int]]]] = []
+
+        def count(conn: sqlite3.Connection) -> tuple[int, list[tuple[int]]]:
+            return id(conn), conn.execute("SELECT count(*) FROM t").fetchall()
+
+        for value in range(3):
+            await db.write(lambda c: c.execute(text(f"INSERT INTO t VALUES ({value})")))  # noqa: B023 - awaited at once
+            seen.append(await db.read_sqlite(count))
+        assert [rows for _, rows in seen] == [[(1,)], [(2,)], [(3,)]]
+        assert len({conn for conn, _ in seen}) == 1
+    finally:
+        await db.dispose()
+    assert db._held is None
 
 
 @pytest.mark.postgres

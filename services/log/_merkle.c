@@ -147,6 +147,16 @@ fail:
     return NULL;
 }
 
+/* The level above ``parents`` pairs of hashes at ``below``, written to ``out``. ``out`` may be
+ * ``below`` itself: parent i is written after pair i is read, over what pairs up to i held. */
+static void
+hash_pairs(const unsigned char *below, Py_ssize_t parents, unsigned char *out)
+{
+    for (Py_ssize_t i = 0; i < parents; i++) {
+        hash_node(below + 2 * i * HASH, below + (2 * i + 1) * HASH, out + i * HASH);
+    }
+}
+
 PyDoc_STRVAR(subtree_root_doc,
 "subtree_root(hashes, /)\n--\n\n"
 "The root of a perfect subtree from its 2**k bottom hashes, concatenated (32 bytes each).\n"
@@ -172,8 +182,7 @@ subtree_root(PyObject *Py_UNUSED(module), PyObject *arg)
         return only;
     }
     /* The first level reads the caller's buffer and writes the scratch; the others halve the
-     * scratch in place: node i of a level only reads nodes 2i and 2i+1 of the one below, which
-     * no earlier write of this level has touched. */
+     * scratch in place (hash_pairs allows it). */
     unsigned char *scratch = PyMem_Malloc((size_t)(count / 2) * HASH);
     if (scratch == NULL) {
         PyBuffer_Release(&view);
@@ -181,9 +190,7 @@ subtree_root(PyObject *Py_UNUSED(module), PyObject *arg)
     }
     const unsigned char *below = view.buf;
     for (Py_ssize_t width = count / 2; width >= 1; width /= 2) {
-        for (Py_ssize_t i = 0; i < width; i++) {
-            hash_node(below + 2 * i * HASH, below + (2 * i + 1) * HASH, scratch + i * HASH);
-        }
+        hash_pairs(below, width, scratch);
         below = scratch;
     }
     PyBuffer_Release(&view);
@@ -195,8 +202,8 @@ subtree_root(PyObject *Py_UNUSED(module), PyObject *arg)
 PyDoc_STRVAR(tile_levels_doc,
 "tile_levels(hashes, /)\n--\n\n"
 "The levels above a row of hashes (32 bytes each), bottom-up and concatenated: each level\n"
-"hashes the pairs of the one below, an odd last hash has no parent, and the top level is the\n"
-"first of one hash (or none). Raises ValueError when the length is not a multiple of 32.");
+"hashes the pairs of the one below (an odd last hash has no parent), up to a level of one\n"
+"hash; empty for fewer than two. Raises ValueError when the length is not a multiple of 32.");
 
 static PyObject *
 tile_levels(PyObject *Py_UNUSED(module), PyObject *arg)
@@ -225,12 +232,9 @@ tile_levels(PyObject *Py_UNUSED(module), PyObject *arg)
     const unsigned char *below = view.buf;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
     for (Py_ssize_t width = view.len / HASH; width > 1; width /= 2) {
-        Py_ssize_t parents = width / 2;
-        for (Py_ssize_t i = 0; i < parents; i++) {
-            hash_node(below + 2 * i * HASH, below + (2 * i + 1) * HASH, out + i * HASH);
-        }
+        hash_pairs(below, width / 2, out);
         below = out;
-        out += parents * HASH;
+        out += width / 2 * HASH;
     }
     PyBuffer_Release(&view);
     return result;

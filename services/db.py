@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -196,6 +197,7 @@ class Database:
         self._reads_loop: asyncio.AbstractEventLoop | None = None
         self._reads_connect: dict[str, Any] = {}
         self._held: Any = None  # the pooled connection ``read_sqlite`` keeps, made on first use
+        self._held_thread = 0  # the thread it was made on, the only one that uses it
         if self.dialect == "sqlite":
             self._sync = _sqlite_engine(parsed.set(drivername="sqlite").render_as_string(False))
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
@@ -259,6 +261,14 @@ class Database:
             raise TypeError(f"Database.read_sqlite is for SQLite, not {self.dialect}")
         if self._held is None:
             self._held = self._sync.raw_connection()
+            self._held_thread = threading.get_ident()
+        elif self._held_thread != threading.get_ident():
+            # Another thread's event loop: the kept connection is not for sharing across
+            # threads, so it reads as ``read`` does, on a pooled one.
+            with self._sync.connect() as pooled:
+                other = pooled.connection.driver_connection
+                assert other is not None
+                return fn(other)
         conn = self._held.driver_connection
         assert conn is not None
         return fn(conn)

@@ -120,6 +120,10 @@ async def test_read_sqlite_keeps_one_connection_that_sees_each_commit(tmp_path: 
             seen.append(await db.read_sqlite(count))
         assert [rows for _, rows in seen] == [[(1,)], [(2,)], [(3,)]]
         assert len({conn for conn, _ in seen}) == 1
+        # A loop in another thread reads on a pooled connection, not the kept one.
+        elsewhere = await asyncio.to_thread(asyncio.run, db.read_sqlite(count))
+        assert elsewhere[1] == [(3,)]
+        assert elsewhere[0] != seen[0][0]
     finally:
         await db.dispose()
     assert db._held is None

@@ -102,6 +102,20 @@ def _chunks(items: Sequence[_T], size: int = _CHUNK) -> list[Sequence[_T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _sqlite_in(
+    raw: sqlite3.Connection, template: str, fixed: tuple[int, ...], values: Sequence[Any]
+) -> list[Any]:
+    """The rows of ``template`` (its ``{marks}`` an IN list) over ``values``, in chunks below
+    SQLite's cap on bound parameters; ``fixed`` are the parameters before the list.
+
+    Only "?" placeholders are interpolated into the SQL text."""
+    rows: list[Any] = []
+    for chunk in _chunks(values):
+        sql = template.format(marks=",".join("?" * len(chunk)))
+        rows += raw.execute(sql, (*fixed, *chunk)).fetchall()
+    return rows
+
+
 class SQLLogStore:
     """Log storage in one SQL database (the ``LogStore`` contract of ``services.log.sequencer``).
 
@@ -179,12 +193,8 @@ class SQLLogStore:
             # layer to the sqlite3 cursor cuts a cold tile read from ~200 µs to ~20 µs.
             out: dict[TileKey, bytes] = {}
             for level, idxs in by_level.items():
-                for chunk in _chunks(idxs):
-                    marks = ",".join("?" * len(chunk))
-                    # Only "?" placeholders are interpolated into the SQL text.
-                    sql = _SQLITE_READ_TILES.format(marks=marks)
-                    for idx, data in raw.execute(sql, (tree_id, level, *chunk)):
-                        out[(level, idx)] = bytes(data)
+                for idx, data in _sqlite_in(raw, _SQLITE_READ_TILES, (tree_id, level), idxs):
+                    out[(level, idx)] = bytes(data)
             return out
 
         if not wanted:
@@ -202,13 +212,8 @@ class SQLLogStore:
 
         def run_sqlite(raw: sqlite3.Connection) -> dict[bytes, StoredLeaf]:
             # Once per batch on the sequencer (its duplicate check), on the event loop.
-            out: dict[bytes, StoredLeaf] = {}
-            for chunk in _chunks(wanted):
-                # Only "?" placeholders are interpolated into the SQL text.
-                sql = _SQLITE_FIND_LEAVES.format(marks=",".join("?" * len(chunk)))
-                for leaf_hash, idx, integrated_time in raw.execute(sql, (tree_id, *chunk)):
-                    out[leaf_hash] = StoredLeaf(idx, integrated_time)
-            return out
+            rows = _sqlite_in(raw, _SQLITE_FIND_LEAVES, (tree_id,), wanted)
+            return {h: StoredLeaf(idx, integrated_time) for h, idx, integrated_time in rows}
 
         if not wanted:
             return {}
@@ -341,19 +346,14 @@ class SQLLogStore:
             # Entry bundles read 256 rows per request; as in read_tiles, the sqlite3 cursor
             # costs a fraction of SQLAlchemy's result processing per row. sqlite3 already
             # returns BLOBs as bytes and INTEGERs as int.
-            queries: list[tuple[str, tuple[int, ...]]]
             if span is not None:
-                queries = [(_SQLITE_READ_ENTRY_SPAN, (tree_id, span.start, span.stop))]
+                params = (tree_id, span.start, span.stop)
+                rows = raw.execute(_SQLITE_READ_ENTRY_SPAN, params).fetchall()
             else:
-                # Only "?" placeholders are interpolated into the SQL text.
-                queries = [
-                    (_SQLITE_READ_ENTRIES.format(marks=",".join("?" * len(c))), (tree_id, *c))
-                    for c in _chunks(wanted)
-                ]
+                rows = _sqlite_in(raw, _SQLITE_READ_ENTRIES, (tree_id,), wanted)
             out: dict[int, StoredEntry] = {}
-            for sql, params in queries:
-                for idx, leaf_hash, leaf, integrated_time, extra, seal in raw.execute(sql, params):
-                    out[idx] = StoredEntry(idx, leaf_hash, leaf, integrated_time, extra, seal)
+            for idx, leaf_hash, leaf, integrated_time, extra, seal in rows:
+                out[idx] = StoredEntry(idx, leaf_hash, leaf, integrated_time, extra, seal)
             return out
 
         if not indices:

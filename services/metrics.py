@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["METRICS", "Metrics", "metrics_middleware"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -120,6 +121,25 @@ class Metrics:
         )
         self._logs = _Logs()
         self.registry.register(self._logs)
+        # ``labels()`` validates and locks on every call, a few µs a request; the children are
+        # fixed once made (prometheus-client keeps them too), so each request needs one lookup.
+        self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP answer and its latency."""
+        if method not in _METHODS:
+            # aiohttp's C parser knows some 30 methods (WebDAV's...), its pure-Python one takes
+            # any token: one series each would grow without end.
+            method = "other"
+        key = (route, method, status)
+        children = self._answered.get(key)
+        if children is None:
+            children = self._answered[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(self, name: str, sequencer: Sequencer) -> None:
         """Report ``sequencer``'s tree size and queue depth as log ``name``."""
@@ -169,9 +189,7 @@ async def metrics_middleware(
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        metrics = request.app[METRICS]
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        request.app[METRICS].answered(route, request.method, status, time.perf_counter() - started)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

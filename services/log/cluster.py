@@ -42,10 +42,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 import sqlalchemy as sa
 from aiohttp import web
 
 from services.db import Database
+from services.fastjson import compact
 from services.log import merkle
 from services.log.checkpoint import CheckpointSigner
 from services.log.errors import (
@@ -370,15 +372,15 @@ class _Forwarder:
         }
         async with self._session().post(
             url.rstrip("/") + _PATH.format(tree=self._tree_id),
-            json=body,
-            headers={"Authorization": f"Bearer {self._token}"},
+            data=compact(body),
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
             timeout=aiohttp.ClientTimeout(total=FAILOVER_DEADLINE),
         ) as resp:
             if resp.status == 409:
                 raise _NoSequencer(await resp.text())
             if resp.status != 200:
                 raise SequencingFailed(f"sequencer at {url} answered {resp.status}")
-            answer = await resp.json()
+            answer = orjson.loads(await resp.read())
         heads = [
             TreeHead(int(h["size"]), _unb64(h["root"]), int(h["timestampMs"]), h["checkpoint"])
             for h in answer["heads"]
@@ -608,21 +610,23 @@ class Cluster:
             return web.json_response(
                 {"code": 409, "message": "this process does not sequence the tree"}, status=409
             )
-        body = await request.json()
-        entries = body["entries"]
+        entries = orjson.loads(await request.read())["entries"]
         sequencer = member.sequencer
-        outcomes = await asyncio.gather(
-            *(
-                sequencer.submit(
+        waiting: list[asyncio.Future[Receipt]] = []
+        for e in entries:
+            try:
+                future = sequencer.enqueue(
                     _unb64(e["leaf"]),
                     e["keys"],
                     extra=None if e["extra"] is None else _unb64(e["extra"]),
                     want_proof=bool(e["proof"]),
                 )
-                for e in entries
-            ),
-            return_exceptions=True,
-        )
+            except Exception as exc:  # refused before queueing: answered as such, in order
+                future = asyncio.get_running_loop().create_future()
+                future.set_exception(exc)
+            waiting.append(future)
+        # Futures, not coroutines: gather makes no task per entry.
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
         heads: dict[int, int] = {}
         head_list: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
@@ -652,4 +656,6 @@ class Cluster:
                     "seal": None if outcome.seal is None else _b64(outcome.seal),
                 }
             )
-        return web.json_response({"heads": head_list, "results": results})
+        return web.Response(
+            body=compact({"heads": head_list, "results": results}), content_type="application/json"
+        )

@@ -443,17 +443,44 @@ class Sequencer:
         Raises ``DuplicateEntry`` if the leaf is already logged, ``Pushback`` when overloaded,
         ``SequencingFailed`` if its batch could not be committed (it was not appended).
         """
+        self._check_open()
+        forward = self._forward
+        if forward is not None:
+            receipt = await forward(leaf, frozenset(search_keys), extra, want_proof)
+            self.saw(receipt.head)
+            return receipt
+        return await self._enqueue(leaf, search_keys, extra, want_proof)
+
+    def enqueue(
+        self,
+        leaf: bytes,
+        search_keys: Collection[str] = (),
+        *,
+        extra: bytes | None = None,
+        want_proof: bool = True,
+    ) -> asyncio.Future[Receipt]:
+        """``submit`` on the sequencer itself, for a caller with many entries at once (the
+        forwarding endpoint): the future of the receipt, with no task per entry.
+
+        Raises at once what ``submit`` raises before queueing, and ``SequencerStopped`` if this
+        sequencer forwards (it is not the one sequencing the tree).
+        """
+        self._check_open()
+        if self._forward is not None:
+            raise SequencerStopped(f"tree {self.tree_id} is sequenced elsewhere")
+        return self._enqueue(leaf, search_keys, extra, want_proof)
+
+    def _check_open(self) -> None:
         if self._fatal is not None:
             raise SequencerStopped("sequencer stopped after a fatal error") from self._fatal
         if self.frozen:
             raise LogFrozen(f"tree {self.tree_id} is frozen")
         if not self._accepting:
             raise SequencerStopped("sequencer is not accepting entries")
-        forward = self._forward
-        if forward is not None:
-            receipt = await forward(leaf, frozenset(search_keys), extra, want_proof)
-            self.saw(receipt.head)
-            return receipt
+
+    def _enqueue(
+        self, leaf: bytes, search_keys: Collection[str], extra: bytes | None, want_proof: bool
+    ) -> asyncio.Future[Receipt]:
         if self._queue.qsize() >= self._max_pending:
             raise Pushback(f"{self._queue.qsize()} entries are already waiting")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
@@ -462,7 +489,7 @@ class Sequencer:
                 leaf, merkle.hash_leaf(leaf), frozenset(search_keys), future, extra, want_proof
             )
         )
-        return await future
+        return future
 
     # -- state -----------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """``services.jcs.dumps`` is ``rfc8785.dumps``: the same bytes or the same exception, for any
-JSON-like value, and the C-encoder fast path is really taken for the documents the log writes."""
+JSON-like value, and the orjson fast path is really taken for the documents the log writes."""
 
 from __future__ import annotations
 
@@ -319,9 +319,17 @@ def test_cycles_and_deep_nesting_raise_recursion_error_as_rfc8785() -> None:
             jcs.dumps(value)
 
 
+def test_nesting_past_orjsons_limit_matches_rfc8785() -> None:
+    # orjson stops at 254 levels and refuses; rfc8785 goes on to the recursion limit.
+    deep: list[object] = []
+    for _ in range(300):
+        deep = [deep]
+    assert jcs.dumps(deep) == reference(deep)
+
+
 @pytest.mark.usefixtures("fast_path_only")
 def test_shared_subvalues_are_not_cycles() -> None:
-    # markers=None turns off json's own cycle check; a value used twice must still encode.
+    # The walk has no cycle marks of its own: a value used twice must still encode.
     shared = {"a": [1, 2]}
     assert (
         jcs.dumps([shared, shared, {"x": shared}]) == b'[{"a":[1,2]},{"a":[1,2]},{"x":{"a":[1,2]}}]'

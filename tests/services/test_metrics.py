@@ -82,6 +82,31 @@ async def test_metrics_count_requests_batches_and_tree_sizes(
     assert seen[("sigstead_log_commit_seconds_count", (("log", "rekor"),))] >= 2
 
 
+async def test_unused_methods_share_one_series(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
+) -> None:
+    # Methods no route takes (WebDAV's, which aiohttp's C parser knows) count as "other".
+    settings = Settings(data_dir=tmp_path / "data", public_url="http://log.example:3000")
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        assert (await client.request(method, "/api/v1/log")).status == 405
+    assert (await client.get("/api/v1/log")).status == 200
+    seen = await _scrape(client)
+    counted = {
+        labels: value
+        for (name, labels), value in seen.items()
+        if name == "sigstead_http_requests_total"
+    }
+    # No route answers a 405: it is counted as unmatched.
+    assert counted == {
+        (("method", "other"), ("route", "unmatched"), ("status", "405")): 3,
+        (("method", "GET"), ("route", "/api/v1/log"), ("status", "200")): 1,
+    }
+    timed = "sigstead_http_request_seconds_count"
+    assert seen[(timed, (("method", "other"), ("route", "unmatched")))] == 3
+    assert seen[(timed, (("method", "GET"), ("route", "/api/v1/log")))] == 1
+
+
 async def test_readyz_is_health_plus_room_in_the_queue(
     aiohttp_client: AiohttpClient, db: Database, tmp_path: Path
 ) -> None:

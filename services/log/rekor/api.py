@@ -20,6 +20,7 @@ from typing import Any, cast
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from services.fastjson import compact
 from services.handoff import Handoff
 from services.limits import parse_json_async
 from services.log import merkle
@@ -271,8 +272,13 @@ def _json(
     data: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     # Go's encoding/json: compact, raw UTF-8 (the em dash in checkpoints), trailing newline.
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n"
-    return web.Response(text=text, status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=compact(data) + b"\n",
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
 
 
 def _error(

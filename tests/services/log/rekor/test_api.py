@@ -6,6 +6,7 @@ import base64
 import datetime
 import hashlib
 import json
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ from sigstore_models.common import v1 as common_v1
 from clients.merkle import verify_consistency
 from services.app import Settings, create_app
 from services.db import Database
+from services.log.rekor import api as rekor_api
 from services.log.rekor.genesis import GenesisMismatch, statement, verify_genesis
+from services.log.rekor.kinds import canonicalize_proposed_entry
 from tests.services.log.rekor import material
 
 AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
@@ -196,6 +199,39 @@ async def test_duplicate_is_409_with_location(client: TestClient[Any, Any]) -> N
     assert follow.status == 200
     await verified(client, await follow.json())
     assert (await (await client.get("/api/v1/log")).json())["treeSize"] == 2
+
+
+async def test_small_entries_are_checked_on_the_loop_large_ones_in_threads(
+    aiohttp_client: AiohttpClient, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where: list[str] = []
+
+    def recording(body: bytes) -> Any:
+        where.append(threading.current_thread().name)
+        return canonicalize_proposed_entry(body)
+
+    monkeypatch.setattr(rekor_api, "canonicalize_proposed_entry", recording)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        public_url="http://log.example:3000",
+        max_body=64 * 1024,
+        batch_max_age=0.005,
+    )
+    client = await aiohttp_client(create_app(settings, database=db, components=("log",)))
+    small = json.dumps(Signer().hashedrekord(b"small")).encode()
+    assert len(small) <= rekor_api.INLINE_CANONICALIZE
+    assert (await client.post("/api/v1/log/entries", data=small)).status == 201
+    # The same entry behind whitespace past the limit: the same leaf, so a duplicate.
+    padded = small[:-1] + b" " * rekor_api.INLINE_CANONICALIZE + b"}"
+    again = await client.post("/api/v1/log/entries", data=padded)
+    assert again.status == 409
+    large = json.dumps(Signer().hashedrekord(b"large")).encode()
+    large = large[:-1] + b" " * rekor_api.INLINE_CANONICALIZE + b"}"
+    assert (await client.post("/api/v1/log/entries", data=large)).status == 201
+    loop_thread = threading.current_thread().name
+    assert where[0] == loop_thread
+    assert where[1] != loop_thread
+    assert where[2] != loop_thread
 
 
 async def test_genesis_entry_is_the_logs_own_and_checkable(client: TestClient[Any, Any]) -> None:

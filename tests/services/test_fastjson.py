@@ -48,7 +48,7 @@ def _refuse(*args: object, **kwargs: object) -> str:
 @pytest.fixture
 def orjson_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any fall-back to ``json.dumps`` fail the test."""
-    monkeypatch.setattr(fastjson.json, "dumps", _refuse)
+    monkeypatch.setattr(json, "dumps", _refuse)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -68,7 +68,7 @@ def test_one_departure_from_plain_encodes_or_raises_as_json(value: object) -> No
 def test_plain_values_take_orjson_and_match(value: object) -> None:
     want = reference(value)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fastjson.json, "dumps", _refuse)
+        patch.setattr(json, "dumps", _refuse)
         assert fastjson.compact(value) == want
 
 
@@ -76,7 +76,7 @@ def test_string_escapes_match_for_every_character() -> None:
     characters = [*every_bmp_character(), "\U00010000", "\U0001f600", "\U0010ffff"]
     want = [reference(character) for character in characters]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fastjson.json, "dumps", _refuse)
+        patch.setattr(json, "dumps", _refuse)
         for character, form in zip(characters, want, strict=True):
             assert fastjson.compact(character) == form, hex(ord(character))
         assert fastjson.compact("\x1f\x7f\u2028\u2029") == (

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import func, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.expression import Executable
 
 from services.db import Database
 from services.log.errors import HeadMoved
-from services.log.schema import checkpoints, entries, search_keys, tiles, tree_heads
+from services.log.schema import checkpoints, search_keys, tree_heads
 from services.log.sequencer import Batch, StoredLeaf, TreeHead
 from services.log.tiles import TileKey
 
@@ -128,7 +127,6 @@ class SQLLogStore:
     def __init__(self, db: Database, *, fault: FaultHook | None = None) -> None:
         self.db = db
         self.fault = fault
-        self._upsert = _tile_upsert(db.dialect)
 
     def _step(self, name: str, after: bool) -> None:
         if self.fault is not None:
@@ -174,7 +172,7 @@ class SQLLogStore:
                     checkpoint=head.checkpoint,
                 )
             )
-            _record_checkpoint(conn, tree_id, head)
+            _record_checkpoint(_runner(conn), tree_id, head)
 
         try:
             await self.db.write(run)
@@ -265,32 +263,29 @@ class SQLLogStore:
     def _commit(self, conn: Connection, tree_id: int, batch: Batch) -> None:
         # Crash point: every statement below is inside one transaction, so a crash anywhere
         # before COMMIT leaves the previous head, tiles and entries exactly as they were.
+        run = _runner(conn)
         head = batch.head
         self._step("head", False)
-        swap = [
-            tree_heads.c.tree_id == tree_id,
-            tree_heads.c.size == batch.prev_size,
-            tree_heads.c.root == batch.prev_root,
-        ]
+        swap = {
+            "tree_id": tree_id,
+            "size": head.size,
+            "root": head.root,
+            "timestamp_ms": head.timestamp_ms,
+            "checkpoint": head.checkpoint,
+            "prev_size": batch.prev_size,
+            "prev_root": batch.prev_root,
+        }
+        sql = _SWAP_HEAD
         if batch.prev_checkpoint is not None:
-            swap.append(tree_heads.c.checkpoint == batch.prev_checkpoint)
-        result = conn.execute(
-            update(tree_heads)
-            .where(*swap)
-            .values(
-                size=head.size,
-                root=head.root,
-                timestamp_ms=head.timestamp_ms,
-                checkpoint=head.checkpoint,
-            )
-        )
-        if result.rowcount != 1:
+            sql += _SWAP_CHECKPOINT
+            swap["prev_checkpoint"] = batch.prev_checkpoint
+        if run(sql, swap) != 1:
             raise HeadMoved(batch.prev_size)
         self._step("head", True)
 
         self._step("entries", False)
-        conn.execute(
-            entries.insert(),
+        run(
+            _INSERT_ENTRIES,
             [
                 {
                     "tree_id": tree_id,
@@ -308,8 +303,8 @@ class SQLLogStore:
 
         self._step("tiles", False)
         if batch.tiles:
-            conn.execute(
-                self._upsert,
+            run(
+                _UPSERT_TILES,
                 [
                     {"tree_id": tree_id, "level": level, "idx": idx, "data": data}
                     for (level, idx), data in batch.tiles.items()
@@ -324,11 +319,11 @@ class SQLLogStore:
             for key in sorted(e.search_keys)
         ]
         if keys:
-            conn.execute(search_keys.insert(), keys)
+            run(_INSERT_KEYS, keys)
         self._step("search_keys", True)
 
         self._step("checkpoint", False)
-        _record_checkpoint(conn, tree_id, head)
+        _record_checkpoint(run, tree_id, head)
         self._step("checkpoint", True)
         self._step("commit", False)
 
@@ -446,34 +441,64 @@ def _pg_entries(rows: Sequence[Sequence[Any]]) -> dict[int, StoredEntry]:
     }
 
 
-def _record_checkpoint(conn: Connection, tree_id: int, head: TreeHead) -> None:
-    conn.execute(
-        checkpoints.insert().values(
-            tree_id=tree_id,
-            size=head.size,
-            root=head.root,
-            timestamp_ms=head.timestamp_ms,
-            checkpoint=head.checkpoint,
-        )
+# A batch's statements, written once for both databases: SQLAlchemy's ``text`` and sqlite3
+# take the same ``:name`` parameters, and this upsert is the same SQL in both dialects. On
+# SQLite they run on the driver's connection, inside the transaction ``Database.write`` began:
+# SQLAlchemy's statement compilation and parameter processing were a quarter of the writer
+# thread's time, and the commit is on the sequencer's critical path (docs/sizing.md).
+_SWAP_HEAD = (
+    "UPDATE tree_heads SET size = :size, root = :root, timestamp_ms = :timestamp_ms,"
+    " checkpoint = :checkpoint"
+    " WHERE tree_id = :tree_id AND size = :prev_size AND root = :prev_root"
+)
+_SWAP_CHECKPOINT = " AND checkpoint = :prev_checkpoint"
+_INSERT_ENTRIES = (
+    "INSERT INTO entries (tree_id, idx, leaf_hash, leaf, integrated_time, extra, seal)"
+    " VALUES (:tree_id, :idx, :leaf_hash, :leaf, :integrated_time, :extra, :seal)"
+)
+# The guard makes a stale writer's shorter tile a no-op instead of truncating history.
+_UPSERT_TILES = (
+    "INSERT INTO tiles (tree_id, level, idx, data) VALUES (:tree_id, :level, :idx, :data)"
+    " ON CONFLICT (tree_id, level, idx) DO UPDATE SET data = excluded.data"
+    " WHERE length(tiles.data) < length(excluded.data)"
+)
+_INSERT_KEYS = "INSERT INTO search_keys (tree_id, key, idx) VALUES (:tree_id, :key, :idx)"
+_INSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (tree_id, size, root, timestamp_ms, checkpoint)"
+    " VALUES (:tree_id, :size, :root, :timestamp_ms, :checkpoint)"
+)
+
+_Params = dict[str, Any] | list[dict[str, Any]]
+_text = functools.cache(text)
+
+
+def _runner(conn: Connection) -> Callable[[str, _Params], int]:
+    """Run one statement (``executemany`` for a list of rows) in ``conn``'s transaction and
+    return its row count."""
+    if conn.dialect.name == "sqlite":
+        raw = cast(sqlite3.Connection, conn.connection.driver_connection)
+
+        def run_sqlite(sql: str, params: _Params) -> int:
+            if isinstance(params, list):
+                return raw.executemany(sql, params).rowcount
+            return raw.execute(sql, params).rowcount
+
+        return run_sqlite
+
+    def run(sql: str, params: _Params) -> int:
+        return conn.execute(_text(sql), params).rowcount
+
+    return run
+
+
+def _record_checkpoint(run: Callable[[str, _Params], int], tree_id: int, head: TreeHead) -> None:
+    run(
+        _INSERT_CHECKPOINT,
+        {
+            "tree_id": tree_id,
+            "size": head.size,
+            "root": head.root,
+            "timestamp_ms": head.timestamp_ms,
+            "checkpoint": head.checkpoint,
+        },
     )
-
-
-def _tile_upsert(dialect: str) -> Executable:
-    """INSERT … ON CONFLICT DO UPDATE for tiles; a full tile is never rewritten."""
-    # The guard makes a stale writer's shorter tile a no-op instead of truncating history.
-    guard = func.length(tiles.c.data) < func.length(literal_column("excluded.data"))
-    if dialect == "sqlite":
-        lite = sqlite.insert(tiles)
-        return lite.on_conflict_do_update(
-            index_elements=[tiles.c.tree_id, tiles.c.level, tiles.c.idx],
-            set_={"data": lite.excluded.data},
-            where=guard,
-        )
-    if dialect == "postgresql":
-        pg = postgresql.insert(tiles)
-        return pg.on_conflict_do_update(
-            index_elements=[tiles.c.tree_id, tiles.c.level, tiles.c.idx],
-            set_={"data": pg.excluded.data},
-            where=guard,
-        )
-    raise ValueError(f"unsupported database dialect {dialect!r}")

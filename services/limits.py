@@ -138,8 +138,13 @@ def body_guard(limits: BodyLimits) -> Callable[..., Awaitable[web.StreamResponse
         try:
             limited = request.clone(client_max_size=limit)
             try:
-                async with asyncio.timeout(limits.deadline):
+                if request.content.is_eof():
+                    # Already all here (most bodies arrive with their headers): no deadline to
+                    # arm and cancel, which is a timer on the loop for every request.
                     await limited.read()
+                else:
+                    async with asyncio.timeout(limits.deadline):
+                        await limited.read()
             except TimeoutError:
                 return _render_error(
                     request, 408, f"request body not received within {limits.deadline:g} s"

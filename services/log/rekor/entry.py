@@ -89,6 +89,10 @@ def _replace_lone_surrogates(root: JSONValue) -> JSONValue:
     return root
 
 
+# ``json.loads`` with any option builds a new decoder (and its C scanner) on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def go_json_loads(data: str | bytes) -> JSONValue:
     """Parse JSON with Go ``encoding/json``'s leniencies and strictness.
 
@@ -99,7 +103,9 @@ def go_json_loads(data: str | bytes) -> JSONValue:
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     check_json_shape(text)
     try:
-        doc: JSONValue = json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        doc: JSONValue = _DECODER.decode(text)
     except RecursionError:
         raise ValueError("exceeded max depth") from None
     if _SURROGATE_ESCAPE.search(text):

@@ -1749,6 +1749,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    server_log = logging.getLogger("aiohttp.server")
+    if not verbose and not any(isinstance(f, QuietBadRequests) for f in server_log.filters):
+        server_log.addFilter(QuietBadRequests())
     if not verbose:
         # Alembic narrates its set-up at INFO on every start; the start line says what matters.
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -1762,6 +1765,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # the traceback, as asked
         print(f"sigstead: {_describe(exc)}", file=sys.stderr)
         return 1
+
+
+class QuietBadRequests(logging.Filter):
+    """Turn aiohttp's ERROR with a traceback for a request it could not parse into one INFO line.
+
+    aiohttp answers a malformed request (a bad header, an over-long line, a bad method past a
+    connection's first request) with a 400 and logs it at ERROR with its traceback: the client's
+    error, and any client can fill the log with them. Its own errors (5xx) are left as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if (
+            record.levelno >= logging.ERROR
+            and isinstance(exc, HttpProcessingError)
+            and 400 <= (exc.code or 400) < 500
+        ):
+            lines = str(exc.message).strip().splitlines() or [type(exc).__name__]
+            record.msg = f"{record.getMessage()}: {exc.code} {lines[0].rstrip(':')}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 class JSONFormatter(logging.Formatter):

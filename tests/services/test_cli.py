@@ -799,3 +799,61 @@ async def test_a_started_server_freezes_its_heap_for_the_collector() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+async def test_malformed_requests_are_one_info_line_not_an_error_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import logging
+
+    from aiohttp import web
+
+    from services.cli import QuietBadRequests
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    quiet = QuietBadRequests()
+    logging.getLogger("aiohttp.server").addFilter(quiet)
+    bad = [
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+            for raw in bad:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(raw)
+                await writer.drain()
+                reply = await reader.read()
+                writer.close()
+                assert b" 400 Bad Request\r\n" in reply, reply[:200]
+    finally:
+        logging.getLogger("aiohttp.server").removeFilter(quiet)
+        await runner.cleanup()
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == len(bad)
+    for record in records:
+        assert record.levelno == logging.INFO, record.getMessage()
+        assert record.exc_info is None
+        assert "\n" not in record.getMessage()
+        assert record.getMessage().startswith("Error handling request from 127.0.0.1: 400 ")
+
+
+def test_main_quiets_aiohttps_bad_request_errors(tmp_path: Path) -> None:
+    import logging
+
+    from services.cli import QuietBadRequests, main
+
+    assert main(["dev-issuer", "init", "--dir", str(tmp_path / "issuer")]) == 0
+    filters = logging.getLogger("aiohttp.server").filters
+    assert any(isinstance(f, QuietBadRequests) for f in filters)

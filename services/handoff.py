@@ -29,21 +29,33 @@ class Handoff(Generic[_A, _R]):
     """``await handoff(arg)`` is ``fn(arg)`` run on ``executor``, grouped with other calls.
 
     Each call's exception is raised to its own caller only. A chunk holds at most ``chunk``
-    calls, so a burst still spreads over several threads: one thread per chunk.
+    calls, so a burst still spreads over several threads: one thread per chunk. A call whose
+    argument ``inline`` accepts runs at once on the loop instead: work about as cheap as the
+    hand-off itself gains nothing from a thread.
     """
 
-    __slots__ = ("_chunk", "_executor", "_fn", "_scheduled", "_waiting")
+    __slots__ = ("_chunk", "_executor", "_fn", "_inline", "_scheduled", "_waiting")
 
-    def __init__(self, fn: Callable[[_A], _R], executor: Executor | None = None, chunk: int = 16):
+    def __init__(
+        self,
+        fn: Callable[[_A], _R],
+        executor: Executor | None = None,
+        chunk: int = 16,
+        *,
+        inline: Callable[[_A], bool] | None = None,
+    ):
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
         self._fn = fn
         self._executor = executor
         self._chunk = chunk
+        self._inline = inline
         self._waiting: list[tuple[_A, asyncio.Future[_R]]] = []
         self._scheduled = False
 
     async def __call__(self, arg: _A) -> _R:
+        if self._inline is not None and self._inline(arg):
+            return self._fn(arg)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_R] = loop.create_future()
         self._waiting.append((arg, future))

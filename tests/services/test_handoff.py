@@ -67,6 +67,26 @@ def test_calls_in_later_iterations_are_handed_off_again() -> None:
     assert executor.submitted == 3
 
 
+def test_calls_inline_accepts_run_on_the_loop_and_raise_there() -> None:
+    executor = CountingExecutor()
+    handoff = Handoff(_square_or_refuse, executor, inline=lambda x: x < 10)
+
+    async def run() -> list[object]:
+        return await asyncio.gather(*(handoff(i) for i in (2, 3, 12)), return_exceptions=True)
+
+    try:
+        small, refused, large = asyncio.run(run())
+    finally:
+        executor.shutdown()
+    assert small == (4, threading.current_thread().name)
+    assert isinstance(refused, ValueError)
+    assert str(refused) == "refused 3"
+    assert isinstance(large, tuple)
+    assert large[0] == 144
+    assert large[1] != threading.current_thread().name
+    assert executor.submitted == 1
+
+
 def test_a_cancelled_caller_leaves_the_others_answered() -> None:
     gate = threading.Event()
 

@@ -103,7 +103,11 @@ class RekorLog:
         self.log_id = signer.key_id.hex()
         # Large entries (``INLINE_CANONICALIZE``) are checked in threads: hashing and parsing
         # them would stall every other request on the loop.
-        self._canonicalize = Handoff(canonicalize_proposed_entry, executor)
+        self._canonicalize = Handoff(
+            canonicalize_proposed_entry,
+            executor,
+            inline=lambda body: len(body) <= INLINE_CANONICALIZE,
+        )
 
     # -- identifiers -----------------------------------------------------------------------
 
@@ -121,10 +125,7 @@ class RekorLog:
 
     async def create(self, body: bytes) -> Created:
         """Verify, canonicalise and append a proposed entry; return once committed."""
-        if len(body) <= INLINE_CANONICALIZE:
-            entry = canonicalize_proposed_entry(body)
-        else:
-            entry = await self._canonicalize(body)
+        entry = await self._canonicalize(body)
         try:
             receipt = await self.sequencer.submit(entry.leaf, entry.search_keys)
         except DuplicateEntry as dup:
